@@ -1,0 +1,103 @@
+//! The boundary between the math and a network: every denoiser (the exact one of a Gaussian
+//! mixture, the host MLP, an ONNX model, a firmware MLP) implements [`Denoiser`].
+
+use crate::param::Prediction;
+
+/// The noise level a denoiser is asked about. Discrete models read `t` (1-based; ONNX exports
+/// and diffusers use `t - 1`), continuous-time ones `t / steps` or `log_snr`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NoiseLevel {
+    /// The timestep, `1..=steps`.
+    pub t: usize,
+    /// The number of timesteps `T` of the schedule.
+    pub steps: usize,
+    /// `lambda_t = log SNR_t`.
+    pub log_snr: f32,
+    /// `sqrt(abar_t)`.
+    pub sqrt_abar: f32,
+    /// `sqrt(1 - abar_t)`.
+    pub sqrt_one_minus_abar: f32,
+}
+
+impl NoiseLevel {
+    /// The level at a table entry.
+    pub fn of(step: &crate::schedule::Step) -> Self {
+        NoiseLevel {
+            t: step.t,
+            steps: step.steps,
+            log_snr: step.log_snr,
+            sqrt_abar: step.cur.sqrt_abar,
+            sqrt_one_minus_abar: step.cur.sqrt_one_minus_abar,
+        }
+    }
+}
+
+/// What the prediction is conditioned on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition<'a> {
+    /// No condition: the unconditional model (the null class of a classifier-free model).
+    Unconditional,
+    /// One class label per example of the batch.
+    Class(&'a [u32]),
+}
+
+/// A batched denoiser: `x` holds `n` vectors of dimension [`Denoiser::dim`] one after another,
+/// and `out` receives the prediction of kind [`Denoiser::prediction`] for each, in the same
+/// layout. Implementations may assume `x.len() == out.len()` and that it is a multiple of
+/// `dim()` (the core checks before calling), and return their own error type otherwise.
+pub trait Denoiser {
+    /// The implementation's error.
+    type Error;
+    /// The data dimension `D` of one example.
+    fn dim(&self) -> usize;
+    /// What the output means.
+    fn prediction(&self) -> Prediction;
+    /// The number of classes (0: unconditional only).
+    fn classes(&self) -> usize {
+        0
+    }
+    /// Predicts for a batch at one noise level.
+    fn predict(
+        &mut self,
+        x: &[f32],
+        level: NoiseLevel,
+        cond: Condition<'_>,
+        out: &mut [f32],
+    ) -> Result<(), Self::Error>;
+}
+
+impl<D: Denoiser + ?Sized> Denoiser for &mut D {
+    type Error = D::Error;
+    fn dim(&self) -> usize {
+        (**self).dim()
+    }
+    fn prediction(&self) -> Prediction {
+        (**self).prediction()
+    }
+    fn classes(&self) -> usize {
+        (**self).classes()
+    }
+    fn predict(
+        &mut self,
+        x: &[f32],
+        level: NoiseLevel,
+        cond: Condition<'_>,
+        out: &mut [f32],
+    ) -> Result<(), Self::Error> {
+        (**self).predict(x, level, cond, out)
+    }
+}
+
+/// Supplies `grad_x log p(y | x_t)` for classifier guidance (seed 004 eq. 166).
+pub trait Classifier {
+    /// The implementation's error.
+    type Error;
+    /// Writes the gradient of `log p(y = labels[i] | x_t)` for each example into `out`.
+    fn grad_log_prob(
+        &mut self,
+        x: &[f32],
+        level: NoiseLevel,
+        labels: &[u32],
+        out: &mut [f32],
+    ) -> Result<(), Self::Error>;
+}

@@ -1,0 +1,321 @@
+//! The terms of the diffusion ELBO (seed 004 eq. 58; seed 003; seed 000), in nats per example:
+//!
+//! `-ELBO = L_T + sum_{t=2}^T L_{t-1} + L_0` with
+//! - `L_T = KL(q(x_T | x_0) || N(0, I))` ([`prior_term`]),
+//! - `L_{t-1} = E_{q(x_t | x_0)} KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t))`, estimated per draw
+//!   of `x_t` either analytically ([`kl_term_rb`], the Rao-Blackwellised estimator of seed 000)
+//!   or by the log-ratio at one sampled `x_{t-1}` ([`kl_term_mc`], the Monte Carlo estimator),
+//! - `L_0 = -E_{q(x_1 | x_0)} log p(x_0 | x_1)` ([`decoder_nll`]).
+//!
+//! The reverse model is `p(x_{t-1} | x_t) = N(c0_t x0_hat + ct_t x_t, sigma_t^2 I)`: its mean has
+//! the posterior's form with the denoiser's `x0_hat` in place of `x_0` (seed 004 eq. 94), its
+//! variance is chosen by [`ReverseVariance`].
+
+use rand_core::Rng;
+
+use crate::denoiser::{Condition, Denoiser, NoiseLevel};
+use crate::error::{Error, Result, RunError, check_len};
+use crate::forward::q_sample_rng;
+use crate::gaussian::{discretized_log_likelihood, kl, log_density, prior_kl};
+use crate::param::{Prediction, to_x0_eps};
+use crate::rng::standard_normal;
+use crate::schedule::{Marginal, NoiseSchedule, Step};
+
+/// The reverse process variance `sigma_t^2`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReverseVariance {
+    /// `btilde_t`, the posterior variance (the lower bound on the optimal variance), clipped at
+    /// `t = 1` to `btilde_2` as improved-diffusion does.
+    Small,
+    /// `beta_t` (the upper bound), with `btilde_2` at `t = 1` as improved-diffusion's fixed-large.
+    Large,
+    /// `log sigma^2 = f log beta_t + (1 - f) log btilde_t` (clipped), `f = (v + 1)/2` for a model
+    /// output `v` in `[-1, 1]` (Nichol & Dhariwal 2021, eq. 15).
+    LearnedRange,
+}
+
+impl ReverseVariance {
+    /// `small`, `large` or `learned_range`.
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "small" | "fixed_small" => Ok(ReverseVariance::Small),
+            "large" | "fixed_large" => Ok(ReverseVariance::Large),
+            "learned_range" => Ok(ReverseVariance::LearnedRange),
+            _ => Err(Error::UnknownName { what: "variance" }),
+        }
+    }
+}
+
+/// `log sigma_t^2` of the reverse model; `v` is the model's variance output (used by
+/// `LearnedRange` only).
+pub fn reverse_log_variance(step: &Step, variance: ReverseVariance, v: f32) -> f64 {
+    let clipped = f64::from(step.posterior_log_variance_clipped);
+    match variance {
+        ReverseVariance::Small => clipped,
+        ReverseVariance::Large if step.t == 1 => clipped,
+        ReverseVariance::Large => f64::from(step.log_beta),
+        ReverseVariance::LearnedRange => {
+            let frac = (f64::from(v) + 1.0) / 2.0;
+            frac * f64::from(step.log_beta) + (1.0 - frac) * clipped
+        }
+    }
+}
+
+/// The natural ELBO weight of the eps-form (seed 003):
+/// `L_{t-1} = w_t ||eps - eps_hat||^2` with `w_t = beta_t^2 / (2 sigma_t^2 alpha_t (1 - abar_t))`
+/// when `p` and `q` share the variance `sigma_t^2`.
+pub fn vlb_weight(step: &Step, sigma2: f64) -> f64 {
+    let beta = f64::from(step.beta);
+    beta * beta / (2.0 * sigma2 * f64::from(step.alpha) * f64::from(step.cur.one_minus_abar))
+}
+
+/// The same weight in x0-form for `sigma_t^2 = btilde_t` (seed 004 eq. 110):
+/// `L_{t-1} = 1/2 (SNR_{t-1} - SNR_t) ||x_0 - x0_hat||^2`, with the SNR difference written as
+/// `abar_{t-1} beta_t / ((1 - abar_{t-1})(1 - abar_t))` (no cancellation).
+pub fn vlb_weight_x0(step: &Step) -> f64 {
+    0.5 * f64::from(step.prev.abar) * f64::from(step.beta)
+        / (f64::from(step.prev.one_minus_abar) * f64::from(step.cur.one_minus_abar))
+}
+
+/// `x_0 - x0_hat` for one coordinate, in f64.
+#[inline]
+fn x0_error(kind: Prediction, m: &Marginal, p: f32, x0: f32, xt: f32) -> f64 {
+    let (a, s) = (f64::from(m.sqrt_abar), f64::from(m.sqrt_one_minus_abar));
+    let (x0_hat, _) = to_x0_eps(kind, f64::from(p), f64::from(xt), a, s);
+    f64::from(x0) - x0_hat
+}
+
+fn check_example(x0: &[f32], xt: &[f32], pred: &[f32]) -> Result<()> {
+    check_len(x0.len(), xt.len())?;
+    check_len(x0.len(), pred.len())
+}
+
+fn check_kl_step(step: &Step) -> Result<()> {
+    if step.t < 2 {
+        return Err(Error::InvalidParameter { name: "t", reason: "t >= 2 for a KL term (t = 1 is the decoder)" });
+    }
+    Ok(())
+}
+
+/// The Rao-Blackwellised estimate of `L_{t-1}` (t >= 2) for one example at one draw of `x_t`:
+/// the analytic `KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t))` with the mean difference
+/// `c0_t (x_0 - x0_hat)` (seed 004 eqs. 87-99) and `p`'s log-variance `log_var_p`.
+pub fn kl_term_rb(step: &Step, kind: Prediction, pred: &[f32], x0: &[f32], xt: &[f32], log_var_p: f64) -> Result<f64> {
+    check_kl_step(step)?;
+    check_example(x0, xt, pred)?;
+    let lv_q = f64::from(step.posterior_log_variance_clipped);
+    let c0 = f64::from(step.posterior_mean_coef_x0);
+    let mut sum = 0.0;
+    for ((&p, &x), &z) in pred.iter().zip(x0).zip(xt) {
+        sum += kl(c0 * x0_error(kind, &step.cur, p, x, z), lv_q, log_var_p);
+    }
+    Ok(sum)
+}
+
+/// The Monte Carlo estimate of `L_{t-1}` (t >= 2) for one example: draws
+/// `x_{t-1} = mu_q + sqrt(btilde_t) z` from the posterior and returns
+/// `log q(x_{t-1} | x_t, x_0) - log p(x_{t-1} | x_t)
+///  = 1/2 (lv_p - lv_q - z^2 + (c0_t (x_0 - x0_hat) + sqrt(btilde_t) z)^2 / sigma_p^2)`
+/// (seed 000, "naive Monte Carlo"). Its expectation over `z` is [`kl_term_rb`].
+pub fn kl_term_mc<R: Rng + ?Sized>(
+    step: &Step,
+    kind: Prediction,
+    pred: &[f32],
+    x0: &[f32],
+    xt: &[f32],
+    log_var_p: f64,
+    rng: &mut R,
+) -> Result<f64> {
+    check_kl_step(step)?;
+    check_example(x0, xt, pred)?;
+    let lv_q = f64::from(step.posterior_log_variance_clipped);
+    let sd_q = libm::exp(0.5 * lv_q);
+    let c0 = f64::from(step.posterior_mean_coef_x0);
+    let inv_var_p = libm::exp(-log_var_p);
+    let mut sum = 0.0;
+    for ((&p, &x), &zt) in pred.iter().zip(x0).zip(xt) {
+        let z = f64::from(standard_normal(rng));
+        let d = c0 * x0_error(kind, &step.cur, p, x, zt) + sd_q * z;
+        sum += 0.5 * (log_var_p - lv_q - z * z + d * d * inv_var_p);
+    }
+    Ok(sum)
+}
+
+/// The decoder `p(x_0 | x_1)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoder {
+    /// A Gaussian density: continuous data (the bound is on a density, in nats).
+    Continuous,
+    /// The discretised Gaussian over `levels` values on `[-1, 1]` (quantised data such as
+    /// 8-bit images with 256 levels; the bound is on a probability).
+    Discretized {
+        /// K, the number of values.
+        levels: u32,
+    },
+}
+
+/// `L_0 = -log p(x_0 | x_1)` for one example at one draw of `x_1`, with
+/// `p(x_0 | x_1) = N(c0_1 x0_hat + ct_1 x_1, exp(log_var_p))` (a density or its discretisation).
+pub fn decoder_nll(
+    step: &Step,
+    kind: Prediction,
+    pred: &[f32],
+    x0: &[f32],
+    x1: &[f32],
+    log_var_p: f64,
+    decoder: Decoder,
+) -> Result<f64> {
+    if step.t != 1 {
+        return Err(Error::InvalidParameter { name: "t", reason: "t = 1 for the decoder term" });
+    }
+    check_example(x0, x1, pred)?;
+    if let Decoder::Discretized { levels } = decoder {
+        if levels < 2 {
+            return Err(Error::InvalidParameter { name: "levels", reason: "at least 2 levels" });
+        }
+    }
+    let c0 = f64::from(step.posterior_mean_coef_x0);
+    let ct = f64::from(step.posterior_mean_coef_xt);
+    let (a, s) = (f64::from(step.cur.sqrt_abar), f64::from(step.cur.sqrt_one_minus_abar));
+    let mut nll = 0.0;
+    for ((&p, &x), &z) in pred.iter().zip(x0).zip(x1) {
+        let (x0_hat, _) = to_x0_eps(kind, f64::from(p), f64::from(z), a, s);
+        let mean = c0 * x0_hat + ct * f64::from(z);
+        nll -= match decoder {
+            Decoder::Continuous => log_density(f64::from(x), mean, log_var_p),
+            Decoder::Discretized { levels } => discretized_log_likelihood(f64::from(x), mean, 0.5 * log_var_p, levels),
+        };
+    }
+    Ok(nll)
+}
+
+/// `L_T = KL(q(x_T | x_0) || N(0, I))` for one example (closed form, [`prior_kl`]).
+pub fn prior_term(last: &Marginal, x0: &[f32]) -> f64 {
+    let abar = libm::exp(last.log_abar);
+    x0.iter().map(|&x| prior_kl(f64::from(x), abar)).sum()
+}
+
+/// How the per-step KL terms are estimated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Estimator {
+    /// The analytic KL at a sampled `x_t` (Rao-Blackwellised; lower variance).
+    RaoBlackwell,
+    /// The log-ratio at a sampled `x_t` and `x_{t-1}` (Monte Carlo).
+    MonteCarlo,
+}
+
+/// Options of a full bound evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ElboOptions {
+    /// The reverse variance (`Small` or `Large`; a learned variance needs the model's output
+    /// and the per-term functions).
+    pub variance: ReverseVariance,
+    /// RB or MC for `L_{t-1}`.
+    pub estimator: Estimator,
+    /// Continuous or discretised decoder.
+    pub decoder: Decoder,
+}
+
+/// Buffers of length `n D` a full evaluation works in.
+pub struct ElboScratch<'a> {
+    /// Receives `x_t`.
+    pub xt: &'a mut [f32],
+    /// Receives the noise `eps`.
+    pub eps: &'a mut [f32],
+    /// Receives the denoiser's prediction.
+    pub pred: &'a mut [f32],
+}
+
+/// Where a full evaluation writes its results (nats).
+pub struct ElboOutput<'a> {
+    /// Per example (length `n`): the total `-ELBO`.
+    pub per_example: &'a mut [f64],
+    /// Per timestep (length `T`): index `t - 1` holds the batch mean of `L_{t-1}` (index 0: the
+    /// decoder term `L_0`).
+    pub per_step: &'a mut [f64],
+}
+
+/// Batch means of the parts of the bound (nats per example).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ElboParts {
+    /// `L_T`.
+    pub prior: f64,
+    /// `L_0`.
+    pub decoder: f64,
+    /// `sum_{t=2}^T L_{t-1}`.
+    pub diffusion: f64,
+    /// The total `-ELBO`.
+    pub total: f64,
+}
+
+/// Evaluates `-ELBO` for a batch `x0` (`n` examples of dimension `D`), one draw of `x_t` per
+/// example and timestep, calling the denoiser once per timestep (as improved-diffusion's
+/// `calc_bpd_loop` does).
+#[allow(clippy::too_many_arguments)]
+pub fn neg_elbo<D: Denoiser, S: NoiseSchedule + ?Sized, R: Rng + ?Sized>(
+    denoiser: &mut D,
+    schedule: &S,
+    x0: &[f32],
+    cond: Condition<'_>,
+    opts: ElboOptions,
+    rng: &mut R,
+    scratch: ElboScratch<'_>,
+    out: ElboOutput<'_>,
+) -> core::result::Result<ElboParts, RunError<D::Error>> {
+    let dim = denoiser.dim();
+    if dim == 0 || x0.len() % dim != 0 || x0.is_empty() {
+        return Err(Error::DimensionMismatch { expected: dim, got: x0.len() }.into());
+    }
+    let n = x0.len() / dim;
+    check_len(x0.len(), scratch.xt.len())?;
+    check_len(x0.len(), scratch.eps.len())?;
+    check_len(x0.len(), scratch.pred.len())?;
+    check_len(n, out.per_example.len())?;
+    check_len(schedule.steps(), out.per_step.len())?;
+    if let Condition::Class(labels) = cond {
+        check_len(n, labels.len())?;
+    }
+    if opts.variance == ReverseVariance::LearnedRange {
+        return Err(Error::Unsupported("learned variance in a full evaluation: use the per-term functions").into());
+    }
+    if !x0.iter().all(|v| v.is_finite()) {
+        return Err(Error::InvalidParameter { name: "x0", reason: "finite values" }.into());
+    }
+    let kind = denoiser.prediction();
+    let steps = schedule.steps();
+    let last = schedule.marginal(steps)?;
+    let mut parts = ElboParts { prior: 0.0, decoder: 0.0, diffusion: 0.0, total: 0.0 };
+    for (e, x) in out.per_example.iter_mut().zip(x0.chunks_exact(dim)) {
+        *e = prior_term(&last, x);
+        parts.prior += *e;
+    }
+    for t in 1..=steps {
+        let step = schedule.step(t)?;
+        q_sample_rng(&step.cur, x0, rng, scratch.eps, scratch.xt)?;
+        denoiser.predict(scratch.xt, NoiseLevel::of(&step), cond, scratch.pred).map_err(RunError::Model)?;
+        let lv = reverse_log_variance(&step, opts.variance, 0.0);
+        let mut sum = 0.0;
+        let rows = x0.chunks_exact(dim).zip(scratch.xt.chunks_exact(dim)).zip(scratch.pred.chunks_exact(dim));
+        for (e, ((x, xt), p)) in out.per_example.iter_mut().zip(rows) {
+            let term = match (t, opts.estimator) {
+                (1, _) => decoder_nll(&step, kind, p, x, xt, lv, opts.decoder)?,
+                (_, Estimator::RaoBlackwell) => kl_term_rb(&step, kind, p, x, xt, lv)?,
+                (_, Estimator::MonteCarlo) => kl_term_mc(&step, kind, p, x, xt, lv, rng)?,
+            };
+            *e += term;
+            sum += term;
+        }
+        out.per_step[t - 1] = sum / n as f64;
+        if t == 1 {
+            parts.decoder = sum;
+        } else {
+            parts.diffusion += sum;
+        }
+    }
+    let nf = n as f64;
+    parts.prior /= nf;
+    parts.decoder /= nf;
+    parts.diffusion /= nf;
+    parts.total = parts.prior + parts.decoder + parts.diffusion;
+    Ok(parts)
+}

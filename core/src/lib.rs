@@ -1,0 +1,47 @@
+//! # elbo-core
+//!
+//! Denoising diffusion models read the variational way: latent-variable models trained by the
+//! evidence lower bound. `no_std`, no allocation, no `unsafe`; f32 arithmetic without fused
+//! multiply-add and `libm` for every transcendental function, so a seed gives the same bits on
+//! x86-64, Cortex-M4F and RISC-V.
+//!
+//! The modules follow the math, in the order of seed 004:
+//!
+//! - [`schedule`]: discrete schedules as fixed-size tables (beta, abar, SNR, posterior), and
+//!   continuous log-SNR schedules with `d lambda / dt`;
+//! - [`gaussian`]: densities, KL divergences, the prior term, the discretised likelihood;
+//! - [`forward`]: `q(x_t | x_0)` and the posterior `q(x_{t-1} | x_t, x_0)`;
+//! - [`param`]: eps / x0 / v / score predictions and the conversions between them;
+//! - [`elbo`]: the terms of the bound with the Rao-Blackwellised and Monte Carlo estimators,
+//!   reverse variances, and a full evaluation;
+//! - [`weighting`]: the weighted-ELBO family of Kingma & Gao;
+//! - [`timesteps`]: uniform, antithetic, stratified and importance sampling of training times;
+//! - [`denoiser`]: the trait a network implements, and the classifier trait for guidance;
+//! - [`gmm`]: Gaussian mixtures and their exact (Bayes-optimal) denoiser;
+//! - [`sampler`]: DDPM, DDIM, annealed Langevin, classifier and classifier-free guidance;
+//! - [`rng`]: uniforms and Ziggurat normals from any `rand_core` generator.
+//!
+//! Conventions (time index, table definitions, names) are those of the project's design notes:
+//! `t = 1..T`, `abar_0 = 1`, and diffusers' 0-based `timestep = t - 1`.
+
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod denoiser;
+pub mod elbo;
+pub mod error;
+pub mod forward;
+pub mod gaussian;
+pub mod gmm;
+pub mod param;
+pub mod rng;
+pub mod sampler;
+pub mod schedule;
+pub mod timesteps;
+pub mod weighting;
+
+pub use denoiser::{Classifier, Condition, Denoiser, NoiseLevel};
+pub use error::{Error, Result, RunError};
+pub use param::Prediction;
+pub use schedule::{BetaSchedule, Marginal, NoiseSchedule, Schedule, Step};

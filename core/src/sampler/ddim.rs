@@ -1,0 +1,112 @@
+//! DDIM (Song, Meng & Ermon 2021, eq. 12), as diffusers' `DDIMScheduler.step` computes it:
+//! `x_prev = sqrt(abar_p) x0_hat + sqrt(1 - abar_p - sigma^2) eps_hat + sigma z` with
+//! `sigma = eta sqrt((1 - abar_p)/(1 - abar_t) (1 - abar_t/abar_p))`; `eta = 0` is deterministic,
+//! `eta = 1` the ancestral sampler of the strided chain.
+
+use rand_core::Rng;
+
+use super::{Spacing, Timesteps, check_batch, check_signal, clip_x0};
+use crate::denoiser::{Condition, Denoiser, NoiseLevel};
+use crate::error::{Error, Result, RunError, check_len};
+use crate::param::{Prediction, to_x0_eps};
+use crate::rng::standard_normal;
+use crate::schedule::{Marginal, NoiseSchedule};
+
+/// The coefficients of one DDIM update `t -> p`, computed once in f64.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DdimCoefficients {
+    /// `sqrt(abar_t)`, `sqrt(1 - abar_t)`.
+    pub a_t: f32,
+    /// See `a_t`.
+    pub s_t: f32,
+    /// `sqrt(abar_p)`.
+    pub a_p: f32,
+    /// `sqrt(1 - abar_p - sigma^2)`.
+    pub direction: f32,
+    /// `sigma`.
+    pub sigma: f32,
+}
+
+impl DdimCoefficients {
+    /// For the marginals at `t` and at the previous timestep `p` (the data if `p = 0`).
+    pub fn new(cur: &Marginal, prev: &Marginal, eta: f32) -> Self {
+        let beta_eff = -libm::expm1(cur.log_abar - prev.log_abar);
+        let oma_p = -libm::expm1(prev.log_abar);
+        let oma_t = -libm::expm1(cur.log_abar);
+        let var = oma_p / oma_t * beta_eff;
+        let sigma = f64::from(eta) * libm::sqrt(var);
+        let dir2 = oma_p - sigma * sigma;
+        DdimCoefficients {
+            a_t: cur.sqrt_abar,
+            s_t: cur.sqrt_one_minus_abar,
+            a_p: prev.sqrt_abar,
+            direction: libm::sqrt(if dir2 > 0.0 { dir2 } else { 0.0 }) as f32,
+            sigma: sigma as f32,
+        }
+    }
+}
+
+/// One DDIM update in place. Clipping clamps `x0_hat` only (diffusers' default
+/// `use_clipped_model_output = False`); `noise` is called only when `sigma > 0`.
+pub fn ddim_update(
+    c: &DdimCoefficients,
+    kind: Prediction,
+    pred: &[f32],
+    x: &mut [f32],
+    clip: Option<f32>,
+    mut noise: impl FnMut() -> f32,
+) -> Result<()> {
+    check_len(x.len(), pred.len())?;
+    check_signal(kind, c.a_t)?;
+    for (xv, &p) in x.iter_mut().zip(pred) {
+        let (x0, eps) = to_x0_eps(kind, p, *xv, c.a_t, c.s_t);
+        let det = c.a_p * clip_x0(x0, clip) + c.direction * eps;
+        *xv = if c.sigma > 0.0 { det + c.sigma * noise() } else { det };
+    }
+    Ok(())
+}
+
+/// The DDIM sampler.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ddim {
+    /// `eta >= 0` (0: deterministic).
+    pub eta: f32,
+    /// The timesteps visited.
+    pub timesteps: Timesteps,
+    /// Clamp of the predicted `x_0` (`None`: off).
+    pub clip: Option<f32>,
+}
+
+impl Ddim {
+    /// `count` steps with the given spacing over a `steps`-step schedule.
+    pub fn new(eta: f32, spacing: Spacing, count: usize, steps: usize) -> Result<Self> {
+        if !(eta >= 0.0 && eta.is_finite()) {
+            return Err(Error::InvalidParameter { name: "eta", reason: "a finite value >= 0" });
+        }
+        Ok(Ddim { eta, timesteps: Timesteps::new(spacing, count, steps, 0)?, clip: None })
+    }
+
+    /// Runs the chain from `x = x_T` to `x_0`; `scratch` (same length) receives model outputs.
+    pub fn sample<D: Denoiser, S: NoiseSchedule + ?Sized, R: Rng + ?Sized>(
+        &self,
+        denoiser: &mut D,
+        schedule: &S,
+        x: &mut [f32],
+        scratch: &mut [f32],
+        cond: Condition<'_>,
+        rng: &mut R,
+    ) -> core::result::Result<(), RunError<D::Error>> {
+        check_batch(denoiser, x, scratch, cond)?;
+        let ts = self.timesteps;
+        let kind = denoiser.prediction();
+        for i in 0..ts.len() {
+            let step = schedule.step(ts.get(i)?)?;
+            check_signal(kind, step.cur.sqrt_abar)?;
+            let prev = schedule.marginal(ts.ddim_previous(i)?)?;
+            let c = DdimCoefficients::new(&step.cur, &prev, self.eta);
+            denoiser.predict(x, NoiseLevel::of(&step), cond, scratch).map_err(RunError::Model)?;
+            ddim_update(&c, kind, scratch, x, self.clip, || standard_normal(rng))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,92 @@
+//! Ancestral (DDPM) sampling, Ho et al. 2020 Alg. 2 in the x0 form of seed 004 eq. 94:
+//! `x_{t-1} = c0_t x0_hat + ct_t x_t + sigma_t z`, no noise on the last step.
+
+use rand_core::Rng;
+
+use super::{Timesteps, check_batch, check_signal, clip_x0};
+use crate::denoiser::{Condition, Denoiser, NoiseLevel};
+use crate::elbo::ReverseVariance;
+use crate::error::{Error, Result, RunError, check_len};
+use crate::param::{Prediction, to_x0_eps};
+use crate::rng::standard_normal;
+use crate::schedule::{NoiseSchedule, Step, stride};
+
+/// `sigma_t` of a (possibly strided) step: `sqrt(btilde_t)` for `Small`, `sqrt(beta_t)` for
+/// `Large`. The last step into the data adds no noise.
+pub fn ddpm_sigma(step: &Step, variance: ReverseVariance) -> Result<f32> {
+    match variance {
+        ReverseVariance::Small => Ok(libm::sqrtf(step.posterior_variance)),
+        ReverseVariance::Large => Ok(libm::sqrtf(step.beta)),
+        ReverseVariance::LearnedRange => Err(Error::Unsupported("learned variance in the DDPM sampler")),
+    }
+}
+
+/// One ancestral update in place: `x <- c0 x0_hat + ct x + sigma z`, where `x0_hat` comes from
+/// the prediction `pred` of kind `kind` (clipped to `[-r, r]` if `clip = Some(r)`), and `z` from
+/// `noise` (not called on the last step, `step.prev` being the data).
+pub fn ddpm_update(
+    step: &Step,
+    kind: Prediction,
+    pred: &[f32],
+    x: &mut [f32],
+    sigma: f32,
+    clip: Option<f32>,
+    mut noise: impl FnMut() -> f32,
+) -> Result<()> {
+    check_len(x.len(), pred.len())?;
+    check_signal(kind, step.cur.sqrt_abar)?;
+    let (a, s) = (step.cur.sqrt_abar, step.cur.sqrt_one_minus_abar);
+    let (c0, ct) = (step.posterior_mean_coef_x0, step.posterior_mean_coef_xt);
+    let last = step.prev.log_abar == 0.0;
+    for (xv, &p) in x.iter_mut().zip(pred) {
+        let (x0, _) = to_x0_eps(kind, p, *xv, a, s);
+        let mean = c0 * clip_x0(x0, clip) + ct * *xv;
+        *xv = if last { mean } else { mean + sigma * noise() };
+    }
+    Ok(())
+}
+
+/// The DDPM sampler.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ddpm {
+    /// `Small` (`btilde_t`, diffusers' `fixed_small`) or `Large` (`beta_t`).
+    pub variance: ReverseVariance,
+    /// Clamp of the predicted `x_0` (`None`: off).
+    pub clip: Option<f32>,
+    /// The timesteps visited (`None`: all `T`); with fewer, each stride uses its effective
+    /// `beta = 1 - abar_t / abar_prev` (improved-diffusion's respacing).
+    pub timesteps: Option<Timesteps>,
+}
+
+impl Default for Ddpm {
+    fn default() -> Self {
+        Ddpm { variance: ReverseVariance::Small, clip: None, timesteps: None }
+    }
+}
+
+impl Ddpm {
+    /// Runs the chain from `x = x_T` to `x_0`; `scratch` (same length) receives model outputs.
+    pub fn sample<D: Denoiser, S: NoiseSchedule + ?Sized, R: Rng + ?Sized>(
+        &self,
+        denoiser: &mut D,
+        schedule: &S,
+        x: &mut [f32],
+        scratch: &mut [f32],
+        cond: Condition<'_>,
+        rng: &mut R,
+    ) -> core::result::Result<(), RunError<D::Error>> {
+        check_batch(denoiser, x, scratch, cond)?;
+        let ts = match self.timesteps {
+            Some(ts) => ts,
+            None => Timesteps::all(schedule.steps())?,
+        };
+        let kind = denoiser.prediction();
+        for i in 0..ts.len() {
+            let step = stride(schedule, ts.get(i)?, ts.next_in_sequence(i)?)?;
+            let sigma = ddpm_sigma(&step, self.variance)?;
+            denoiser.predict(x, NoiseLevel::of(&step), cond, scratch).map_err(RunError::Model)?;
+            ddpm_update(&step, kind, scratch, x, sigma, self.clip, || standard_normal(rng))?;
+        }
+        Ok(())
+    }
+}
