@@ -45,8 +45,7 @@ fn ddpm_and_ddim_steps_match_diffusers() {
         let expected = nums(&case["prev_sample"]);
         let mut x = sample.clone();
         let mut z = noise.iter().copied();
-        let what;
-        if case["sampler"] == "ddpm" {
+        let what = if case["sampler"] == "ddpm" {
             let variance = match case["variance"].as_str().unwrap() {
                 "fixed_small" => ReverseVariance::Small,
                 _ => ReverseVariance::Large,
@@ -54,7 +53,7 @@ fn ddpm_and_ddim_steps_match_diffusers() {
             let step = stride(&s, t, t - 1).unwrap();
             let sigma = ddpm_sigma(&step, variance).unwrap();
             ddpm_update(&step, kind, &model_output, &mut x, sigma, None, || z.next().unwrap()).unwrap();
-            what = format!("ddpm {kind:?} {variance:?} t={t}");
+            format!("ddpm {kind:?} {variance:?} t={t}")
         } else {
             let spacing = Spacing::from_name(case["spacing"].as_str().unwrap()).unwrap();
             let k = case["K"].as_u64().unwrap() as usize;
@@ -65,8 +64,8 @@ fn ddpm_and_ddim_steps_match_diffusers() {
             let c =
                 DdimCoefficients::new(&s.step(t).unwrap().cur, &s.marginal(ts.ddim_previous(i).unwrap()).unwrap(), eta);
             ddim_update(&c, kind, &model_output, &mut x, None, || z.next().unwrap()).unwrap();
-            what = format!("ddim {kind:?} eta={eta} {spacing:?} K={k} t={t}");
-        }
+            format!("ddim {kind:?} eta={eta} {spacing:?} K={k} t={t}")
+        };
         close(&x, &expected, &what);
         for (&g, &e) in x.iter().zip(&expected) {
             worst = worst.max((f64::from(g) - e).abs() / (1.0 + e.abs()));

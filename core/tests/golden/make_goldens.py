@@ -147,10 +147,13 @@ def steps():
 
 def normal_cdf_refs():
     zs = [-40.0, -30.0, -20.5, -19.5, -10.0, -5.0, -1.0, 0.0, 0.5, 3.0, 5.5, 8.0, 12.0, 30.0]
-    cdf = [{"z": z, "log_cdf": float(mpmath.log(mpmath.ncdf(z)))} for z in zs]
+    log_cdf = lambda z: mpmath.log1p(-mpmath.ncdf(-z)) if z > 0 else mpmath.log(mpmath.ncdf(z))
+    cdf = [{"z": z, "log_cdf": float(log_cdf(z))} for z in zs]
     pairs = [(-41.0, -40.0), (-12.0, -11.99), (-3.0, -2.0), (-0.1, 0.2), (1.0, 1.5), (9.0, 9.5), (25.0, 26.0),
              (-1e-3, 1e-3), (0.0, 40.0), (-40.0, 0.0)]
-    interval = [{"a": a, "b": b, "log_p": float(mpmath.log(mpmath.ncdf(b) - mpmath.ncdf(a)))} for a, b in pairs]
+    # mass of [a, b], taken from the lower tail so that 50 digits suffice
+    mass = lambda a, b: mpmath.ncdf(-a) - mpmath.ncdf(-b) if a > 0 else mpmath.ncdf(b) - mpmath.ncdf(a)
+    interval = [{"a": a, "b": b, "log_p": float(mpmath.log(mass(a, b)))} for a, b in pairs]
     return {"log_cdf": cdf, "log_interval": interval}
 
 
