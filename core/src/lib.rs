@@ -21,6 +21,30 @@
 //! - [`sampler`]: DDPM, DDIM, annealed Langevin, classifier and classifier-free guidance;
 //! - [`rng`]: uniforms and Ziggurat normals from any `rand_core` generator.
 //!
+//! ## Example
+//!
+//! Sample a two-component mixture with DDPM and its exact denoiser:
+//!
+//! ```
+//! use elbo_core::gmm::{GaussianMixture, OptimalDenoiser};
+//! use elbo_core::rng::fill_standard_normal;
+//! use elbo_core::sampler::Ddpm;
+//! use elbo_core::{BetaSchedule, Condition, Schedule};
+//! use rand_core::SeedableRng;
+//!
+//! let schedule = Schedule::<1000>::new(&BetaSchedule::SquaredCosCapV2, 1000, false)?;
+//! let mixture = GaussianMixture::new(1, &[0.5, 0.5], &[-1.0, 1.0], &[0.2, 0.2])?;
+//! let mut denoiser = OptimalDenoiser::new(mixture);
+//! let mut rng = rand_pcg::Pcg32::seed_from_u64(0);
+//! let (mut x, mut scratch) = ([0.0f32; 64], [0.0f32; 64]);
+//! fill_standard_normal(&mut rng, &mut x);
+//! Ddpm::default()
+//!     .sample(&mut denoiser, &schedule, &mut x, &mut scratch, Condition::Unconditional, &mut rng)
+//!     .map_err(|e| format!("{e}"))?;
+//! assert!(x.iter().all(|v| v.abs() < 3.0));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! Conventions (time index, table definitions, names) are those of the project's design notes:
 //! `t = 1..T`, `abar_0 = 1`, and diffusers' 0-based `timestep = t - 1`.
 

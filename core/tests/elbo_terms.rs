@@ -58,7 +58,8 @@ fn discretized_likelihood_sums_to_one() {
 /// KL between Gaussians with unequal variances, against the textbook form.
 #[test]
 fn gaussian_kl_closed_form() {
-    for (m1, v1, m2, v2) in [(0.3, 0.5, -0.2, 2.0), (1.0, 1e-4, 1.0, 1e-3), (0.0, 1.0, 0.0, 1.0), (5.0, 3.0, -1.0, 0.1)]
+    for (m1, v1, m2, v2) in
+        [(0.3f64, 0.5f64, -0.2, 2.0), (1.0, 1e-4, 1.0, 1e-3), (0.0, 1.0, 0.0, 1.0), (5.0, 3.0, -1.0, 0.1)]
     {
         let want = 0.5 * ((v2 / v1).ln() + (v1 + (m1 - m2) * (m1 - m2)) / v2 - 1.0);
         let got = kl(m1 - m2, f64::ln(v1), f64::ln(v2));

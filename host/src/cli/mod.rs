@@ -1,0 +1,89 @@
+//! The command line: parsing (clap) is kept apart from the validated options each command uses.
+//! One module per subcommand; `main` maps errors to an exit code and a one-line message.
+
+mod demo;
+mod schedule;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use elbo_core::BetaSchedule;
+
+use crate::HostSchedule;
+use crate::error::{Result, flag, input};
+
+/// Diffusion models as latent-variable models: schedules, likelihood bounds, samplers.
+#[derive(Debug, Parser)]
+#[command(name = "elbo", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the tables of a noise schedule.
+    Schedule(schedule::ScheduleArgs),
+    /// The main job on built-in data: sample, evaluate the bound, write a report.
+    Demo(demo::DemoArgs),
+}
+
+/// Runs the tool; returns the exit code (0 success, 2 bad input, 1 internal error).
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let result = match cli.command {
+        Command::Schedule(a) => schedule::run(&a),
+        Command::Demo(a) => demo::run(&a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Schedule options shared by `train`, `eval`, `schedule` and `sample`.
+#[derive(Debug, Clone, Args)]
+pub struct ScheduleOpts {
+    /// linear, scaled_linear, squaredcos_cap_v2 (or cosine), sigmoid.
+    #[arg(long, default_value = "linear")]
+    pub schedule: String,
+    /// Number of timesteps T.
+    #[arg(long, default_value_t = 1000)]
+    pub timesteps: usize,
+    /// First beta of the linear-type schedules.
+    #[arg(long, default_value_t = 1e-4)]
+    pub beta_start: f64,
+    /// Last beta of the linear-type schedules.
+    #[arg(long, default_value_t = 0.02)]
+    pub beta_end: f64,
+    /// Rescale to zero terminal SNR (Lin et al. 2024).
+    #[arg(long)]
+    pub zero_terminal_snr: bool,
+}
+
+impl ScheduleOpts {
+    /// The validated schedule.
+    pub fn build(&self) -> Result<Box<HostSchedule>> {
+        let kind = BetaSchedule::from_name(&self.schedule, self.beta_start, self.beta_end).map_err(|_| {
+            input(format!(
+                "--schedule: unknown schedule '{}' (expected linear, scaled_linear, squaredcos_cap_v2, sigmoid)",
+                self.schedule
+            ))
+        })?;
+        let s = HostSchedule::new(&kind, self.timesteps, self.zero_terminal_snr).map_err(|e| match e {
+            elbo_core::Error::ZeroSteps | elbo_core::Error::Capacity { .. } => flag("--timesteps", e),
+            _ => flag("--schedule/--beta-start/--beta-end", e),
+        })?;
+        Ok(Box::new(s))
+    }
+}

@@ -1,0 +1,34 @@
+//! Files: atomic writes (a temporary file in the same folder, then a rename), CSV of rows.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+
+/// Writes `bytes` to `path` atomically: a crash leaves either the old file or the new one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().context("output path has no file name")?.to_string_lossy();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("writing {}", path.display()))
+}
+
+/// Rows of `dim` values as CSV (header `x0,x1,...`).
+pub fn csv_rows(data: &[f32], dim: usize) -> Vec<u8> {
+    let mut s = (0..dim).map(|d| format!("x{d}")).collect::<Vec<_>>().join(",");
+    s.push('\n');
+    for row in data.chunks_exact(dim) {
+        s.push_str(&row.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","));
+        s.push('\n');
+    }
+    s.into_bytes()
+}

@@ -1,0 +1,23 @@
+//! # elbo
+//!
+//! The host side of elbo: the `elbo` command-line tool and the library behind it. The math
+//! lives in [`elbo_core`]; this crate adds what a workstation has: files, data sets, the command
+//! line.
+//!
+//! - [`cli`]: one module per subcommand, and the validated options they share;
+//! - [`data`]: the built-in data sets and Gaussian mixtures;
+//! - [`metrics`]: sample quality (MMD);
+//! - [`io`]: atomic file writes;
+//! - [`error`]: bad input (exit code 2) versus internal failures (exit code 1).
+
+pub mod cli;
+pub mod data;
+pub mod error;
+pub mod io;
+pub mod metrics;
+
+/// The largest number of timesteps a host schedule holds.
+pub const MAX_STEPS: usize = 4096;
+
+/// The schedule type of the host.
+pub type HostSchedule = elbo_core::Schedule<MAX_STEPS>;

@@ -1,0 +1,65 @@
+//! The real binary: `schedule --json` against a float64 reference, and bad input.
+
+use assert_cmd::Command;
+
+fn elbo() -> Command {
+    Command::cargo_bin("elbo").unwrap()
+}
+
+/// `schedule --json` gives diffusers' table names, each within a few f32 ulps of the float64
+/// reference of `core/tests/golden/schedules.json` (cosine schedule, T = 100).
+#[test]
+fn schedule_json_matches_the_float64_reference() {
+    let out =
+        elbo().args(["schedule", "--schedule", "squaredcos_cap_v2", "--timesteps", "100", "--json"]).output().unwrap();
+    assert!(out.status.success());
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../core/tests/golden/schedules.json")).unwrap(),
+    )
+    .unwrap();
+    let case =
+        golden.as_array().unwrap().iter().find(|c| c["schedule"] == "squaredcos_cap_v2" && c["T"] == 100).unwrap();
+    for key in ["betas", "alphas_cumprod", "one_minus_alphas_cumprod", "posterior_mean_coef_x0", "log_snr"] {
+        let (g, r) = (got[key].as_array().unwrap(), case["f64"][key].as_array().unwrap());
+        assert_eq!(g.len(), 100, "{key}");
+        for (a, b) in g.iter().zip(r) {
+            let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
+            let ulp = f64::from(f32::EPSILON) * b.abs().max(1e-30);
+            assert!((a - b).abs() <= 4.0 * ulp, "{key}: {a} vs {b}");
+        }
+    }
+}
+
+#[test]
+fn bad_input_exits_2_with_one_line() {
+    for args in [
+        vec!["schedule", "--schedule", "nope"],
+        vec!["schedule", "--timesteps", "0"],
+        vec!["schedule", "--timesteps", "100000"],
+        vec!["schedule", "--beta-start", "1.5"],
+        vec!["schedule", "--timesteps", "ten"],
+        vec!["demo", "--n", "1"],
+    ] {
+        let out = elbo().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.starts_with("error:"), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+/// The demo writes its files atomically into the output folder and reports where.
+#[test]
+fn demo_writes_its_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("demo");
+    let out = elbo().args(["demo", "--n", "300", "--timesteps", "200", "--out"]).arg(&out_dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for f in ["summary.md", "data.csv", "samples_ddpm.csv", "samples_ddim.csv"] {
+        assert!(out_dir.join(f).is_file(), "{f}");
+    }
+    let csv = std::fs::read_to_string(out_dir.join("samples_ddpm.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 301);
+    assert!(std::fs::read_dir(&out_dir).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tmp")));
+}
