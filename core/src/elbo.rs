@@ -17,7 +17,7 @@ use crate::denoiser::{Condition, Denoiser, NoiseLevel};
 use crate::error::{Error, Result, RunError, check_len};
 use crate::forward::q_sample_rng;
 use crate::gaussian::{discretized_log_likelihood, kl, log_density, prior_kl};
-use crate::param::{Prediction, to_x0_eps};
+use crate::param::{Prediction, from_x0_eps, to_x0_eps};
 use crate::rng::standard_normal;
 use crate::schedule::{Marginal, NoiseSchedule, Step};
 
@@ -75,6 +75,25 @@ pub fn vlb_weight(step: &Step, sigma2: f64) -> f64 {
 pub fn vlb_weight_x0(step: &Step) -> f64 {
     0.5 * f64::from(step.prev.abar) * f64::from(step.beta)
         / (f64::from(step.prev.one_minus_abar) * f64::from(step.cur.one_minus_abar))
+}
+
+/// The `L_simple` term of one example (Ho et al. 2020 eq. 14; seed 003): the squared error of the
+/// prediction against its own target, `||p - target||^2`, where the target is `eps`, `x_0` or
+/// `v` for those kinds and the true score `-eps / sqrt(1 - abar_t)` for score models. For eps
+/// models this is `||eps - eps_hat||^2`, the VLB term reweighted by `1 / (T w_t)` (seed 003).
+pub fn simple_term(kind: Prediction, m: &Marginal, pred: &[f32], x0: &[f32], eps: &[f32]) -> Result<f64> {
+    check_len(x0.len(), eps.len())?;
+    check_len(x0.len(), pred.len())?;
+    let (a, s) = (f64::from(m.sqrt_abar), f64::from(m.sqrt_one_minus_abar));
+    Ok(pred
+        .iter()
+        .zip(x0)
+        .zip(eps)
+        .map(|((&p, &x), &e)| {
+            let d = f64::from(p) - from_x0_eps(kind, f64::from(x), f64::from(e), a, s);
+            d * d
+        })
+        .sum())
 }
 
 /// `x_0 - x0_hat` for one coordinate, in f64.

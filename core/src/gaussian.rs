@@ -66,8 +66,11 @@ pub fn log_normal_interval(a: f64, b: f64) -> f64 {
 /// data on `levels` equally spaced values in `[-1, 1]`, bin half-width `delta = 1/(levels - 1)`,
 /// the probability of the bin around `x` under `N(mean, exp(2 log_scale))`, with the outer bins
 /// open to -inf and +inf. Uses the exact normal CDF (improved-diffusion uses a tanh
-/// approximation that moves the result by up to ~6e-3 bits on 2-D data).
+/// approximation that moves the result by up to ~6e-3 bits on 2-D data). NaN for `levels < 2`.
 pub fn discretized_log_likelihood(x: f64, mean: f64, log_scale: f64, levels: u32) -> f64 {
+    if levels < 2 {
+        return f64::NAN;
+    }
     let delta = 1.0 / (levels - 1) as f64;
     let inv_std = libm::exp(-log_scale);
     let c = x - mean;

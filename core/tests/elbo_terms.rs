@@ -243,3 +243,32 @@ fn parameterisations_round_trip() {
         }
     }
 }
+
+/// `L_simple` for each kind: the squared error against the kind's own target (eps, x0, v and the
+/// true score), written out here; for eps models it is `||eps - eps_hat||^2`.
+#[test]
+fn simple_term_uses_each_kinds_target() {
+    use elbo_core::elbo::simple_term;
+    let s = linear(1000);
+    let m = s.step(300).unwrap().cur;
+    let (a, sd) = (f64::from(m.sqrt_abar), f64::from(m.sqrt_one_minus_abar));
+    let (x0, eps, pred) = ([0.5f32, -1.0], [1.2f32, 0.3], [0.1f32, 0.2]);
+    let targets = |k: Prediction| -> Vec<f64> {
+        (0..2)
+            .map(|i| {
+                let (x, e) = (f64::from(x0[i]), f64::from(eps[i]));
+                match k {
+                    Prediction::Eps => e,
+                    Prediction::X0 => x,
+                    Prediction::V => a * e - sd * x,
+                    Prediction::Score => -e / sd,
+                }
+            })
+            .collect()
+    };
+    for k in [Prediction::Eps, Prediction::X0, Prediction::V, Prediction::Score] {
+        let want: f64 = targets(k).iter().zip(pred).map(|(t, p)| (f64::from(p) - t).powi(2)).sum();
+        assert!((simple_term(k, &m, &pred, &x0, &eps).unwrap() - want).abs() < 1e-9, "{k:?}");
+    }
+    assert!(elbo_core::gaussian::discretized_log_likelihood(0.0, 0.0, 0.0, 1).is_nan());
+}
