@@ -146,6 +146,30 @@ impl<const N: usize, const H: usize> LossSecondMomentResampler<N, H> {
         Ok(())
     }
 
+    /// The recorded losses of timestep `t` (oldest first) and how many were ever recorded, to
+    /// save a run.
+    pub fn entry(&self, t: usize) -> Result<(&[f64], usize)> {
+        if t == 0 || t > self.steps {
+            return Err(Error::TimestepOutOfRange { t, steps: self.steps });
+        }
+        let c = self.counts[t - 1];
+        Ok((&self.history[t - 1][..c.min(H)], c))
+    }
+
+    /// Restores timestep `t` from [`entry`](Self::entry)'s values, to resume a run exactly.
+    pub fn restore(&mut self, t: usize, losses: &[f64], count: usize) -> Result<()> {
+        if t == 0 || t > self.steps {
+            return Err(Error::TimestepOutOfRange { t, steps: self.steps });
+        }
+        if losses.len() != count.min(H) || !losses.iter().all(|l| l.is_finite()) {
+            return Err(Error::InvalidParameter { name: "history", reason: "min(count, H) finite losses" });
+        }
+        self.history[t - 1][..losses.len()].copy_from_slice(losses);
+        self.counts[t - 1] = count;
+        self.fresh = false;
+        Ok(())
+    }
+
     /// The probability of drawing `t`.
     pub fn probability(&mut self, t: usize) -> Result<f64> {
         if t == 0 || t > self.steps {

@@ -1,19 +1,55 @@
-//! Data sets: the built-in 2-D sets (generated from a seed) and Gaussian mixtures.
+//! Data sets: the built-in 2-D sets (generated from a seed, with component labels), Gaussian
+//! mixtures from JSON (`gmm:FILE.json`), and `.npy` / `.csv` files; per-coordinate
+//! normalisation computed on the training data.
+
+use std::path::Path;
 
 use elbo_core::gmm::GaussianMixture;
-use elbo_core::rng::{standard_normal, uniform_f64};
+use elbo_core::rng::{standard_normal, uniform_below, uniform_f64};
 use rand_pcg::Pcg32;
+use serde::{Deserialize, Serialize};
 
-use crate::error::{Result, flag};
+use crate::error::{Result, flag, input};
 
-/// A Gaussian mixture that owns its parameters (`means` and `stds` are `K x D`, row-major).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+/// The names of the built-in sets.
+pub const BUILTIN: [&str; 5] = ["two-moons", "swiss-roll", "8gaussians", "checkerboard", "rings"];
+
+/// A data set in memory: `n x dim` rows, optional class labels.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    /// Row-major values.
+    pub x: Vec<f32>,
+    /// Dimension of one example.
+    pub dim: usize,
+    /// The shape of one example (`[dim]` for vectors, e.g. `[1, 8, 8]` for images).
+    pub shape: Vec<usize>,
+    /// Class labels, if the set has them.
+    pub labels: Option<Vec<u32>>,
+    /// Number of classes (0 without labels).
+    pub classes: usize,
+}
+
+impl Dataset {
+    /// The number of examples.
+    pub fn len(&self) -> usize {
+        self.x.len() / self.dim
+    }
+
+    /// Whether there are no examples.
+    pub fn is_empty(&self) -> bool {
+        self.x.is_empty()
+    }
+}
+
+/// A Gaussian mixture that owns its parameters (the JSON of `gmm:FILE.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Mixture {
     /// Component weights (normalised on use).
     pub weights: Vec<f32>,
-    /// Component means.
+    /// Component means, `K` rows of `D`.
     pub means: Vec<Vec<f32>>,
-    /// Component standard deviations per coordinate.
+    /// Component standard deviations, `K` rows of `D`.
     pub stds: Vec<Vec<f32>>,
 }
 
@@ -29,37 +65,282 @@ impl Mixture {
         Mixture { weights: vec![1.0; 8], means, stds: vec![vec![0.2, 0.2]; 8] }
     }
 
+    /// Reads and validates `gmm:FILE.json`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| input(format!("{}: {e}", path.display())))?;
+        let m: Mixture = serde_json::from_str(&text).map_err(|e| {
+            input(format!("{}: expected a JSON object with weights, means and stds ({e})", path.display()))
+        })?;
+        m.with_core(|_| ()).map_err(|e| input(format!("{}: {e}", path.display())))?;
+        Ok(m)
+    }
+
     /// The data dimension.
     pub fn dim(&self) -> usize {
         self.means.first().map_or(0, Vec::len)
     }
 
-    /// Flat `(means, stds)` buffers for the core.
-    pub fn flat(&self) -> (Vec<f32>, Vec<f32>) {
-        (self.means.concat(), self.stds.concat())
-    }
-
-    /// Runs `f` with the core's borrowed view (validated).
+    /// Runs `f` with the core's borrowed, validated view.
     pub fn with_core<T>(&self, f: impl FnOnce(&GaussianMixture<'_>) -> T) -> Result<T> {
-        let (means, stds) = self.flat();
-        if self.means.iter().chain(&self.stds).any(|r| r.len() != self.dim()) || self.stds.len() != self.means.len() {
-            return Err(crate::error::input("mixture: every mean and std row needs the same dimension"));
+        let d = self.dim();
+        if self.stds.len() != self.means.len() || self.means.iter().chain(&self.stds).any(|r| r.len() != d) {
+            return Err(input("mixture: means and stds need K rows of the same dimension"));
         }
-        let g = GaussianMixture::new(self.dim(), &self.weights, &means, &stds).map_err(|e| flag("mixture", e))?;
+        let (means, stds) = (self.means.concat(), self.stds.concat());
+        let g = GaussianMixture::new(d, &self.weights, &means, &stds).map_err(|e| flag("mixture", e))?;
         Ok(f(&g))
     }
 }
 
-/// Draws `n` points of a built-in 2-D set other than the mixtures (row-major, `n x 2`).
-pub fn two_moons(n: usize, rng: &mut Pcg32) -> Vec<f32> {
-    // scikit-learn's make_moons: outer arc (cos, sin) on [0, pi], inner arc (1 - cos, 1/2 - sin),
-    // Gaussian noise 0.05; centred and scaled by 1/... as is usual for 2-D toy diffusion.
-    let mut out = Vec::with_capacity(2 * n);
-    for i in 0..n {
-        let u = uniform_f64(rng) * std::f64::consts::PI;
-        let (x, y) = if i % 2 == 0 { (u.cos(), u.sin()) } else { (1.0 - u.cos(), 0.5 - u.sin()) };
-        out.push((x - 0.5) as f32 + 0.05 * standard_normal(rng));
-        out.push((y - 0.25) as f32 + 0.05 * standard_normal(rng));
+/// What `--data SPEC` names.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataSpec {
+    /// A built-in 2-D set.
+    Builtin(String),
+    /// A Gaussian mixture with known density.
+    Mixture(Mixture),
+    /// A `.npy` or `.csv` file.
+    File(std::path::PathBuf),
+}
+
+impl DataSpec {
+    /// Parses `--data`.
+    pub fn parse(spec: &str) -> Result<Self> {
+        if let Some(path) = spec.strip_prefix("gmm:") {
+            return Ok(DataSpec::Mixture(Mixture::load(Path::new(path))?));
+        }
+        if spec == "8gaussians" {
+            return Ok(DataSpec::Mixture(Mixture::eight_gaussians()));
+        }
+        if BUILTIN.contains(&spec) {
+            return Ok(DataSpec::Builtin(spec.to_string()));
+        }
+        let p = Path::new(spec);
+        match p.extension().and_then(|e| e.to_str()) {
+            Some("npy") | Some("csv") => Ok(DataSpec::File(p.to_path_buf())),
+            _ => Err(input(format!(
+                "--data: '{spec}' is not a built-in set ({}), gmm:FILE.json, or a .npy/.csv file",
+                BUILTIN.join(", ")
+            ))),
+        }
     }
-    out
+
+    /// The exact mixture, if the data has one.
+    pub fn mixture(&self) -> Option<&Mixture> {
+        match self {
+            DataSpec::Mixture(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// `n` examples: generated from `seed` for built-in sets and mixtures; a file is read whole
+    /// (`n` is ignored).
+    pub fn load(&self, n: usize, seed: u64) -> Result<Dataset> {
+        use rand_core::SeedableRng;
+        let mut rng = Pcg32::seed_from_u64(seed);
+        match self {
+            DataSpec::Builtin(name) => {
+                let (x, labels, classes) = builtin(name, n, &mut rng);
+                Ok(Dataset { x, dim: 2, shape: vec![2], labels: Some(labels), classes })
+            }
+            DataSpec::Mixture(m) => {
+                let dim = m.dim();
+                let mut x = vec![0.0f32; n * dim];
+                let mut labels = vec![0u32; n];
+                m.with_core(|g| g.sample(&mut rng, &mut x, Some(&mut labels)))?.map_err(|e| flag("--data", e))?;
+                Ok(Dataset { x, dim, shape: vec![dim], labels: Some(labels), classes: m.weights.len() })
+            }
+            DataSpec::File(path) => load_file(path),
+        }
+    }
+}
+
+fn builtin(name: &str, n: usize, rng: &mut Pcg32) -> (Vec<f32>, Vec<u32>, usize) {
+    let mut x = Vec::with_capacity(2 * n);
+    let mut labels = Vec::with_capacity(n);
+    let pi = std::f64::consts::PI;
+    let classes = match name {
+        "two-moons" => 2,
+        "rings" => 4,
+        _ => 1,
+    };
+    for i in 0..n {
+        let (a, b, label) = match name {
+            // scikit-learn's make_moons with noise 0.05: upper arc (cos u, sin u), lower arc
+            // (1 - cos u, 1/2 - sin u), u uniform on [0, pi].
+            "two-moons" => {
+                let u = uniform_f64(rng) * pi;
+                let lower = i % 2;
+                let (a, b) = if lower == 0 { (u.cos(), u.sin()) } else { (1.0 - u.cos(), 0.5 - u.sin()) };
+                (a + 0.05 * f64::from(standard_normal(rng)), b + 0.05 * f64::from(standard_normal(rng)), lower as u32)
+            }
+            // The 2-D swiss roll: t = 1.5 pi (1 + 2u), (t cos t, t sin t) / 5, noise 0.1.
+            "swiss-roll" => {
+                let t = 1.5 * pi * (1.0 + 2.0 * uniform_f64(rng));
+                (
+                    t * t.cos() / 5.0 + 0.1 * f64::from(standard_normal(rng)),
+                    t * t.sin() / 5.0 + 0.1 * f64::from(standard_normal(rng)),
+                    0,
+                )
+            }
+            // FFJORD's checkerboard on [-4, 4]^2.
+            "checkerboard" => {
+                let x1 = uniform_f64(rng) * 4.0 - 2.0;
+                let x2 = uniform_f64(rng) - 2.0 * f64::from(uniform_below(rng, 2)) + x1.floor().rem_euclid(2.0);
+                (2.0 * x1, 2.0 * x2, 0)
+            }
+            // Four concentric rings of radii 0.5, 1, 1.5, 2 with radial noise 0.05.
+            _ => {
+                let k = uniform_below(rng, 4);
+                let r = 0.5 * f64::from(k + 1) + 0.05 * f64::from(standard_normal(rng));
+                let a = uniform_f64(rng) * 2.0 * pi;
+                (r * a.cos(), r * a.sin(), k)
+            }
+        };
+        x.push(a as f32);
+        x.push(b as f32);
+        labels.push(label);
+    }
+    (x, labels, classes)
+}
+
+fn check_finite(x: &[f32], dim: usize, path: &Path) -> Result<()> {
+    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+        return Err(input(format!(
+            "{}: row {}, column {}: expected a finite number, found {}",
+            path.display(),
+            i / dim + 1,
+            i % dim + 1,
+            x[i]
+        )));
+    }
+    Ok(())
+}
+
+/// Reads a `.npy` (float32 or float64, shape `[N, ...]`) or `.csv` (numbers, optional header).
+pub fn load_file(path: &Path) -> Result<Dataset> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let (x, shape) = match ext {
+        "npy" => read_npy(path)?,
+        "csv" => read_csv(path)?,
+        _ => return Err(input(format!("{}: expected a .npy or .csv file", path.display()))),
+    };
+    let dim: usize = shape.iter().product();
+    if dim == 0 || x.is_empty() {
+        return Err(input(format!("{}: no data", path.display())));
+    }
+    check_finite(&x, dim, path)?;
+    Ok(Dataset { x, dim, shape, labels: None, classes: 0 })
+}
+
+fn read_npy(path: &Path) -> Result<(Vec<f32>, Vec<usize>)> {
+    use ndarray::ArrayD;
+    use ndarray_npy::ReadNpyExt;
+    let open = || std::fs::File::open(path).map_err(|e| input(format!("{}: {e}", path.display())));
+    let bad = |e: ndarray_npy::ReadNpyError| {
+        input(format!("{}: expected a float32 or float64 .npy array of shape [N, ...] ({e})", path.display()))
+    };
+    let arr: ArrayD<f32> = match ArrayD::<f32>::read_npy(open()?) {
+        Ok(a) => a,
+        Err(_) => ArrayD::<f64>::read_npy(open()?).map_err(bad)?.mapv(|v| v as f32),
+    };
+    let shape = arr.shape().to_vec();
+    let example = if shape.len() <= 1 { vec![1] } else { shape[1..].to_vec() };
+    Ok((arr.iter().copied().collect(), example))
+}
+
+fn read_csv(path: &Path) -> Result<(Vec<f32>, Vec<usize>)> {
+    let text = std::fs::read_to_string(path).map_err(|e| input(format!("{}: {e}", path.display())))?;
+    let mut x = Vec::new();
+    let mut dim = None;
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        let parsed: std::result::Result<Vec<f32>, _> = fields.iter().map(|f| f.parse::<f32>()).collect();
+        let row = match parsed {
+            Ok(r) => r,
+            Err(_) if i == 0 => continue, // a header
+            Err(_) => {
+                return Err(input(format!("{}: line {}: expected comma-separated numbers", path.display(), i + 1)));
+            }
+        };
+        match dim {
+            None => dim = Some(row.len()),
+            Some(d) if d != row.len() => {
+                return Err(input(format!(
+                    "{}: line {}: expected {d} values, found {}",
+                    path.display(),
+                    i + 1,
+                    row.len()
+                )));
+            }
+            _ => {}
+        }
+        x.extend(row);
+    }
+    let dim = dim.ok_or_else(|| input(format!("{}: no data rows", path.display())))?;
+    Ok((x, vec![dim]))
+}
+
+/// Per-coordinate affine normalisation `z = (x - mean) / std`, fitted on training data. The
+/// bound of `x` is that of `z` plus `sum_d log std_d` (change of variables).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Normalization {
+    /// Per-coordinate means.
+    pub mean: Vec<f32>,
+    /// Per-coordinate standard deviations (1 where the data is constant).
+    pub std: Vec<f32>,
+}
+
+impl Normalization {
+    /// Fits mean and standard deviation per coordinate (in f64).
+    pub fn fit(x: &[f32], dim: usize) -> Self {
+        let n = (x.len() / dim) as f64;
+        let mut mean = vec![0.0f64; dim];
+        for row in x.chunks_exact(dim) {
+            for (m, &v) in mean.iter_mut().zip(row) {
+                *m += f64::from(v);
+            }
+        }
+        mean.iter_mut().for_each(|m| *m /= n);
+        let mut var = vec![0.0f64; dim];
+        for row in x.chunks_exact(dim) {
+            for ((s, &v), m) in var.iter_mut().zip(row).zip(&mean) {
+                *s += (f64::from(v) - m).powi(2);
+            }
+        }
+        let std = var.iter().map(|s| (s / n).sqrt()).map(|s| if s > 1e-12 { s as f32 } else { 1.0 }).collect();
+        Normalization { mean: mean.iter().map(|&m| m as f32).collect(), std }
+    }
+
+    /// The identity.
+    pub fn identity(dim: usize) -> Self {
+        Normalization { mean: vec![0.0; dim], std: vec![1.0; dim] }
+    }
+
+    /// `x -> (x - mean) / std`, in place.
+    pub fn apply(&self, x: &mut [f32]) {
+        for row in x.chunks_exact_mut(self.mean.len()) {
+            for ((v, m), s) in row.iter_mut().zip(&self.mean).zip(&self.std) {
+                *v = (*v - m) / s;
+            }
+        }
+    }
+
+    /// `z -> z std + mean`, in place.
+    pub fn invert(&self, z: &mut [f32]) {
+        for row in z.chunks_exact_mut(self.mean.len()) {
+            for ((v, m), s) in row.iter_mut().zip(&self.mean).zip(&self.std) {
+                *v = *v * s + m;
+            }
+        }
+    }
+
+    /// `sum_d log std_d`: add to a bound in normalised space to get nats of the data.
+    pub fn log_det(&self) -> f64 {
+        self.std.iter().map(|&s| f64::from(s).ln()).sum()
+    }
 }

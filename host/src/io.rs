@@ -32,3 +32,24 @@ pub fn csv_rows(data: &[f32], dim: usize) -> Vec<u8> {
     }
     s.into_bytes()
 }
+
+/// Writes `n x dim` rows as `.npy` (float32, shape `[n, ...shape]`) or `.csv`, by extension,
+/// atomically.
+pub fn write_samples(path: &Path, data: &[f32], shape: &[usize]) -> crate::error::Result<()> {
+    let dim: usize = shape.iter().product();
+    let bytes = match path.extension().and_then(|e| e.to_str()) {
+        Some("csv") => csv_rows(data, dim),
+        Some("npy") => {
+            use ndarray_npy::WriteNpyExt;
+            let mut full = vec![data.len() / dim];
+            full.extend_from_slice(shape);
+            let arr = ndarray::ArrayD::from_shape_vec(full, data.to_vec()).map_err(anyhow::Error::from)?;
+            let mut buf = Vec::new();
+            arr.write_npy(&mut buf).map_err(anyhow::Error::from)?;
+            buf
+        }
+        _ => return Err(crate::error::input(format!("--out {}: expected a .npy or .csv file name", path.display()))),
+    };
+    write_atomic(path, &bytes)?;
+    Ok(())
+}

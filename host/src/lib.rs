@@ -10,11 +10,16 @@
 //! - [`io`]: atomic file writes;
 //! - [`error`]: bad input (exit code 2) versus internal failures (exit code 1).
 
+pub mod checkpoint;
 pub mod cli;
 pub mod data;
 pub mod error;
 pub mod io;
 pub mod metrics;
+pub mod model;
+pub mod nn;
+pub mod plot;
+pub mod train;
 
 /// The largest number of timesteps a host schedule holds.
 pub const MAX_STEPS: usize = 4096;

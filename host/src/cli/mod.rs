@@ -1,8 +1,13 @@
 //! The command line: parsing (clap) is kept apart from the validated options each command uses.
 //! One module per subcommand; `main` maps errors to an exit code and a one-line message.
 
+mod data;
 mod demo;
+mod eval;
+mod model_arg;
+mod sample;
 mod schedule;
+mod train;
 
 use std::process::ExitCode;
 
@@ -22,6 +27,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Write a sample of a data set (.npy or .csv).
+    Data(data::DataArgs),
+    /// Train a denoiser.
+    Train(train::TrainCliArgs),
+    /// Draw samples from a trained model or the exact denoiser of a mixture.
+    Sample(sample::SampleArgs),
+    /// Evaluate the likelihood bound (nats, bits/dim) and sample quality.
+    Eval(eval::EvalArgs),
     /// Print the tables of a noise schedule.
     Schedule(schedule::ScheduleArgs),
     /// The main job on built-in data: sample, evaluate the bound, write a report.
@@ -39,6 +52,10 @@ pub fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Data(a) => data::run(&a),
+        Command::Train(a) => train::run(&a),
+        Command::Sample(a) => sample::run(&a),
+        Command::Eval(a) => eval::run(&a),
         Command::Schedule(a) => schedule::run(&a),
         Command::Demo(a) => demo::run(&a),
     };

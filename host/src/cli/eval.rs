@@ -1,0 +1,263 @@
+//! `elbo eval`: the full ELBO breakdown (nats per example and bits/dim, with standard errors),
+//! and sample quality (MMD against held-out data).
+
+use clap::Args;
+use elbo_core::denoiser::{Condition, Denoiser};
+use elbo_core::elbo::{Decoder, ElboOptions, ElboOutput, ElboParts, ElboScratch, Estimator, ReverseVariance, neg_elbo};
+use elbo_core::gmm::OptimalDenoiser;
+use elbo_core::rng::fill_standard_normal;
+use elbo_core::sampler::Ddpm;
+use elbo_core::{NoiseSchedule, RunError};
+use rand_core::SeedableRng;
+use rand_pcg::Pcg32;
+use serde::Serialize;
+
+use super::ScheduleOpts;
+use super::model_arg::Source;
+use crate::data::{DataSpec, Dataset};
+use crate::error::{Error, Result, input};
+use crate::metrics::{median_bandwidth, mmd2};
+
+/// Arguments of `elbo eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// A checkpoint directory, or `optimal` (the exact denoiser of a gmm: data set).
+    #[arg(long)]
+    pub model: String,
+    /// Held-out data: a built-in set, gmm:FILE.json, or a .npy/.csv file.
+    #[arg(long)]
+    pub data: String,
+    /// Examples of a generated set.
+    #[arg(long, default_value_t = 2000)]
+    pub n: usize,
+    /// Seed (of the held-out draw and the bound's noise); differs from training's by default.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Data quantised to K levels on [-1, 1]: use the discretised decoder.
+    #[arg(long)]
+    pub bins: Option<u32>,
+    /// Reverse variance: small or large.
+    #[arg(long, default_value = "large")]
+    pub variance: String,
+    /// rb (Rao-Blackwellised) or mc (Monte Carlo).
+    #[arg(long, default_value = "rb")]
+    pub estimator: String,
+    /// Samples drawn (DDPM, all T steps) for the MMD against the data (0: skip).
+    #[arg(long, default_value_t = 2000)]
+    pub mmd_samples: usize,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Schedule of `--model optimal`.
+    #[command(flatten)]
+    pub schedule: ScheduleOpts,
+}
+
+/// `eval --json`.
+#[derive(Debug, Serialize)]
+pub struct EvalReport {
+    /// Mean `-ELBO` per example (nats).
+    pub neg_elbo_nats: f64,
+    /// Its standard error.
+    pub neg_elbo_nats_se: f64,
+    /// Bits per dimension.
+    pub bpd: f64,
+    /// Its standard error.
+    pub bpd_se: f64,
+    /// `L_T`.
+    pub prior_nats: f64,
+    /// `L_0` (with the normalisation's log-determinant).
+    pub decoder_nats: f64,
+    /// `L_{t-1}` for t = 2..T.
+    pub terms_nats: Vec<f64>,
+    /// Examples.
+    pub n: usize,
+    /// Dimension.
+    pub dims: usize,
+    /// MMD^2 between samples and the data.
+    pub mmd: Option<f64>,
+    /// MMD^2 between two independent draws of the data (a scale for `mmd`; generated sets only).
+    pub mmd_data: Option<f64>,
+    /// The kernel bandwidth of the MMD.
+    pub mmd_bandwidth: Option<f64>,
+    /// Exact negative log-likelihood (Gaussian mixtures).
+    pub exact_nll_nats: Option<f64>,
+    /// Estimator and variance used.
+    pub estimator: String,
+    /// Reverse variance used.
+    pub variance: String,
+}
+
+pub(super) struct Bound {
+    pub parts: ElboParts,
+    pub per_example: Vec<f64>,
+    pub per_step: Vec<f64>,
+}
+
+pub(super) fn bound<D: Denoiser>(
+    den: &mut D,
+    schedule: &dyn NoiseSchedule,
+    x: &[f32],
+    opts: ElboOptions,
+    rng: &mut Pcg32,
+) -> Result<Bound>
+where
+    D::Error: std::fmt::Display,
+{
+    let n = x.len() / den.dim();
+    let (mut xt, mut eps, mut pred) = (vec![0.0; x.len()], vec![0.0; x.len()], vec![0.0; x.len()]);
+    let mut per_example = vec![0.0; n];
+    let mut per_step = vec![0.0; schedule.steps()];
+    let parts = neg_elbo(
+        den,
+        schedule,
+        x,
+        Condition::Unconditional,
+        opts,
+        rng,
+        ElboScratch { xt: &mut xt, eps: &mut eps, pred: &mut pred },
+        ElboOutput { per_example: &mut per_example, per_step: &mut per_step },
+    )
+    .map_err(|e| match e {
+        RunError::Core(c) => input(format!("eval: {c}")),
+        RunError::Model(m) => Error::Internal(anyhow::anyhow!("model: {m}")),
+    })?;
+    Ok(Bound { parts, per_example, per_step })
+}
+
+pub(super) fn samples<D: Denoiser>(
+    den: &mut D,
+    schedule: &dyn NoiseSchedule,
+    n: usize,
+    rng: &mut Pcg32,
+) -> Result<Vec<f32>>
+where
+    D::Error: std::fmt::Display,
+{
+    let mut x = vec![0.0f32; n * den.dim()];
+    fill_standard_normal(rng, &mut x);
+    let mut scratch = vec![0.0f32; x.len()];
+    Ddpm::default()
+        .sample(den, schedule, &mut x, &mut scratch, Condition::Unconditional, rng)
+        .map_err(|e| Error::Internal(anyhow::anyhow!("sampling for the MMD: {e}")))?;
+    Ok(x)
+}
+
+pub fn run(a: &EvalArgs) -> Result<()> {
+    let source = Source::load(&a.model, Some(&a.data))?;
+    let spec = DataSpec::parse(&a.data)?;
+    let data: Dataset = spec.load(a.n, a.seed)?;
+    let dim = source.dim();
+    if data.dim != dim {
+        return Err(input(format!("--data {}: examples have {} values, the model expects {dim}", a.data, data.dim)));
+    }
+    let schedule = source.schedule(&a.schedule)?;
+    let variance = match a.variance.as_str() {
+        "small" => ReverseVariance::Small,
+        "large" => ReverseVariance::Large,
+        _ => return Err(input("--variance: expected small or large")),
+    };
+    let estimator = match a.estimator.as_str() {
+        "rb" => Estimator::RaoBlackwell,
+        "mc" => Estimator::MonteCarlo,
+        _ => return Err(input("--estimator: expected rb or mc")),
+    };
+    let normalization = source.normalization();
+    let decoder = match a.bins {
+        None => Decoder::Continuous,
+        Some(k) if k < 2 => return Err(input("--bins: expected at least 2 levels")),
+        Some(k) => {
+            if normalization.log_det() != 0.0 || normalization.mean.iter().any(|&m| m != 0.0) {
+                return Err(input(
+                    "--bins: the model normalises its data; a discretised bound needs a model trained with --normalize none",
+                ));
+            }
+            if data.x.iter().any(|v| v.abs() > 1.0) {
+                return Err(input(format!("--bins: the data '{}' is not in [-1, 1]", a.data)));
+            }
+            Decoder::Discretized { levels: k }
+        }
+    };
+    let opts = ElboOptions { variance, estimator, decoder };
+    let mut z = data.x.clone();
+    normalization.apply(&mut z);
+    let mut rng = Pcg32::seed_from_u64(a.seed);
+    let n_mmd = a.mmd_samples;
+    let (b, generated, exact) = match &source {
+        Source::Trained(t) => {
+            let mut t = t.as_ref().clone();
+            let b = bound(&mut t, schedule.as_ref(), &z, opts, &mut rng)?;
+            let mut generated =
+                if n_mmd > 0 { Some(samples(&mut t, schedule.as_ref(), n_mmd, &mut rng)?) } else { None };
+            if let Some(g) = generated.as_mut() {
+                normalization.invert(g);
+            }
+            (b, generated, None)
+        }
+        Source::Optimal(m) => m.with_core(|g| -> Result<_> {
+            let mut den = OptimalDenoiser::new(*g);
+            let b = bound(&mut den, schedule.as_ref(), &z, opts, &mut rng)?;
+            let generated = if n_mmd > 0 { Some(samples(&mut den, schedule.as_ref(), n_mmd, &mut rng)?) } else { None };
+            let nll = data.x.chunks_exact(dim).map(|x| -g.log_density(x).unwrap_or(f64::NAN)).sum::<f64>()
+                / data.len() as f64;
+            Ok((b, generated, Some(nll)))
+        })??,
+    };
+    let log_det = normalization.log_det();
+    let n = data.len();
+    let total = b.parts.total + log_det;
+    let var = b.per_example.iter().map(|e| (e + log_det - total).powi(2)).sum::<f64>() / (n.max(2) - 1) as f64;
+    let se = (var / n as f64).sqrt();
+    let per_dim = dim as f64 * std::f64::consts::LN_2;
+    let (mmd, mmd_data, h) = match &generated {
+        Some(g) => {
+            let h = median_bandwidth(&data.x, dim);
+            let mmd_data = match spec {
+                DataSpec::File(_) => None,
+                _ => {
+                    let other = spec.load(data.len(), a.seed.wrapping_add(1_000_003))?;
+                    Some(mmd2(&other.x, &data.x, dim, h))
+                }
+            };
+            (Some(mmd2(g, &data.x, dim, h)), mmd_data, Some(h))
+        }
+        None => (None, None, None),
+    };
+    let report = EvalReport {
+        neg_elbo_nats: total,
+        neg_elbo_nats_se: se,
+        bpd: total / per_dim,
+        bpd_se: se / per_dim,
+        prior_nats: b.parts.prior,
+        decoder_nats: b.parts.decoder + log_det,
+        terms_nats: b.per_step[1..].to_vec(),
+        n,
+        dims: dim,
+        mmd,
+        mmd_data,
+        mmd_bandwidth: h,
+        exact_nll_nats: exact,
+        estimator: a.estimator.clone(),
+        variance: a.variance.clone(),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string(&report).map_err(anyhow::Error::from)?);
+    }
+    eprintln!(
+        "-ELBO   {:.4} +- {:.4} nats/example   {:.4} +- {:.4} bits/dim   (n = {n}, D = {dim}, {} / {})",
+        report.neg_elbo_nats, se, report.bpd, report.bpd_se, a.estimator, a.variance
+    );
+    eprintln!("  prior L_T      {:.3e} nats", report.prior_nats);
+    eprintln!("  sum L_1..L_T-1 {:.4} nats", b.parts.diffusion);
+    eprintln!("  decoder L_0    {:.4} nats", report.decoder_nats);
+    if let Some(e) = exact {
+        eprintln!("  exact NLL      {e:.4} nats (gap {:.4})", total - e);
+    }
+    if let (Some(m), Some(h)) = (mmd, h) {
+        eprintln!(
+            "MMD^2 samples vs data {m:.3e} (Gaussian kernel, bandwidth {h:.3}){}",
+            mmd_data.map_or(String::new(), |d| format!("; two data draws {d:.3e}"))
+        );
+    }
+    Ok(())
+}

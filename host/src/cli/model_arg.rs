@@ -1,0 +1,73 @@
+//! `--model DIR|optimal`: a trained checkpoint, or the exact denoiser of a Gaussian mixture.
+
+use crate::HostSchedule;
+use crate::data::{DataSpec, Mixture, Normalization};
+use crate::error::{Result, input};
+use crate::model::Trained;
+
+use super::ScheduleOpts;
+
+/// The model a command runs.
+pub enum Source {
+    /// A trained checkpoint.
+    Trained(Box<Trained>),
+    /// The Bayes-optimal denoiser of a mixture.
+    Optimal(Mixture),
+}
+
+impl Source {
+    /// Resolves `--model`; `optimal` needs `--data` naming a mixture (gmm:FILE.json or 8gaussians).
+    pub fn load(model: &str, data: Option<&str>) -> Result<Self> {
+        if model == "optimal" {
+            let spec = data.ok_or_else(|| input("--model optimal: needs --data gmm:FILE.json (or 8gaussians)"))?;
+            return match DataSpec::parse(spec)? {
+                DataSpec::Mixture(m) => Ok(Source::Optimal(m)),
+                _ => Err(input(format!(
+                    "--model optimal: --data '{spec}' is not a Gaussian mixture (gmm:FILE.json or 8gaussians)"
+                ))),
+            };
+        }
+        let path = std::path::Path::new(model);
+        if path.extension().is_some_and(|e| e == "onnx") {
+            return Err(input(format!(
+                "--model {model}: ONNX models are not supported yet (expected a checkpoint directory or 'optimal')"
+            )));
+        }
+        if !path.is_dir() {
+            return Err(input(format!("--model {model}: expected a checkpoint directory or 'optimal'")));
+        }
+        Ok(Source::Trained(Box::new(Trained::load(path)?)))
+    }
+
+    /// The schedule: the model's own, or the command line's for `optimal`.
+    pub fn schedule(&self, opts: &ScheduleOpts) -> Result<Box<HostSchedule>> {
+        match self {
+            Source::Trained(t) => t.schedule(),
+            Source::Optimal(_) => opts.build(),
+        }
+    }
+
+    /// The data normalisation the model works in.
+    pub fn normalization(&self) -> Normalization {
+        match self {
+            Source::Trained(t) => t.normalization.clone(),
+            Source::Optimal(m) => Normalization::identity(m.dim()),
+        }
+    }
+
+    /// The data dimension.
+    pub fn dim(&self) -> usize {
+        match self {
+            Source::Trained(t) => t.mlp.config().dim,
+            Source::Optimal(m) => m.dim(),
+        }
+    }
+
+    /// The number of classes.
+    pub fn classes(&self) -> usize {
+        match self {
+            Source::Trained(t) => t.mlp.config().classes,
+            Source::Optimal(m) => m.weights.len(),
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! `elbo sample`: draw samples with any sampler of the core.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use elbo_core::denoiser::{Condition, Denoiser};
+use elbo_core::elbo::ReverseVariance;
+use elbo_core::gmm::OptimalDenoiser;
+use elbo_core::rng::fill_standard_normal;
+use elbo_core::sampler::{AnnealedLangevin, ClassifierFree, Ddim, Ddpm, Spacing, Timesteps};
+use elbo_core::{NoiseSchedule, RunError};
+use rand_core::SeedableRng;
+use rand_pcg::Pcg32;
+
+use super::ScheduleOpts;
+use super::model_arg::Source;
+use crate::data::load_file;
+use crate::error::{Error, Result, flag, input};
+use crate::io::write_samples;
+
+/// Arguments of `elbo sample`.
+#[derive(Debug, Args)]
+pub struct SampleArgs {
+    /// A checkpoint directory, or `optimal` (with --data naming a mixture).
+    #[arg(long)]
+    pub model: String,
+    /// The mixture for `--model optimal`.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Number of samples (ignored with --init).
+    #[arg(long, default_value_t = 1000)]
+    pub n: usize,
+    /// Output .npy or .csv.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// ddpm, ddim or langevin.
+    #[arg(long, default_value = "ddpm")]
+    pub sampler: String,
+    /// Sampling steps (default: all T for ddpm, 50 for ddim, 100 levels for langevin).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// DDIM's eta (0: deterministic).
+    #[arg(long, default_value_t = 0.0)]
+    pub eta: f32,
+    /// leading, trailing or linspace (as diffusers).
+    #[arg(long, default_value = "trailing")]
+    pub spacing: String,
+    /// DDPM's reverse variance: small or large.
+    #[arg(long, default_value = "small")]
+    pub variance: String,
+    /// Start from x_T read from this .npy/.csv instead of N(0, I) draws.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Classifier-free guidance scale gamma (1: plain conditional); needs --class.
+    #[arg(long)]
+    pub guidance: Option<f32>,
+    /// The class to sample.
+    #[arg(long)]
+    pub class: Option<u32>,
+    /// Clamp the predicted x_0 to [-R, R].
+    #[arg(long)]
+    pub clip: Option<f32>,
+    /// Langevin iterations per noise level.
+    #[arg(long, default_value_t = 10)]
+    pub langevin_steps: usize,
+    /// Langevin step size (times 1 - abar_t).
+    #[arg(long, default_value_t = 0.5)]
+    pub langevin_step_size: f32,
+    /// Seed of every random number.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Schedule of `--model optimal` (trained models carry their own).
+    #[command(flatten)]
+    pub schedule: ScheduleOpts,
+}
+
+fn run_err<E: std::fmt::Display>(e: RunError<E>) -> Error {
+    match e {
+        RunError::Core(c) => input(format!("sample: {c}")),
+        RunError::Model(m) => Error::Internal(anyhow::anyhow!("model: {m}")),
+    }
+}
+
+/// Draws samples in model space, in place in `x`.
+#[allow(clippy::too_many_arguments)]
+pub fn draw<D: Denoiser>(
+    a: &SampleArgs,
+    den: &mut D,
+    schedule: &dyn NoiseSchedule,
+    x: &mut [f32],
+    cond: Condition<'_>,
+    rng: &mut Pcg32,
+) -> Result<()>
+where
+    D::Error: std::fmt::Display,
+{
+    let mut scratch = vec![0.0f32; x.len()];
+    let t = schedule.steps();
+    let spacing =
+        Spacing::from_name(&a.spacing).map_err(|_| input("--spacing: expected leading, trailing or linspace"))?;
+    let variance = match a.variance.as_str() {
+        "small" => ReverseVariance::Small,
+        "large" => ReverseVariance::Large,
+        _ => return Err(input("--variance: expected small or large")),
+    };
+    match a.sampler.as_str() {
+        "ddpm" => {
+            let timesteps = match a.steps {
+                None => None,
+                Some(k) => Some(Timesteps::new(spacing, k, t, 0).map_err(|e| flag("--steps", e))?),
+            };
+            Ddpm { variance, clip: a.clip, timesteps }
+                .sample(den, schedule, x, &mut scratch, cond, rng)
+                .map_err(run_err)
+        }
+        "ddim" => {
+            let mut ddim = Ddim::new(a.eta, spacing, a.steps.unwrap_or(50.min(t)), t).map_err(|e| match e {
+                elbo_core::Error::InvalidParameter { .. } => flag("--eta", e),
+                e => flag("--steps", e),
+            })?;
+            ddim.clip = a.clip;
+            ddim.sample(den, schedule, x, &mut scratch, cond, rng).map_err(run_err)
+        }
+        "langevin" => {
+            let levels =
+                Timesteps::new(spacing, a.steps.unwrap_or(100.min(t)), t, 0).map_err(|e| flag("--steps", e))?;
+            AnnealedLangevin {
+                levels,
+                steps_per_level: a.langevin_steps,
+                step_size: a.langevin_step_size,
+                denoise: true,
+            }
+            .sample(den, schedule, x, &mut scratch, cond, rng)
+            .map_err(run_err)
+        }
+        other => Err(input(format!("--sampler: unknown '{other}' (expected ddpm, ddim or langevin)"))),
+    }
+}
+
+pub fn run(a: &SampleArgs) -> Result<()> {
+    let source = Source::load(&a.model, a.data.as_deref())?;
+    let schedule = source.schedule(&a.schedule)?;
+    let dim = source.dim();
+    let mut rng = Pcg32::seed_from_u64(a.seed);
+    let mut x = match &a.init {
+        Some(path) => {
+            let d = load_file(path)?;
+            if d.dim != dim {
+                return Err(input(format!(
+                    "--init {}: rows have {} values, the model expects {dim}",
+                    path.display(),
+                    d.dim
+                )));
+            }
+            d.x
+        }
+        None => {
+            if a.n == 0 {
+                return Err(input("--n: expected at least one sample"));
+            }
+            let mut x = vec![0.0f32; a.n * dim];
+            fill_standard_normal(&mut rng, &mut x);
+            x
+        }
+    };
+    let n = x.len() / dim;
+    if a.guidance.is_some() && a.class.is_none() {
+        return Err(input("--guidance: needs --class C"));
+    }
+    let labels: Option<Vec<u32>> = match a.class {
+        None => None,
+        Some(_) if source.classes() == 0 => {
+            return Err(input(format!("--class: the model {} is unconditional (it has no classes)", a.model)));
+        }
+        Some(c) if c as usize >= source.classes() => {
+            return Err(input(format!("--class: {c} is outside 0..{}", source.classes())));
+        }
+        Some(c) => Some(vec![c; n]),
+    };
+    let cond = labels.as_deref().map_or(Condition::Unconditional, Condition::Class);
+    let gamma = a.guidance.unwrap_or(1.0);
+    let mut guide_buf = vec![0.0f32; x.len()];
+    match source {
+        Source::Trained(mut t) => {
+            let normalization = t.normalization.clone();
+            if labels.is_some() {
+                let mut g = ClassifierFree::new(&mut *t, gamma, &mut guide_buf).map_err(|e| flag("--guidance", e))?;
+                draw(a, &mut g, schedule.as_ref(), &mut x, cond, &mut rng)?;
+            } else {
+                draw(a, &mut *t, schedule.as_ref(), &mut x, cond, &mut rng)?;
+            }
+            normalization.invert(&mut x);
+        }
+        Source::Optimal(m) => {
+            m.with_core(|g| -> Result<()> {
+                let mut den = OptimalDenoiser::new(*g);
+                if labels.is_some() {
+                    let mut gd =
+                        ClassifierFree::new(&mut den, gamma, &mut guide_buf).map_err(|e| flag("--guidance", e))?;
+                    draw(a, &mut gd, schedule.as_ref(), &mut x, cond, &mut rng)
+                } else {
+                    draw(a, &mut den, schedule.as_ref(), &mut x, cond, &mut rng)
+                }
+            })??;
+        }
+    }
+    write_samples(&a.out, &x, &[dim])?;
+    eprintln!("wrote {n} samples to {}", a.out.display());
+    Ok(())
+}

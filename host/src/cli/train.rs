@@ -1,0 +1,258 @@
+//! `elbo train`: train a denoiser on a data set, with checkpoints and exact resume.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::ScheduleOpts;
+use crate::checkpoint::{Checkpoint, ModelConfig, ScheduleConfig, TrainArgs};
+use crate::data::{DataSpec, Normalization};
+use crate::error::{Result, input};
+use crate::model::build_schedule;
+use crate::nn::MlpConfig;
+use crate::train::{Loss, Trainer, check_t_sampling};
+
+/// Arguments of `elbo train`.
+#[derive(Debug, Args)]
+pub struct TrainCliArgs {
+    /// A built-in set, gmm:FILE.json, or a .npy/.csv file.
+    #[arg(long)]
+    pub data: String,
+    /// Checkpoint directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Optimisation steps.
+    #[arg(long, default_value_t = 5000)]
+    pub steps: u64,
+    /// Batch size.
+    #[arg(long, default_value_t = 512)]
+    pub batch: usize,
+    #[command(flatten)]
+    pub schedule: ScheduleOpts,
+    /// eps, x0 or v.
+    #[arg(long, default_value = "eps")]
+    pub prediction: String,
+    /// simple, vlb, mc, hybrid, or weighted:NAME[:PARAM].
+    #[arg(long, default_value = "simple")]
+    pub loss: String,
+    /// uniform, antithetic, stratified or importance.
+    #[arg(long, default_value = "uniform")]
+    pub t_sampling: String,
+    /// Reverse variance in the VLB terms: small or large.
+    #[arg(long, default_value = "large")]
+    pub variance: String,
+    /// Seed of every random number.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Worker threads (default: all cores). Results do not depend on it.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Continue the run in --out from its checkpoint (start fresh if there is none).
+    #[arg(long)]
+    pub resume: bool,
+    /// Training examples drawn from a generated set.
+    #[arg(long, default_value_t = 20000)]
+    pub n_train: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 2e-3)]
+    pub lr: f64,
+    /// Warm-up steps.
+    #[arg(long, default_value_t = 100)]
+    pub warmup: u64,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Gradient-norm clip (0: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub grad_clip: f64,
+    /// EMA decay.
+    #[arg(long, default_value_t = 0.995)]
+    pub ema_decay: f64,
+    /// Hidden width.
+    #[arg(long, default_value_t = 128)]
+    pub width: usize,
+    /// Hidden layers.
+    #[arg(long, default_value_t = 3)]
+    pub depth: usize,
+    /// Time embedding size.
+    #[arg(long, default_value_t = 32)]
+    pub embed: usize,
+    /// Condition on the data's class labels (classifier-free guidance training).
+    #[arg(long)]
+    pub conditional: bool,
+    /// Probability of dropping the label during conditional training.
+    #[arg(long, default_value_t = 0.1)]
+    pub cond_dropout: f64,
+    /// standard (per-coordinate mean and std) or none.
+    #[arg(long, default_value = "standard")]
+    pub normalize: String,
+    /// Checkpoint every this many steps.
+    #[arg(long, default_value_t = 1000)]
+    pub checkpoint_every: u64,
+    /// Loss log interval.
+    #[arg(long, default_value_t = 50)]
+    pub log_every: u64,
+}
+
+fn validate(a: &TrainCliArgs) -> Result<()> {
+    let positive = [
+        ("--steps", a.steps as f64),
+        ("--batch", a.batch as f64),
+        ("--width", a.width as f64),
+        ("--n-train", a.n_train as f64),
+    ];
+    for (name, v) in positive {
+        if v < 1.0 {
+            return Err(input(format!("{name}: expected a positive number")));
+        }
+    }
+    if a.embed < 2 || a.embed % 2 != 0 {
+        return Err(input("--embed: expected an even number >= 2"));
+    }
+    if !(a.lr > 0.0 && a.lr.is_finite()) {
+        return Err(input("--lr: expected a positive number"));
+    }
+    if !(0.0..1.0).contains(&a.ema_decay) {
+        return Err(input("--ema-decay: expected a value in [0, 1)"));
+    }
+    if !(0.0..=1.0).contains(&a.cond_dropout) {
+        return Err(input("--cond-dropout: expected a probability"));
+    }
+    if a.threads == Some(0) {
+        return Err(input("--threads: expected at least 1"));
+    }
+    if !matches!(a.prediction.as_str(), "eps" | "x0" | "v") {
+        return Err(input(format!("--prediction: expected eps, x0 or v, found '{}'", a.prediction)));
+    }
+    if !matches!(a.normalize.as_str(), "standard" | "none") {
+        return Err(input("--normalize: expected standard or none"));
+    }
+    if !matches!(a.variance.as_str(), "small" | "large") {
+        return Err(input("--variance: expected small or large"));
+    }
+    Loss::parse(&a.loss)?;
+    check_t_sampling(&a.t_sampling)?;
+    Ok(())
+}
+
+pub fn run(a: &TrainCliArgs) -> Result<()> {
+    validate(a)?;
+    let pool = {
+        // Schedule tables and the importance sampler's history are fixed-size arrays built on
+        // the stack before they are boxed: give the workers room.
+        let mut b = rayon::ThreadPoolBuilder::new().stack_size(64 << 20);
+        if let Some(t) = a.threads {
+            b = b.num_threads(t);
+        }
+        b.build().map_err(anyhow::Error::from)?
+    };
+    pool.install(|| train(a))
+}
+
+/// The training set of a run (regenerated from the stored arguments on resume).
+fn training_data(args: &TrainArgs) -> Result<crate::data::Dataset> {
+    DataSpec::parse(&args.data)?.load(args.n_train, args.seed)
+}
+
+fn train(a: &TrainCliArgs) -> Result<()> {
+    let has_ckpt = a.out.join("config.json").exists();
+    if has_ckpt && !a.resume {
+        return Err(input(format!(
+            "--out {}: already holds a checkpoint (use --resume, or another folder)",
+            a.out.display()
+        )));
+    }
+    let mut trainer = if has_ckpt {
+        let ckpt = Checkpoint::load(&a.out, true)?;
+        if ckpt.config.train.data != a.data {
+            return Err(input(format!(
+                "--data: the checkpoint in {} was trained on '{}', not '{}'",
+                a.out.display(),
+                ckpt.config.train.data,
+                a.data
+            )));
+        }
+        eprintln!("resuming {} from step {}", a.out.display(), ckpt.config.step);
+        let mut data = training_data(&ckpt.config.train)?;
+        ckpt.config.normalization.apply(&mut data.x);
+        let schedule = build_schedule(&ckpt.config.schedule)?;
+        Trainer::resume(ckpt, schedule, data)?
+    } else {
+        let schedule = a.schedule.build()?;
+        let train = TrainArgs {
+            data: a.data.clone(),
+            n_train: a.n_train,
+            steps: a.steps,
+            batch: a.batch,
+            lr: a.lr,
+            warmup: a.warmup.min(a.steps),
+            weight_decay: a.weight_decay,
+            grad_clip: a.grad_clip,
+            ema_decay: a.ema_decay,
+            loss: a.loss.clone(),
+            t_sampling: a.t_sampling.clone(),
+            variance: a.variance.clone(),
+            cond_dropout: a.cond_dropout,
+            seed: a.seed,
+            checkpoint_every: a.checkpoint_every,
+        };
+        let mut data = training_data(&train)?;
+        if a.conditional && data.classes == 0 {
+            return Err(input(format!("--conditional: the data '{}' has no class labels", a.data)));
+        }
+        let normalization = if a.normalize == "none" {
+            Normalization::identity(data.dim)
+        } else {
+            Normalization::fit(&data.x, data.dim)
+        };
+        normalization.apply(&mut data.x);
+        let config = ModelConfig {
+            format: "elbo-checkpoint".into(),
+            version: 1,
+            step: 0,
+            mlp: MlpConfig {
+                dim: data.dim,
+                width: a.width,
+                depth: a.depth,
+                embed: a.embed,
+                classes: if a.conditional { data.classes } else { 0 },
+                out: data.dim,
+            },
+            prediction: a.prediction.clone(),
+            schedule: ScheduleConfig {
+                name: a.schedule.schedule.clone(),
+                timesteps: a.schedule.timesteps,
+                beta_start: a.schedule.beta_start,
+                beta_end: a.schedule.beta_end,
+                zero_terminal_snr: a.schedule.zero_terminal_snr,
+            },
+            normalization,
+            train,
+        };
+        Trainer::new(config, schedule, data)?
+    };
+    let total = trainer.ckpt.config.train.steps;
+    let bar = ProgressBar::new(total).with_position(trainer.ckpt.state.step);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  loss {msg}  {per_sec}  eta {eta}")
+            .map_err(anyhow::Error::from)?,
+    );
+    let batch = trainer.ckpt.config.train.batch as f64;
+    let start = std::time::Instant::now();
+    let first = trainer.ckpt.state.step;
+    trainer.run(&a.out, a.log_every.max(1), |k, loss, _| {
+        bar.set_position(k);
+        bar.set_message(format!("{loss:.4}"));
+    })?;
+    bar.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64();
+    let done = trainer.ckpt.state.step - first;
+    eprintln!(
+        "trained {done} steps in {secs:.1} s ({:.0} examples/s); final loss {:.4}; checkpoint in {}",
+        done as f64 * batch / secs.max(1e-9),
+        trainer.ckpt.state.loss_log.last().map_or(f64::NAN, |l| l.1),
+        a.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,398 @@
+//! Training: AdamW with linear warm-up and cosine decay, global-norm gradient clipping, EMA
+//! weights; the losses of the core (simple, VLB with the Rao-Blackwellised or the Monte Carlo
+//! estimator, hybrid, every weighting of the weighted-ELBO family) with uniform, antithetic or
+//! importance-sampled timesteps. Every random number comes from one seeded generator, drawn in
+//! a fixed order before the data-parallel part, so results do not depend on `--threads`; the
+//! full state is checkpointed, so a resumed run ends bit-identical to an uninterrupted one.
+
+use std::path::Path;
+use std::time::Instant;
+
+use elbo_core::elbo::{ReverseVariance, reverse_log_variance};
+use elbo_core::gaussian::{LN_2PI, kl};
+use elbo_core::param::{from_x0_eps, to_x0_eps};
+use elbo_core::rng::{uniform_below, uniform_f64};
+use elbo_core::timesteps::{LossSecondMomentResampler, TimeSampling};
+use elbo_core::weighting::Weighting;
+use elbo_core::{NoiseSchedule, Prediction, Step};
+use rand_core::SeedableRng;
+use rand_pcg::Pcg32;
+
+use crate::checkpoint::{Checkpoint, ModelConfig, RunState, TrainArgs};
+use crate::data::Dataset;
+use crate::error::{Result, input};
+use crate::nn::Mlp;
+use crate::{HostSchedule, MAX_STEPS};
+
+/// The training objective.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Loss {
+    /// `||p - target||^2` averaged over coordinates (Ho et al. 2020; seed 003).
+    Simple,
+    /// `T L_{t-1} / D` with the Rao-Blackwellised (analytic) KL: an unbiased estimate of the
+    /// negative ELBO per coordinate (up to the constant prior term).
+    Vlb,
+    /// The same bound with the Monte Carlo estimator of seed 000 (one sampled `x_{t-1}`).
+    Mc,
+    /// `simple + lambda vlb`, lambda = 0.001 (Nichol & Dhariwal 2021).
+    Hybrid,
+    /// A weighting of the weighted-ELBO family (seed 002 eq. 11), discretised as
+    /// `T/2 w(lambda_t) (SNR_{t-1}/SNR_t - 1) ||eps_hat - eps||^2 / D`, which for `w = 1` is the
+    /// VLB term with `sigma^2 = btilde` exactly (at t = 1 the factor of t = 2 is used).
+    Weighted(Weighting),
+}
+
+/// The weight of the VLB in the hybrid loss.
+pub const HYBRID_LAMBDA: f64 = 0.001;
+
+impl Loss {
+    /// Parses `simple|vlb|mc|hybrid|weighted:NAME[:PARAM]`.
+    pub fn parse(s: &str) -> Result<Self> {
+        let bad = || {
+            input(format!(
+                "--loss: unknown loss '{s}' (expected simple, vlb, mc, hybrid or weighted:NAME[:PARAM] with NAME one of {})",
+                Weighting::NAMES.join(", ")
+            ))
+        };
+        match s {
+            "simple" => Ok(Loss::Simple),
+            "vlb" => Ok(Loss::Vlb),
+            "mc" => Ok(Loss::Mc),
+            "hybrid" => Ok(Loss::Hybrid),
+            _ => {
+                let rest = s.strip_prefix("weighted:").ok_or_else(bad)?;
+                let (name, param) = match rest.split_once(':') {
+                    Some((n, p)) => {
+                        (n, Some(p.parse::<f64>().map_err(|_| input(format!("--loss: '{p}' is not a number")))?))
+                    }
+                    None => (rest, None),
+                };
+                Weighting::from_name(name, param).map(Loss::Weighted).map_err(|e| match e {
+                    elbo_core::Error::UnknownName { .. } => bad(),
+                    e => input(format!("--loss: {e}")),
+                })
+            }
+        }
+    }
+}
+
+/// How timesteps are drawn.
+enum Sampler {
+    Plain(TimeSampling),
+    Importance(Box<LossSecondMomentResampler<MAX_STEPS, 10>>),
+}
+
+/// Parses `--t-sampling`.
+pub fn check_t_sampling(s: &str) -> Result<()> {
+    match s {
+        "uniform" | "antithetic" | "stratified" | "importance" => Ok(()),
+        _ => {
+            Err(input(format!("--t-sampling: unknown '{s}' (expected uniform, antithetic, stratified or importance)")))
+        }
+    }
+}
+
+/// The AdamW learning rate at `step` (1-based): linear warm-up, then cosine decay to 0.
+pub fn learning_rate(args: &TrainArgs, step: u64) -> f64 {
+    if step <= args.warmup {
+        return args.lr * step as f64 / args.warmup.max(1) as f64;
+    }
+    let progress = (step - args.warmup) as f64 / (args.steps - args.warmup).max(1) as f64;
+    args.lr * 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())
+}
+
+/// One example's loss and its gradient with respect to the network output.
+struct ExampleCtx<'a> {
+    kind: Prediction,
+    loss: Loss,
+    variance: ReverseVariance,
+    step: &'a Step,
+    /// `SNR_{t-1}/SNR_t - 1` for weighted losses.
+    snr_ratio: f64,
+    steps: f64,
+}
+
+impl ExampleCtx<'_> {
+    /// Returns the (unweighted) loss and writes `d loss / d output` into `g`.
+    fn eval(&self, out: &[f32], x0: &[f32], eps: &[f32], xt: &[f32], z: &[f32], g: &mut [f32]) -> f64 {
+        let st = self.step;
+        let d = out.len() as f64;
+        let (a, s) = (f64::from(st.cur.sqrt_abar), f64::from(st.cur.sqrt_one_minus_abar));
+        // The outputs enter every loss through (x0_hat, eps_hat), affine in the output:
+        // the derivatives are the conversion of a unit output at x_t = 0.
+        let (dx0, deps) = to_x0_eps(self.kind, 1.0, 0.0, a, s);
+        let mut total = 0.0;
+        g.fill(0.0);
+        let simple_part = matches!(self.loss, Loss::Simple | Loss::Hybrid);
+        if simple_part {
+            for i in 0..out.len() {
+                let target = from_x0_eps(self.kind, f64::from(x0[i]), f64::from(eps[i]), a, s);
+                let r = f64::from(out[i]) - target;
+                total += r * r / d;
+                g[i] += (2.0 * r / d) as f32;
+            }
+        }
+        let vlb_scale = match self.loss {
+            Loss::Vlb | Loss::Mc => self.steps / d,
+            Loss::Hybrid => HYBRID_LAMBDA * self.steps / d,
+            _ => 0.0,
+        };
+        if vlb_scale > 0.0 {
+            let lv_p = reverse_log_variance(st, self.variance, 0.0);
+            let lv_q = f64::from(st.posterior_log_variance_clipped);
+            let inv_var_p = (-lv_p).exp();
+            let (c0, ct) = (f64::from(st.posterior_mean_coef_x0), f64::from(st.posterior_mean_coef_xt));
+            let sd_q = (0.5 * lv_q).exp();
+            for i in 0..out.len() {
+                let (x0_hat, _) = to_x0_eps(self.kind, f64::from(out[i]), f64::from(xt[i]), a, s);
+                let e = f64::from(x0[i]) - x0_hat;
+                let (value, d_x0hat) = if st.t == 1 {
+                    // decoder: -log N(x0; c0 x0_hat + ct x_1, sigma^2)
+                    let r = f64::from(x0[i]) - (c0 * x0_hat + ct * f64::from(xt[i]));
+                    (0.5 * (LN_2PI + lv_p + r * r * inv_var_p), -r * c0 * inv_var_p)
+                } else if self.loss == Loss::Mc {
+                    let zz = f64::from(z[i]);
+                    let m = c0 * e + sd_q * zz;
+                    (0.5 * (lv_p - lv_q - zz * zz + m * m * inv_var_p), -m * c0 * inv_var_p)
+                } else {
+                    (kl(c0 * e, lv_q, lv_p), -c0 * c0 * e * inv_var_p)
+                };
+                total += vlb_scale * value;
+                g[i] += (vlb_scale * d_x0hat * dx0) as f32;
+            }
+        }
+        if let Loss::Weighted(w) = self.loss {
+            let factor = 0.5 * self.steps * w.weight(f64::from(st.log_snr)) * self.snr_ratio / d;
+            for i in 0..out.len() {
+                let (_, eps_hat) = to_x0_eps(self.kind, f64::from(out[i]), f64::from(xt[i]), a, s);
+                let r = eps_hat - f64::from(eps[i]);
+                total += factor * r * r;
+                g[i] += (2.0 * factor * r * deps) as f32;
+            }
+        }
+        total
+    }
+}
+
+/// The state of a run.
+pub struct Trainer {
+    /// The network.
+    pub mlp: Mlp,
+    /// The checkpoint being advanced.
+    pub ckpt: Checkpoint,
+    schedule: Box<HostSchedule>,
+    data: Dataset,
+    loss: Loss,
+    variance: ReverseVariance,
+    sampler: Sampler,
+}
+
+impl Trainer {
+    /// A fresh run (step 0) on normalised `data`.
+    pub fn new(config: ModelConfig, schedule: Box<HostSchedule>, data: Dataset) -> Result<Self> {
+        let mut rng = Pcg32::seed_from_u64(config.train.seed);
+        let mlp = Mlp::new(config.mlp.clone());
+        let params = mlp.init(&mut rng);
+        let n = params.len();
+        let ckpt = Checkpoint {
+            config,
+            ema: params.clone(),
+            params,
+            adam_m: vec![0.0; n],
+            adam_v: vec![0.0; n],
+            state: RunState { step: 0, rng, resampler: None, loss_log: vec![] },
+        };
+        Trainer::resume(ckpt, schedule, data)
+    }
+
+    /// Continues from a checkpoint.
+    pub fn resume(ckpt: Checkpoint, schedule: Box<HostSchedule>, data: Dataset) -> Result<Self> {
+        let train = &ckpt.config.train;
+        let loss = Loss::parse(&train.loss)?;
+        let variance = ReverseVariance::from_name(&train.variance)
+            .ok()
+            .filter(|v| *v != ReverseVariance::LearnedRange)
+            .ok_or_else(|| input(format!("--variance: expected small or large, found '{}'", train.variance)))?;
+        check_t_sampling(&train.t_sampling)?;
+        let sampler = if train.t_sampling == "importance" {
+            let mut r = Box::new(
+                LossSecondMomentResampler::new(schedule.steps(), 0.001)
+                    .map_err(|e| input(format!("--t-sampling: {e}")))?,
+            );
+            if let Some((hist, counts)) = &ckpt.state.resampler {
+                if hist.len() != schedule.steps() || counts.len() != schedule.steps() {
+                    return Err(input("state.json: the importance sampler's history does not fit the schedule"));
+                }
+                for (t, (h, &c)) in hist.iter().zip(counts).enumerate() {
+                    r.restore(t + 1, h, c).map_err(|e| input(format!("state.json: {e}")))?;
+                }
+            }
+            Sampler::Importance(r)
+        } else {
+            Sampler::Plain(TimeSampling::from_name(&train.t_sampling).map_err(|e| input(format!("--t-sampling: {e}")))?)
+        };
+        let mlp = Mlp::new(ckpt.config.mlp.clone());
+        Ok(Trainer { mlp, ckpt, schedule, data, loss, variance, sampler })
+    }
+
+    /// One optimisation step; returns the batch loss.
+    pub fn step(&mut self) -> Result<f64> {
+        let args = self.ckpt.config.train.clone();
+        let (b, dim) = (args.batch, self.data.dim);
+        let steps = self.schedule.steps();
+        let kind =
+            Prediction::from_name(&self.ckpt.config.prediction).map_err(|e| input(format!("--prediction: {e}")))?;
+        let rng = &mut self.ckpt.state.rng;
+        // 1. Every random number, in a fixed order.
+        let n = self.data.len() as u32;
+        let idx: Vec<usize> = (0..b).map(|_| uniform_below(rng, n) as usize).collect();
+        let mut t = vec![0usize; b];
+        let mut w = vec![1.0f64; b];
+        match &mut self.sampler {
+            Sampler::Plain(s) => s.fill_discrete(rng, steps, &mut t).map_err(|e| input(format!("{e}")))?,
+            Sampler::Importance(r) => r.sample(rng, &mut t, &mut w).map_err(|e| input(format!("{e}")))?,
+        }
+        let mut eps = vec![0.0f32; b * dim];
+        let mut z = vec![0.0f32; if self.loss == Loss::Mc { b * dim } else { 0 }];
+        elbo_core::rng::fill_standard_normal(rng, &mut eps);
+        elbo_core::rng::fill_standard_normal(rng, &mut z);
+        let labels: Option<Vec<u32>> = match (&self.data.labels, self.mlp.config().classes) {
+            (Some(l), c) if c > 0 => {
+                Some(idx.iter().map(|&i| if uniform_f64(rng) < args.cond_dropout { c as u32 } else { l[i] }).collect())
+            }
+            _ => None,
+        };
+        let mut x0 = vec![0.0f32; b * dim];
+        let mut xt = vec![0.0f32; b * dim];
+        let mut step_of = Vec::with_capacity(b);
+        for i in 0..b {
+            let st = self.schedule.step(t[i]).map_err(|e| input(format!("{e}")))?;
+            x0[i * dim..(i + 1) * dim].copy_from_slice(&self.data.x[idx[i] * dim..(idx[i] + 1) * dim]);
+            elbo_core::forward::q_sample(
+                &st.cur,
+                &x0[i * dim..(i + 1) * dim],
+                &eps[i * dim..(i + 1) * dim],
+                &mut xt[i * dim..(i + 1) * dim],
+            )
+            .map_err(|e| input(format!("{e}")))?;
+            step_of.push(st);
+        }
+        let snr_ratio: Vec<f64> = t
+            .iter()
+            .map(|&ti| {
+                let tt = ti.max(2).min(steps);
+                match (self.schedule.step(tt), self.schedule.step(tt - 1)) {
+                    (Ok(cur), Ok(prev)) => (f64::from(prev.log_snr) - f64::from(cur.log_snr)).exp_m1(),
+                    _ => 0.0,
+                }
+            })
+            .collect();
+        // 2. Forward and backward, data-parallel.
+        let per_example = std::sync::Mutex::new(vec![0.0f64; b]);
+        let (loss_sum, mut grad) =
+            self.mlp.loss_and_grad(&self.ckpt.params, &xt, &t, labels.as_deref(), |r0, out, g| {
+                let o = self.mlp.config().out;
+                let mut sum = 0.0;
+                let mut local = Vec::with_capacity(out.len() / o);
+                for (j, (oc, gc)) in out.chunks_exact(o).zip(g.chunks_exact_mut(o)).enumerate() {
+                    let i = r0 + j;
+                    let ctx = ExampleCtx {
+                        kind,
+                        loss: self.loss,
+                        variance: self.variance,
+                        step: &step_of[i],
+                        snr_ratio: snr_ratio[i],
+                        steps: steps as f64,
+                    };
+                    let zz = if z.is_empty() { &z[..] } else { &z[i * dim..(i + 1) * dim] };
+                    let l = ctx.eval(
+                        oc,
+                        &x0[i * dim..(i + 1) * dim],
+                        &eps[i * dim..(i + 1) * dim],
+                        &xt[i * dim..(i + 1) * dim],
+                        zz,
+                        gc,
+                    );
+                    let scale = (w[i] / b as f64) as f32;
+                    gc.iter_mut().for_each(|v| *v *= scale);
+                    local.push(l);
+                    sum += w[i] * l / b as f64;
+                }
+                per_example.lock().expect("no panic holds the lock")[r0..r0 + local.len()].copy_from_slice(&local);
+                sum
+            });
+        if let Sampler::Importance(r) = &mut self.sampler {
+            for (&ti, &l) in t.iter().zip(per_example.lock().expect("no panic holds the lock").iter()) {
+                r.update(ti, l).map_err(|e| input(format!("{e}")))?;
+            }
+        }
+        if !loss_sum.is_finite() {
+            return Err(crate::error::Error::Internal(anyhow::anyhow!(
+                "the loss became {loss_sum} at step {}: lower --lr or change --loss",
+                self.ckpt.state.step + 1
+            )));
+        }
+        // 3. Clip, AdamW, EMA.
+        let norm = grad.iter().map(|g| f64::from(*g) * f64::from(*g)).sum::<f64>().sqrt();
+        if args.grad_clip > 0.0 && norm > args.grad_clip {
+            let s = (args.grad_clip / norm) as f32;
+            grad.iter_mut().for_each(|g| *g *= s);
+        }
+        let k = self.ckpt.state.step + 1;
+        let lr = learning_rate(&args, k);
+        let (b1, b2, eps_adam) = (0.9f64, 0.999f64, 1e-8f64);
+        let (c1, c2) = (1.0 - b1.powi(k as i32), 1.0 - b2.powi(k as i32));
+        let c = &mut self.ckpt;
+        for (((&g, m), v), p) in grad.iter().zip(&mut c.adam_m).zip(&mut c.adam_v).zip(&mut c.params) {
+            let g = f64::from(g);
+            let m1 = b1 * f64::from(*m) + (1.0 - b1) * g;
+            let v1 = b2 * f64::from(*v) + (1.0 - b2) * g * g;
+            *m = m1 as f32;
+            *v = v1 as f32;
+            let p0 = f64::from(*p);
+            let update = (m1 / c1) / ((v1 / c2).sqrt() + eps_adam) + args.weight_decay * p0;
+            *p = (p0 - lr * update) as f32;
+        }
+        let decay = args.ema_decay.min((1.0 + k as f64) / (10.0 + k as f64)) as f32;
+        for (e, &p) in c.ema.iter_mut().zip(&c.params) {
+            *e = decay * *e + (1.0 - decay) * p;
+        }
+        c.state.step = k;
+        c.config.step = k;
+        if let Sampler::Importance(r) = &self.sampler {
+            let entries: Vec<(&[f64], usize)> = (1..=steps).filter_map(|t| r.entry(t).ok()).collect();
+            c.state.resampler =
+                Some((entries.iter().map(|(h, _)| h.to_vec()).collect(), entries.iter().map(|&(_, n)| n).collect()));
+        }
+        Ok(loss_sum)
+    }
+
+    /// Runs to `steps`, logging every `log_every` steps, checkpointing into `dir`.
+    pub fn run(&mut self, dir: &Path, log_every: u64, mut progress: impl FnMut(u64, f64, f64)) -> Result<()> {
+        let total = self.ckpt.config.train.steps;
+        let every = self.ckpt.config.train.checkpoint_every.max(1);
+        let (mut acc, mut count) = (0.0, 0u64);
+        let start = Instant::now();
+        while self.ckpt.state.step < total {
+            let l = self.step()?;
+            acc += l;
+            count += 1;
+            let k = self.ckpt.state.step;
+            if k % log_every == 0 || k == total {
+                let lr = learning_rate(&self.ckpt.config.train, k);
+                self.ckpt.state.loss_log.push((k, acc / count as f64, lr));
+                progress(k, acc / count as f64, k as f64 / start.elapsed().as_secs_f64().max(1e-9));
+                acc = 0.0;
+                count = 0;
+            }
+            if k % every == 0 || k == total {
+                self.ckpt.save(dir)?;
+                let csv: String = std::iter::once("step,loss,lr\n".to_string())
+                    .chain(self.ckpt.state.loss_log.iter().map(|(s, l, r)| format!("{s},{l},{r}\n")))
+                    .collect();
+                crate::io::write_atomic(&dir.join("loss.csv"), csv.as_bytes())?;
+            }
+        }
+        Ok(())
+    }
+}
