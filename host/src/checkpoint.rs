@@ -136,7 +136,9 @@ fn safetensors_bytes(tensors: Vec<(String, Vec<usize>, Vec<u8>)>, step: u64) -> 
         .iter()
         .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
         .collect::<std::result::Result<_, safetensors::SafeTensorError>>()?;
-    let meta = HashMap::from([("step".to_string(), step.to_string()), ("format".to_string(), "elbo".to_string())]);
+    // One key only: the metadata is a HashMap, whose order (and so the file's bytes) would
+    // otherwise vary from process to process.
+    let meta = HashMap::from([("step".to_string(), step.to_string())]);
     Ok(safetensors::serialize(views, Some(meta))?)
 }
 

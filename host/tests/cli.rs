@@ -49,14 +49,22 @@ fn bad_input_exits_2_with_one_line() {
     }
 }
 
-/// The demo writes its files atomically into the output folder and reports where.
+/// The demo (here with a short training run) writes its files atomically into the output folder.
 #[test]
 fn demo_writes_its_report() {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("demo");
-    let out = elbo().args(["demo", "--n", "300", "--timesteps", "200", "--out"]).arg(&out_dir).output().unwrap();
+    let out = elbo().args(["demo", "--n", "300", "--steps", "100", "--out"]).arg(&out_dir).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for f in ["summary.md", "data.csv", "samples_ddpm.csv", "samples_ddim.csv"] {
+    for f in [
+        "summary.md",
+        "heldout.csv",
+        "samples_ddpm.csv",
+        "samples_ddim.csv",
+        "samples_ddpm.png",
+        "loss.png",
+        "elbo_terms.png",
+    ] {
         assert!(out_dir.join(f).is_file(), "{f}");
     }
     let csv = std::fs::read_to_string(out_dir.join("samples_ddpm.csv")).unwrap();

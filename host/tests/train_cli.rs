@@ -1,0 +1,245 @@
+//! The real binary: training is independent of the thread count, an interrupted (SIGKILL) run
+//! resumes to the same bits, `eval --model optimal` bounds the exact likelihood, and bad input
+//! exits with code 2 and one line.
+
+use std::path::Path;
+use std::process::Command as Std;
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use assert_cmd::cargo::cargo_bin;
+
+fn elbo() -> Command {
+    Command::cargo_bin("elbo").unwrap()
+}
+
+fn files_equal(a: &Path, b: &Path) {
+    for f in ["model.safetensors", "optimizer.safetensors", "state.json", "config.json", "loss.csv"] {
+        let (x, y) = (std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap());
+        assert!(x == y, "{f} differs between {} and {}", a.display(), b.display());
+    }
+}
+
+#[test]
+fn checkpoints_do_not_depend_on_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    for threads in ["1", "2"] {
+        let out = dir.path().join(format!("t{threads}"));
+        elbo()
+            .args([
+                "train",
+                "--data",
+                "two-moons",
+                "--steps",
+                "40",
+                "--batch",
+                "300",
+                "--n-train",
+                "2000",
+                "--threads",
+                threads,
+            ])
+            .args(["--loss", "hybrid", "--checkpoint-every", "20", "--log-every", "10", "--out"])
+            .arg(&out)
+            .assert()
+            .success();
+    }
+    files_equal(&dir.path().join("t1"), &dir.path().join("t2"));
+}
+
+fn step_of(dir: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+    serde_json::from_str::<serde_json::Value>(&text).ok()?["step"].as_u64()
+}
+
+/// Kill a run with SIGKILL after its first checkpoint, resume it, and compare with a run that
+/// was never interrupted: every file of the final checkpoint is identical.
+#[test]
+fn a_killed_run_resumes_to_the_same_bits() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "train",
+        "--data",
+        "8gaussians",
+        "--steps",
+        "1500",
+        "--batch",
+        "128",
+        "--n-train",
+        "2000",
+        "--timesteps",
+        "100",
+        "--beta-start",
+        "1e-3",
+        "--beta-end",
+        "0.2",
+        "--loss",
+        "vlb",
+        "--t-sampling",
+        "importance",
+        "--width",
+        "64",
+        "--checkpoint-every",
+        "50",
+        "--log-every",
+        "25",
+        "--threads",
+        "2",
+        "--out",
+    ];
+    let whole = dir.path().join("whole");
+    elbo().args(args).arg(&whole).assert().success();
+
+    let cut = dir.path().join("cut");
+    let mut child = Std::new(cargo_bin("elbo")).args(args).arg(&cut).spawn().unwrap();
+    let start = Instant::now();
+    while step_of(&cut).is_none_or(|s| s < 100) {
+        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+    let at = step_of(&cut).unwrap();
+    assert!(at < 1500, "the run finished before it could be killed (step {at})");
+    elbo().args(args).arg(&cut).arg("--resume").assert().success();
+    files_equal(&whole, &cut);
+}
+
+/// `eval --model optimal` on a Gaussian mixture: the bound is above the exact NLL (computed by
+/// the mixture density, independently of the bound), and the gap is small at T = 1000.
+#[test]
+fn optimal_model_bounds_the_exact_likelihood() {
+    let dir = tempfile::tempdir().unwrap();
+    let gmm = dir.path().join("mix.json");
+    std::fs::write(&gmm, r#"{"weights":[0.3,0.7],"means":[[-1.0,0.5],[1.0,-0.5]],"stds":[[0.3,0.4],[0.5,0.2]]}"#)
+        .unwrap();
+    let spec = format!("gmm:{}", gmm.display());
+    for (t, b0, b1) in [("100", "1e-3", "0.2"), ("1000", "1e-4", "0.02")] {
+        let out = elbo()
+            .args(["eval", "--model", "optimal", "--data", &spec, "--n", "1000", "--timesteps", t])
+            .args(["--beta-start", b0, "--beta-end", b1, "--mmd-samples", "0", "--json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let (bound, se, exact) = (
+            r["neg_elbo_nats"].as_f64().unwrap(),
+            r["neg_elbo_nats_se"].as_f64().unwrap(),
+            r["exact_nll_nats"].as_f64().unwrap(),
+        );
+        eprintln!("T={t}: -ELBO {bound:.4} +- {se:.4}, exact NLL {exact:.4}, gap {:.4}", bound - exact);
+        assert!(bound - exact > -4.5 * se, "T={t}: bound below the likelihood");
+        assert!(bound - exact < 0.5, "T={t}: gap {}", bound - exact);
+        assert_eq!(r["terms_nats"].as_array().unwrap().len(), t.parse::<usize>().unwrap() - 1);
+    }
+}
+
+fn assert_bad(args: &[&str], out_file: Option<&Path>) {
+    let out = elbo().args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert!(err.starts_with("error:"), "{args:?}: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: not one line: {err}");
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    if let Some(f) = out_file {
+        assert!(!f.exists(), "{args:?} left {}", f.display());
+    }
+}
+
+#[test]
+fn bad_input_gets_exit_code_2_one_line_and_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = |n: &str| d.join(n).to_string_lossy().into_owned();
+    std::fs::write(d.join("bad.csv"), "1,2\n3,x\n").unwrap();
+    std::fs::write(d.join("ragged.csv"), "1,2\n3\n").unwrap();
+    std::fs::write(d.join("nan.csv"), "1,2\nnan,3\n").unwrap();
+    std::fs::write(d.join("three.csv"), "1,2,3\n4,5,6\n").unwrap();
+    std::fs::write(d.join("bad.npy"), b"\x93NUMPY garbage").unwrap();
+    let model = d.join("model");
+    elbo()
+        .args(["train", "--data", "two-moons", "--steps", "5", "--batch", "64", "--n-train", "500", "--out"])
+        .arg(&model)
+        .assert()
+        .success();
+    let m = model.to_string_lossy().into_owned();
+    let out = p("out.csv");
+    let out_path = d.join("out.csv");
+    let (bad_csv, ragged, nan, three, bad_npy, txt, nowhere) =
+        (p("bad.csv"), p("ragged.csv"), p("nan.csv"), p("three.csv"), p("bad.npy"), p("out.txt"), p("nowhere"));
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["train", "--data", "missing.csv", "--out", &out],
+        vec!["train", "--data", &bad_csv, "--out", &out],
+        vec!["train", "--data", &ragged, "--out", &out],
+        vec!["train", "--data", &nan, "--out", &out],
+        vec!["train", "--data", &bad_npy, "--out", &out],
+        vec!["train", "--data", "two-moons", "--schedule", "cosinus", "--out", &out],
+        vec!["train", "--data", "two-moons", "--loss", "weighted:nope", "--out", &out],
+        vec!["train", "--data", "two-moons", "--loss", "weighted:p2:abc", "--out", &out],
+        vec!["train", "--data", "two-moons", "--prediction", "z", "--out", &out],
+        vec!["train", "--data", "two-moons", "--out", &m],
+        vec!["eval", "--model", &m, "--data", &three],
+        vec!["eval", "--model", &m, "--data", "two-moons", "--bins", "17"],
+        vec!["eval", "--model", "optimal", "--data", "two-moons"],
+        vec!["sample", "--model", &m, "--n", "10", "--sampler", "ddim", "--steps", "2000", "--out", &out],
+        vec!["sample", "--model", &m, "--n", "10", "--guidance", "3", "--class", "1", "--out", &out],
+        vec!["sample", "--model", &m, "--n", "10", "--sampler", "euler", "--out", &out],
+        vec!["sample", "--model", &m, "--init", &three, "--out", &out],
+        vec!["sample", "--model", &m, "--n", "10", "--out", &txt],
+        vec!["sample", "--model", &nowhere, "--n", "10", "--out", &out],
+    ];
+    for c in &cases {
+        assert_bad(c, Some(&out_path));
+    }
+    // A corrupt or truncated checkpoint.
+    let bytes = std::fs::read(model.join("model.safetensors")).unwrap();
+    std::fs::write(model.join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    assert_bad(&["sample", "--model", &m, "--n", "10", "--out", &out], Some(&out_path));
+    std::fs::write(model.join("model.safetensors"), &bytes).unwrap();
+    let cfg = std::fs::read(model.join("config.json")).unwrap();
+    std::fs::write(model.join("config.json"), &cfg[..cfg.len() / 3]).unwrap();
+    assert_bad(&["eval", "--model", &m, "--data", "two-moons"], None);
+    assert_bad(&["train", "--data", "two-moons", "--resume", "--out", &m], None);
+}
+
+/// Samples of every sampler land in the file with the right shape; guidance works on a
+/// conditional model.
+#[test]
+fn samplers_and_guidance_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("cond");
+    elbo()
+        .args([
+            "train",
+            "--data",
+            "two-moons",
+            "--conditional",
+            "--steps",
+            "20",
+            "--batch",
+            "128",
+            "--n-train",
+            "1000",
+            "--out",
+        ])
+        .arg(&model)
+        .assert()
+        .success();
+    for (sampler, extra) in
+        [("ddpm", vec![]), ("ddim", vec!["--eta", "0.5", "--steps", "20"]), ("langevin", vec!["--steps", "10"])]
+    {
+        let out = dir.path().join(format!("{sampler}.npy"));
+        elbo()
+            .args(["sample", "--model"])
+            .arg(&model)
+            .args(["--n", "33", "--sampler", sampler, "--guidance", "2", "--class", "1"])
+            .args(&extra)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .success();
+        let bytes = std::fs::read(&out).unwrap();
+        let header = String::from_utf8_lossy(&bytes[..128]);
+        assert!(header.contains("'shape': (33, 2)"), "{header}");
+    }
+}
