@@ -6,7 +6,7 @@ use std::hint::black_box;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use elbo_core::elbo::ReverseVariance;
 use elbo_core::rng::{fill_standard_normal, standard_normal};
-use elbo_core::sampler::{DdimCoefficients, ddim_update, ddpm_sigma, ddpm_update};
+use elbo_core::sampler::{DdimCoefficients, Sigma, ddim_update, ddpm_sigma, ddpm_update};
 use elbo_core::schedule::{BetaSchedule, Schedule};
 use elbo_core::{NoiseSchedule, Prediction};
 use rand_core::SeedableRng;
@@ -15,7 +15,7 @@ use rand_pcg::Pcg32;
 fn steps(c: &mut Criterion) {
     let s = Schedule::<1000>::new(&BetaSchedule::Linear { beta_start: 1e-4, beta_end: 0.02 }, 1000, false).unwrap();
     let step = s.step(500).unwrap();
-    let sigma = ddpm_sigma(&step, ReverseVariance::Small).unwrap();
+    let sigma = Sigma::Fixed(ddpm_sigma(&step, ReverseVariance::Small).unwrap());
     let ddim = DdimCoefficients::new(&step.cur, &s.marginal(480).unwrap(), 0.0);
     let mut group = c.benchmark_group("sampler_step");
     for n in [1usize, 1_000, 1_000_000] {

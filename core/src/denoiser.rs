@@ -64,6 +64,13 @@ pub trait Denoiser {
         cond: Condition<'_>,
         out: &mut [f32],
     ) -> Result<(), Self::Error>;
+    /// For models that also predict their reverse variance (improved-diffusion's
+    /// `learned_range`): the variance output `v` (one per coordinate, `[-1, 1]` spans
+    /// `[log btilde_t, log beta_t]`) of the last [`predict`](Self::predict) call. `None` for
+    /// fixed-variance models.
+    fn learned_variance(&self) -> Option<&[f32]> {
+        None
+    }
 }
 
 impl<D: Denoiser + ?Sized> Denoiser for &mut D {
@@ -86,6 +93,9 @@ impl<D: Denoiser + ?Sized> Denoiser for &mut D {
     ) -> Result<(), Self::Error> {
         (**self).predict(x, level, cond, out)
     }
+    fn learned_variance(&self) -> Option<&[f32]> {
+        (**self).learned_variance()
+    }
 }
 
 /// Supplies `grad_x log p(y | x_t)` for classifier guidance (seed 004 eq. 166).
@@ -100,4 +110,11 @@ pub trait Classifier {
         labels: &[u32],
         out: &mut [f32],
     ) -> Result<(), Self::Error>;
+    /// For models that also predict their reverse variance (improved-diffusion's
+    /// `learned_range`): the variance output `v` (one per coordinate, `[-1, 1]` spans
+    /// `[log btilde_t, log beta_t]`) of the last [`predict`](Self::predict) call. `None` for
+    /// fixed-variance models.
+    fn learned_variance(&self) -> Option<&[f32]> {
+        None
+    }
 }

@@ -61,6 +61,33 @@ pub fn reverse_log_variance(step: &Step, variance: ReverseVariance, v: f32) -> f
     }
 }
 
+/// The reverse model's variance for the terms of one example.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ModelVariance<'a> {
+    /// One log-variance for every coordinate (`Small`, `Large`).
+    Fixed(f64),
+    /// `learned_range`: the model's variance output, one per coordinate.
+    LearnedRange(&'a [f32]),
+}
+
+impl ModelVariance<'_> {
+    /// `log sigma^2` of coordinate `i` at `step`.
+    #[inline]
+    pub fn log_var(&self, step: &Step, i: usize) -> f64 {
+        match *self {
+            ModelVariance::Fixed(lv) => lv,
+            ModelVariance::LearnedRange(v) => reverse_log_variance(step, ReverseVariance::LearnedRange, v[i]),
+        }
+    }
+
+    fn check(&self, len: usize) -> Result<()> {
+        match self {
+            ModelVariance::Fixed(_) => Ok(()),
+            ModelVariance::LearnedRange(v) => check_len(len, v.len()),
+        }
+    }
+}
+
 /// The natural ELBO weight of the eps-form (seed 003):
 /// `L_{t-1} = w_t ||eps - eps_hat||^2` with `w_t = beta_t^2 / (2 sigma_t^2 alpha_t (1 - abar_t))`
 /// when `p` and `q` share the variance `sigma_t^2`.
@@ -119,14 +146,22 @@ fn check_kl_step(step: &Step) -> Result<()> {
 /// The Rao-Blackwellised estimate of `L_{t-1}` (t >= 2) for one example at one draw of `x_t`:
 /// the analytic `KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t))` with the mean difference
 /// `c0_t (x_0 - x0_hat)` (seed 004 eqs. 87-99) and `p`'s log-variance `log_var_p`.
-pub fn kl_term_rb(step: &Step, kind: Prediction, pred: &[f32], x0: &[f32], xt: &[f32], log_var_p: f64) -> Result<f64> {
+pub fn kl_term_rb(
+    step: &Step,
+    kind: Prediction,
+    pred: &[f32],
+    x0: &[f32],
+    xt: &[f32],
+    var: ModelVariance<'_>,
+) -> Result<f64> {
     check_kl_step(step)?;
     check_example(x0, xt, pred)?;
+    var.check(x0.len())?;
     let lv_q = f64::from(step.posterior_log_variance_clipped);
     let c0 = f64::from(step.posterior_mean_coef_x0);
     let mut sum = 0.0;
-    for ((&p, &x), &z) in pred.iter().zip(x0).zip(xt) {
-        sum += kl(c0 * x0_error(kind, &step.cur, p, x, z), lv_q, log_var_p);
+    for (i, ((&p, &x), &z)) in pred.iter().zip(x0).zip(xt).enumerate() {
+        sum += kl(c0 * x0_error(kind, &step.cur, p, x, z), lv_q, var.log_var(step, i));
     }
     Ok(sum)
 }
@@ -142,20 +177,21 @@ pub fn kl_term_mc<R: Rng + ?Sized>(
     pred: &[f32],
     x0: &[f32],
     xt: &[f32],
-    log_var_p: f64,
+    var: ModelVariance<'_>,
     rng: &mut R,
 ) -> Result<f64> {
     check_kl_step(step)?;
     check_example(x0, xt, pred)?;
+    var.check(x0.len())?;
     let lv_q = f64::from(step.posterior_log_variance_clipped);
     let sd_q = libm::exp(0.5 * lv_q);
     let c0 = f64::from(step.posterior_mean_coef_x0);
-    let inv_var_p = libm::exp(-log_var_p);
     let mut sum = 0.0;
-    for ((&p, &x), &zt) in pred.iter().zip(x0).zip(xt) {
+    for (i, ((&p, &x), &zt)) in pred.iter().zip(x0).zip(xt).enumerate() {
+        let lv_p = var.log_var(step, i);
         let z = f64::from(standard_normal(rng));
         let d = c0 * x0_error(kind, &step.cur, p, x, zt) + sd_q * z;
-        sum += 0.5 * (log_var_p - lv_q - z * z + d * d * inv_var_p);
+        sum += 0.5 * (lv_p - lv_q - z * z + d * d * libm::exp(-lv_p));
     }
     Ok(sum)
 }
@@ -181,13 +217,14 @@ pub fn decoder_nll(
     pred: &[f32],
     x0: &[f32],
     x1: &[f32],
-    log_var_p: f64,
+    var: ModelVariance<'_>,
     decoder: Decoder,
 ) -> Result<f64> {
     if step.t != 1 {
         return Err(Error::InvalidParameter { name: "t", reason: "t = 1 for the decoder term" });
     }
     check_example(x0, x1, pred)?;
+    var.check(x0.len())?;
     if let Decoder::Discretized { levels } = decoder {
         if levels < 2 {
             return Err(Error::InvalidParameter { name: "levels", reason: "at least 2 levels" });
@@ -197,7 +234,8 @@ pub fn decoder_nll(
     let ct = f64::from(step.posterior_mean_coef_xt);
     let (a, s) = (f64::from(step.cur.sqrt_abar), f64::from(step.cur.sqrt_one_minus_abar));
     let mut nll = 0.0;
-    for ((&p, &x), &z) in pred.iter().zip(x0).zip(x1) {
+    for (i, ((&p, &x), &z)) in pred.iter().zip(x0).zip(x1).enumerate() {
+        let log_var_p = var.log_var(step, i);
         let (x0_hat, _) = to_x0_eps(kind, f64::from(p), f64::from(z), a, s);
         let mean = c0 * x0_hat + ct * f64::from(z);
         nll -= match decoder {
@@ -226,8 +264,8 @@ pub enum Estimator {
 /// Options of a full bound evaluation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ElboOptions {
-    /// The reverse variance (`Small` or `Large`; a learned variance needs the model's output
-    /// and the per-term functions).
+    /// The reverse variance (`LearnedRange` reads the model's
+    /// [`learned_variance`](Denoiser::learned_variance)).
     pub variance: ReverseVariance,
     /// RB or MC for `L_{t-1}`.
     pub estimator: Estimator,
@@ -294,9 +332,6 @@ pub fn neg_elbo<D: Denoiser, S: NoiseSchedule + ?Sized, R: Rng + ?Sized>(
     if let Condition::Class(labels) = cond {
         check_len(n, labels.len())?;
     }
-    if opts.variance == ReverseVariance::LearnedRange {
-        return Err(Error::Unsupported("learned variance in a full evaluation: use the per-term functions").into());
-    }
     if !x0.iter().all(|v| v.is_finite()) {
         return Err(Error::InvalidParameter { name: "x0", reason: "finite values" }.into());
     }
@@ -312,14 +347,29 @@ pub fn neg_elbo<D: Denoiser, S: NoiseSchedule + ?Sized, R: Rng + ?Sized>(
         let step = schedule.step(t)?;
         q_sample_rng(&step.cur, x0, rng, scratch.eps, scratch.xt)?;
         denoiser.predict(scratch.xt, NoiseLevel::of(&step), cond, scratch.pred).map_err(RunError::Model)?;
+        let learned = match opts.variance {
+            ReverseVariance::LearnedRange => Some(
+                denoiser
+                    .learned_variance()
+                    .ok_or(Error::Unsupported("learned variance: the model has no variance output"))?,
+            ),
+            _ => None,
+        };
+        if let Some(v) = learned {
+            check_len(x0.len(), v.len())?;
+        }
         let lv = reverse_log_variance(&step, opts.variance, 0.0);
         let mut sum = 0.0;
         let rows = x0.chunks_exact(dim).zip(scratch.xt.chunks_exact(dim)).zip(scratch.pred.chunks_exact(dim));
-        for (e, ((x, xt), p)) in out.per_example.iter_mut().zip(rows) {
+        for (i, (e, ((x, xt), p))) in out.per_example.iter_mut().zip(rows).enumerate() {
+            let var = match learned {
+                Some(v) => ModelVariance::LearnedRange(&v[i * dim..(i + 1) * dim]),
+                None => ModelVariance::Fixed(lv),
+            };
             let term = match (t, opts.estimator) {
-                (1, _) => decoder_nll(&step, kind, p, x, xt, lv, opts.decoder)?,
-                (_, Estimator::RaoBlackwell) => kl_term_rb(&step, kind, p, x, xt, lv)?,
-                (_, Estimator::MonteCarlo) => kl_term_mc(&step, kind, p, x, xt, lv, rng)?,
+                (1, _) => decoder_nll(&step, kind, p, x, xt, var, opts.decoder)?,
+                (_, Estimator::RaoBlackwell) => kl_term_rb(&step, kind, p, x, xt, var)?,
+                (_, Estimator::MonteCarlo) => kl_term_mc(&step, kind, p, x, xt, var, rng)?,
             };
             *e += term;
             sum += term;

@@ -5,7 +5,7 @@ mod common;
 
 use common::{golden, nums, nums_f32};
 use elbo_core::elbo::ReverseVariance;
-use elbo_core::sampler::{DdimCoefficients, Spacing, Timesteps, ddim_update, ddpm_sigma, ddpm_update};
+use elbo_core::sampler::{DdimCoefficients, Sigma, Spacing, Timesteps, ddim_update, ddpm_sigma, ddpm_update};
 use elbo_core::schedule::{BetaSchedule, Schedule, stride};
 use elbo_core::{NoiseSchedule, Prediction};
 
@@ -52,7 +52,7 @@ fn ddpm_and_ddim_steps_match_diffusers() {
             };
             let step = stride(&s, t, t - 1).unwrap();
             let sigma = ddpm_sigma(&step, variance).unwrap();
-            ddpm_update(&step, kind, &model_output, &mut x, sigma, None, || z.next().unwrap()).unwrap();
+            ddpm_update(&step, kind, &model_output, &mut x, Sigma::Fixed(sigma), None, || z.next().unwrap()).unwrap();
             format!("ddpm {kind:?} {variance:?} t={t}")
         } else {
             let spacing = Spacing::from_name(case["spacing"].as_str().unwrap()).unwrap();

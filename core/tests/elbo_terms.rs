@@ -4,6 +4,7 @@
 mod common;
 
 use common::{golden, mean_var, num, nums_f32, rel};
+use elbo_core::elbo::ModelVariance::{Fixed, LearnedRange};
 use elbo_core::elbo::{
     Decoder, ReverseVariance, decoder_nll, kl_term_mc, kl_term_rb, prior_term, reverse_log_variance, vlb_weight,
     vlb_weight_x0,
@@ -85,15 +86,17 @@ fn terms_match_improved_diffusion_formulas() {
         for (name, var) in [("small", ReverseVariance::Small), ("large", ReverseVariance::Large)] {
             let lv = reverse_log_variance(&step, var, 0.0);
             if t == 1 {
-                let d = decoder_nll(&step, Prediction::Eps, &eps_hat, &x0, &xt, lv, Decoder::Discretized { levels })
-                    .unwrap();
+                let d =
+                    decoder_nll(&step, Prediction::Eps, &eps_hat, &x0, &xt, Fixed(lv), Decoder::Discretized { levels })
+                        .unwrap();
                 let want = num(&case[format!("{name}_decoder_nll_discretized")]);
                 assert!(rel(d, want, 1e-3) < 1e-5, "{name} decoder: {d} vs {want}");
-                let c = decoder_nll(&step, Prediction::Eps, &eps_hat, &x0, &xt, lv, Decoder::Continuous).unwrap();
+                let c =
+                    decoder_nll(&step, Prediction::Eps, &eps_hat, &x0, &xt, Fixed(lv), Decoder::Continuous).unwrap();
                 let want = num(&case[format!("{name}_decoder_nll_continuous")]);
                 assert!(rel(c, want, 1e-3) < 1e-5, "{name} continuous decoder: {c} vs {want}");
             } else {
-                let k = kl_term_rb(&step, Prediction::Eps, &eps_hat, &x0, &xt, lv).unwrap();
+                let k = kl_term_rb(&step, Prediction::Eps, &eps_hat, &x0, &xt, Fixed(lv)).unwrap();
                 let want = num(&case[format!("{name}_kl")]);
                 assert!(rel(k, want, 1e-9) < 1e-5, "{name} t={t}: {k} vs {want}");
             }
@@ -141,7 +144,8 @@ fn eps_x0_snr_and_score_forms_of_the_kl_agree() {
         let snr_form = 0.5 * (snr_prev - snr) * x0_err; // eq. 110
         let score_form = beta * beta / (2.0 * sigma2 * alpha) * score_err; // eq. 148
         let rb =
-            kl_term_rb(&st, Prediction::Eps, &eps_hat, &x0, &xt, f64::from(st.posterior_log_variance_clipped)).unwrap();
+            kl_term_rb(&st, Prediction::Eps, &eps_hat, &x0, &xt, Fixed(f64::from(st.posterior_log_variance_clipped)))
+                .unwrap();
         for (name, v) in [("x0", x0_form), ("snr", snr_form), ("score", score_form), ("rb", rb)] {
             // SNR_{t-1} - SNR_t from rounded f32 tables cancels at large t; allow for it.
             let tol = if name == "snr" { 1e-3 } else { 1e-4 };
@@ -171,7 +175,7 @@ fn l_simple_is_a_reweighted_vlb() {
         let sq: f64 =
             (0..d).map(|i| ((f64::from(xt[i]) - a * f64::from(x0[i])) / sd - f64::from(eps_hat[i])).powi(2)).sum();
         let lv = f64::from(st.posterior_log_variance_clipped);
-        let kl_t = kl_term_rb(&st, Prediction::Eps, &eps_hat, &x0, &xt, lv).unwrap();
+        let kl_t = kl_term_rb(&st, Prediction::Eps, &eps_hat, &x0, &xt, Fixed(lv)).unwrap();
         let w_t = 1.0 / (999.0 * vlb_weight(&st, f64::from(st.posterior_variance)));
         simple += sq / 999.0;
         reweighted += w_t * kl_t;
@@ -211,8 +215,8 @@ fn rao_blackwell_and_monte_carlo_agree_and_rb_has_less_variance() {
             let mut xt = [0.0f32; 2];
             q_sample(&st.cur, &x0, &eps, &mut xt).unwrap();
             let pred = [a * xt[0], a * xt[1]];
-            rb.push(kl_term_rb(&st, Prediction::X0, &pred, &x0, &xt, lv_p).unwrap());
-            mc.push(kl_term_mc(&st, Prediction::X0, &pred, &x0, &xt, lv_p, &mut rng).unwrap());
+            rb.push(kl_term_rb(&st, Prediction::X0, &pred, &x0, &xt, Fixed(lv_p)).unwrap());
+            mc.push(kl_term_mc(&st, Prediction::X0, &pred, &x0, &xt, Fixed(lv_p), &mut rng).unwrap());
         }
         let (rb_mean, rb_var) = mean_var(&rb);
         let (mc_mean, mc_var) = mean_var(&mc);
@@ -271,4 +275,39 @@ fn simple_term_uses_each_kinds_target() {
         assert!((simple_term(k, &m, &pred, &x0, &eps).unwrap() - want).abs() < 1e-9, "{k:?}");
     }
     assert!(elbo_core::gaussian::discretized_log_likelihood(0.0, 0.0, 0.0, 1).is_nan());
+}
+
+/// `learned_range` (Nichol & Dhariwal 2021 eq. 15): per coordinate
+/// `log sigma^2 = f log beta_t + (1 - f) log btilde_t` (clipped), `f = (v + 1)/2`; the KL with
+/// those variances, written out here, and the DDPM update's noise scale at v = 1 is `sqrt(beta_t)`.
+#[test]
+fn learned_range_variance() {
+    use elbo_core::sampler::{Sigma, ddpm_update};
+    let s = linear(1000);
+    let st = s.step(200).unwrap();
+    let (x0, xt, pred, v) = ([0.4f32, -0.2, 1.0], [0.5f32, 0.1, 0.7], [0.3f32, -0.6, 0.2], [-1.0f32, 0.25, 1.0]);
+    let got = kl_term_rb(&st, Prediction::Eps, &pred, &x0, &xt, LearnedRange(&v)).unwrap();
+    let (a, sd) = (f64::from(st.cur.sqrt_abar), f64::from(st.cur.sqrt_one_minus_abar));
+    let (lb, lc) = (f64::from(st.beta).ln(), f64::from(st.posterior_variance).ln());
+    let c0 = f64::from(st.posterior_mean_coef_x0);
+    let want: f64 = (0..3)
+        .map(|i| {
+            let f = (f64::from(v[i]) + 1.0) / 2.0;
+            let lv = f * lb + (1.0 - f) * lc;
+            let x0_hat = (f64::from(xt[i]) - sd * f64::from(pred[i])) / a;
+            let dm = c0 * (f64::from(x0[i]) - x0_hat);
+            0.5 * (lv - lc + (lc - lv).exp() - 1.0 + dm * dm * (-lv).exp())
+        })
+        .sum();
+    assert!(rel(got, want, 1e-12) < 1e-5, "{got} vs {want}");
+    assert!(kl_term_rb(&st, Prediction::Eps, &pred, &x0, &xt, LearnedRange(&v[..2])).is_err());
+    // v = 1 everywhere: sigma = sqrt(beta_t); with unit noise the update moves by sigma.
+    let ones = [1.0f32; 3];
+    let (mut with_noise, mut without) = (xt, xt);
+    ddpm_update(&st, Prediction::Eps, &pred, &mut with_noise, Sigma::LearnedRange(&ones), None, || 1.0).unwrap();
+    ddpm_update(&st, Prediction::Eps, &pred, &mut without, Sigma::LearnedRange(&ones), None, || 0.0).unwrap();
+    for i in 0..3 {
+        let moved = f64::from(with_noise[i] - without[i]);
+        assert!((moved - f64::from(st.beta).sqrt()).abs() < 1e-6, "{moved}");
+    }
 }

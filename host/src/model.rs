@@ -27,6 +27,10 @@ pub struct Trained {
     pub config: ModelConfig,
     t_buf: Vec<usize>,
     label_buf: Vec<u32>,
+    /// Raw outputs (mean and variance channels) of a learned-variance model.
+    raw: Vec<f32>,
+    /// The variance outputs of the last prediction.
+    var: Vec<f32>,
 }
 
 /// Builds the schedule a model was trained with.
@@ -51,6 +55,8 @@ impl Trained {
             config,
             t_buf: vec![],
             label_buf: vec![],
+            raw: vec![],
+            var: vec![],
         })
     }
 
@@ -58,6 +64,11 @@ impl Trained {
     pub fn load(dir: &Path) -> Result<Self> {
         let c = Checkpoint::load(dir, false)?;
         Trained::new(c.config, c.ema)
+    }
+
+    /// Whether the model predicts its reverse variance.
+    pub fn has_learned_variance(&self) -> bool {
+        self.mlp.config().out == 2 * self.mlp.config().dim
     }
 
     /// The schedule of the model.
@@ -94,7 +105,23 @@ impl Denoiser for Trained {
             }
             (Condition::Class(l), _) => Some(l),
         };
-        self.mlp.forward(&self.params, x, &self.t_buf, labels, out);
+        if !self.has_learned_variance() {
+            self.mlp.forward(&self.params, x, &self.t_buf, labels, out);
+            return Ok(());
+        }
+        let d = self.dim();
+        self.raw.resize(2 * x.len(), 0.0);
+        self.mlp.forward(&self.params, x, &self.t_buf, labels, &mut self.raw);
+        self.var.resize(x.len(), 0.0);
+        for ((row, o), v) in self.raw.chunks_exact(2 * d).zip(out.chunks_exact_mut(d)).zip(self.var.chunks_exact_mut(d))
+        {
+            o.copy_from_slice(&row[..d]);
+            v.copy_from_slice(&row[d..]);
+        }
         Ok(())
+    }
+
+    fn learned_variance(&self) -> Option<&[f32]> {
+        self.has_learned_variance().then_some(&self.var[..])
     }
 }

@@ -102,6 +102,7 @@ pub fn learning_rate(args: &TrainArgs, step: u64) -> f64 {
 }
 
 /// One example's loss and its gradient with respect to the network output.
+#[derive(Clone, Copy)]
 struct ExampleCtx<'a> {
     kind: Prediction,
     loss: Loss,
@@ -113,23 +114,27 @@ struct ExampleCtx<'a> {
 }
 
 impl ExampleCtx<'_> {
-    /// Returns the (unweighted) loss and writes `d loss / d output` into `g`.
+    /// Returns the (unweighted) loss and writes `d loss / d output` into `g`. `out` holds the
+    /// `D` mean outputs, then (for a learned variance) `D` variance outputs `v`.
     fn eval(&self, out: &[f32], x0: &[f32], eps: &[f32], xt: &[f32], z: &[f32], g: &mut [f32]) -> f64 {
         let st = self.step;
-        let d = out.len() as f64;
+        let dim = x0.len();
+        let d = dim as f64;
+        let (mean, var_out) = out.split_at(dim);
+        let learned = !var_out.is_empty();
         let (a, s) = (f64::from(st.cur.sqrt_abar), f64::from(st.cur.sqrt_one_minus_abar));
         // The outputs enter every loss through (x0_hat, eps_hat), affine in the output:
         // the derivatives are the conversion of a unit output at x_t = 0.
         let (dx0, deps) = to_x0_eps(self.kind, 1.0, 0.0, a, s);
         let mut total = 0.0;
         g.fill(0.0);
-        let simple_part = matches!(self.loss, Loss::Simple | Loss::Hybrid);
-        if simple_part {
-            for i in 0..out.len() {
+        let (gm, gv) = g.split_at_mut(dim);
+        if matches!(self.loss, Loss::Simple | Loss::Hybrid) {
+            for i in 0..dim {
                 let target = from_x0_eps(self.kind, f64::from(x0[i]), f64::from(eps[i]), a, s);
-                let r = f64::from(out[i]) - target;
+                let r = f64::from(mean[i]) - target;
                 total += r * r / d;
-                g[i] += (2.0 * r / d) as f32;
+                gm[i] += (2.0 * r / d) as f32;
             }
         }
         let vlb_scale = match self.loss {
@@ -138,36 +143,55 @@ impl ExampleCtx<'_> {
             _ => 0.0,
         };
         if vlb_scale > 0.0 {
-            let lv_p = reverse_log_variance(st, self.variance, 0.0);
+            // improved-diffusion's hybrid objective: the VLB trains only the learned variance
+            // (the mean is held fixed in it); with a fixed variance it adds to the mean's loss.
+            let mean_grad = !(learned && self.loss == Loss::Hybrid);
             let lv_q = f64::from(st.posterior_log_variance_clipped);
-            let inv_var_p = (-lv_p).exp();
+            let dlv_dv = 0.5 * (f64::from(st.log_beta) - lv_q);
             let (c0, ct) = (f64::from(st.posterior_mean_coef_x0), f64::from(st.posterior_mean_coef_xt));
             let sd_q = (0.5 * lv_q).exp();
-            for i in 0..out.len() {
-                let (x0_hat, _) = to_x0_eps(self.kind, f64::from(out[i]), f64::from(xt[i]), a, s);
+            for i in 0..dim {
+                let lv_p = if learned {
+                    reverse_log_variance(st, ReverseVariance::LearnedRange, var_out[i])
+                } else {
+                    reverse_log_variance(st, self.variance, 0.0)
+                };
+                let inv_var_p = (-lv_p).exp();
+                let (x0_hat, _) = to_x0_eps(self.kind, f64::from(mean[i]), f64::from(xt[i]), a, s);
                 let e = f64::from(x0[i]) - x0_hat;
-                let (value, d_x0hat) = if st.t == 1 {
+                // (value, d value / d x0_hat, d value / d lv_p)
+                let (value, d_x0hat, d_lv) = if st.t == 1 {
                     // decoder: -log N(x0; c0 x0_hat + ct x_1, sigma^2)
                     let r = f64::from(x0[i]) - (c0 * x0_hat + ct * f64::from(xt[i]));
-                    (0.5 * (LN_2PI + lv_p + r * r * inv_var_p), -r * c0 * inv_var_p)
+                    (0.5 * (LN_2PI + lv_p + r * r * inv_var_p), -r * c0 * inv_var_p, 0.5 * (1.0 - r * r * inv_var_p))
                 } else if self.loss == Loss::Mc {
                     let zz = f64::from(z[i]);
                     let m = c0 * e + sd_q * zz;
-                    (0.5 * (lv_p - lv_q - zz * zz + m * m * inv_var_p), -m * c0 * inv_var_p)
+                    (
+                        0.5 * (lv_p - lv_q - zz * zz + m * m * inv_var_p),
+                        -m * c0 * inv_var_p,
+                        0.5 * (1.0 - m * m * inv_var_p),
+                    )
                 } else {
-                    (kl(c0 * e, lv_q, lv_p), -c0 * c0 * e * inv_var_p)
+                    let md = c0 * e;
+                    (kl(md, lv_q, lv_p), -c0 * md * inv_var_p, 0.5 * (1.0 - (lv_q - lv_p).exp() - md * md * inv_var_p))
                 };
                 total += vlb_scale * value;
-                g[i] += (vlb_scale * d_x0hat * dx0) as f32;
+                if mean_grad {
+                    gm[i] += (vlb_scale * d_x0hat * dx0) as f32;
+                }
+                if learned {
+                    gv[i] += (vlb_scale * d_lv * dlv_dv) as f32;
+                }
             }
         }
         if let Loss::Weighted(w) = self.loss {
             let factor = 0.5 * self.steps * w.weight(f64::from(st.log_snr)) * self.snr_ratio / d;
-            for i in 0..out.len() {
-                let (_, eps_hat) = to_x0_eps(self.kind, f64::from(out[i]), f64::from(xt[i]), a, s);
+            for i in 0..dim {
+                let (_, eps_hat) = to_x0_eps(self.kind, f64::from(mean[i]), f64::from(xt[i]), a, s);
                 let r = eps_hat - f64::from(eps[i]);
                 total += factor * r * r;
-                g[i] += (2.0 * factor * r * deps) as f32;
+                gm[i] += (2.0 * factor * r * deps) as f32;
             }
         }
         total
@@ -394,5 +418,78 @@ impl Trainer {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use elbo_core::BetaSchedule;
+
+    /// Every loss's gradient with respect to the outputs (mean and learned variance) against
+    /// central finite differences of the loss value, in f64.
+    #[test]
+    fn loss_gradients_match_finite_differences() {
+        let s = HostSchedule::new(&BetaSchedule::Linear { beta_start: 1e-4, beta_end: 0.02 }, 1000, false).unwrap();
+        let (x0, eps, z) = ([0.3f32, -0.8], [1.1f32, -0.4], [0.5f32, -1.3]);
+        let losses = [
+            Loss::Simple,
+            Loss::Vlb,
+            Loss::Mc,
+            Loss::Hybrid,
+            Loss::Weighted(Weighting::Sigmoid { bias: 1.0 }),
+            Loss::Weighted(Weighting::Edm),
+        ];
+        for kind in [Prediction::Eps, Prediction::X0, Prediction::V] {
+            for loss in losses {
+                for t in [1usize, 2, 300, 999] {
+                    for learned in [false, true] {
+                        if learned && !matches!(loss, Loss::Vlb | Loss::Mc | Loss::Hybrid) {
+                            continue;
+                        }
+                        let st = s.step(t).unwrap();
+                        let mut xt = [0.0f32; 2];
+                        elbo_core::forward::q_sample(&st.cur, &x0, &eps, &mut xt).unwrap();
+                        let ctx = ExampleCtx {
+                            kind,
+                            loss,
+                            variance: ReverseVariance::Large,
+                            step: &st,
+                            snr_ratio: 0.7,
+                            steps: 1000.0,
+                        };
+                        let out: Vec<f32> = if learned { vec![0.2, -0.1, 0.3, -0.6] } else { vec![0.2, -0.1] };
+                        let mut g = vec![0.0f32; out.len()];
+                        let f0 = ctx.eval(&out, &x0, &eps, &xt, &z, &mut g);
+                        assert!(f0.is_finite());
+                        for k in 0..out.len() {
+                            // A frozen mean in the hybrid loss: the VLB part has no mean gradient.
+                            let h = 1e-3f32;
+                            let (mut up, mut dn) = (out.clone(), out.clone());
+                            up[k] += h;
+                            dn[k] -= h;
+                            let mut scratch = vec![0.0f32; out.len()];
+                            let fd = (ctx.eval(&up, &x0, &eps, &xt, &z, &mut scratch)
+                                - ctx.eval(&dn, &x0, &eps, &xt, &z, &mut scratch))
+                                / (2.0 * f64::from(h));
+                            let fd = if learned && loss == Loss::Hybrid && k < 2 {
+                                // only the simple part reaches the mean
+                                let simple = ExampleCtx { loss: Loss::Simple, ..ctx };
+                                (simple.eval(&up[..2], &x0, &eps, &xt, &z, &mut scratch[..2])
+                                    - simple.eval(&dn[..2], &x0, &eps, &xt, &z, &mut scratch[..2]))
+                                    / (2.0 * f64::from(h))
+                            } else {
+                                fd
+                            };
+                            let an = f64::from(g[k]);
+                            assert!(
+                                (fd - an).abs() <= 2e-3 * an.abs().max(fd.abs()).max(1e-3),
+                                "{kind:?} {loss:?} t={t} learned={learned} k={k}: {an} vs {fd}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 }

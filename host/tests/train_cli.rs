@@ -177,6 +177,8 @@ fn bad_input_gets_exit_code_2_one_line_and_no_output() {
         vec!["train", "--data", "two-moons", "--loss", "weighted:nope", "--out", &out],
         vec!["train", "--data", "two-moons", "--loss", "weighted:p2:abc", "--out", &out],
         vec!["train", "--data", "two-moons", "--prediction", "z", "--out", &out],
+        vec!["train", "--data", "two-moons", "--learn-variance", "--out", &out],
+        vec!["eval", "--model", &m, "--data", "two-moons", "--variance", "learned"],
         vec!["train", "--data", "two-moons", "--out", &m],
         vec!["eval", "--model", &m, "--data", &three],
         vec!["eval", "--model", &m, "--data", "two-moons", "--bins", "17"],
@@ -242,4 +244,42 @@ fn samplers_and_guidance_from_the_command_line() {
         let header = String::from_utf8_lossy(&bytes[..128]);
         assert!(header.contains("'shape': (33, 2)"), "{header}");
     }
+}
+
+/// A learned-variance model (hybrid loss): eval uses its variance (and reports so), and every
+/// sampler runs with it.
+#[test]
+fn learned_variance_model_runs_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("lv");
+    elbo()
+        .args([
+            "train",
+            "--data",
+            "two-moons",
+            "--learn-variance",
+            "--loss",
+            "hybrid",
+            "--steps",
+            "20",
+            "--batch",
+            "128",
+        ])
+        .args(["--n-train", "1000", "--out"])
+        .arg(&model)
+        .assert()
+        .success();
+    let out = elbo()
+        .args(["eval", "--model"])
+        .arg(&model)
+        .args(["--data", "two-moons", "--n", "200", "--mmd-samples", "50", "--timesteps", "1000", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["variance"], "LearnedRange");
+    assert!(r["neg_elbo_nats"].as_f64().unwrap().is_finite());
+    let samples = dir.path().join("s.csv");
+    elbo().args(["sample", "--model"]).arg(&model).args(["--n", "20", "--out"]).arg(&samples).assert().success();
+    assert_eq!(std::fs::read_to_string(&samples).unwrap().lines().count(), 21);
 }

@@ -5,19 +5,29 @@ use rand_core::Rng;
 
 use super::{Timesteps, check_batch, check_signal, clip_x0};
 use crate::denoiser::{Condition, Denoiser, NoiseLevel};
-use crate::elbo::ReverseVariance;
+use crate::elbo::{ReverseVariance, reverse_log_variance};
 use crate::error::{Error, Result, RunError, check_len};
 use crate::param::{Prediction, to_x0_eps};
 use crate::rng::standard_normal;
 use crate::schedule::{NoiseSchedule, Step, stride};
 
+/// The reverse standard deviation of one update.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sigma<'a> {
+    /// One `sigma_t` for every coordinate.
+    Fixed(f32),
+    /// The model's `learned_range` output, one per coordinate:
+    /// `sigma = exp(1/2 (f log beta_t + (1 - f) log btilde_t))`, `f = (v + 1)/2`.
+    LearnedRange(&'a [f32]),
+}
+
 /// `sigma_t` of a (possibly strided) step: `sqrt(btilde_t)` for `Small`, `sqrt(beta_t)` for
-/// `Large`. The last step into the data adds no noise.
+/// `Large` (a learned variance comes from the model: [`Sigma::LearnedRange`]).
 pub fn ddpm_sigma(step: &Step, variance: ReverseVariance) -> Result<f32> {
     match variance {
         ReverseVariance::Small => Ok(libm::sqrtf(step.posterior_variance)),
         ReverseVariance::Large => Ok(libm::sqrtf(step.beta)),
-        ReverseVariance::LearnedRange => Err(Error::Unsupported("learned variance in the DDPM sampler")),
+        ReverseVariance::LearnedRange => Err(Error::Unsupported("a learned variance comes from the model")),
     }
 }
 
@@ -29,19 +39,32 @@ pub fn ddpm_update(
     kind: Prediction,
     pred: &[f32],
     x: &mut [f32],
-    sigma: f32,
+    sigma: Sigma<'_>,
     clip: Option<f32>,
     mut noise: impl FnMut() -> f32,
 ) -> Result<()> {
     check_len(x.len(), pred.len())?;
+    if let Sigma::LearnedRange(v) = sigma {
+        check_len(x.len(), v.len())?;
+    }
     check_signal(kind, step.cur.sqrt_abar)?;
     let (a, s) = (step.cur.sqrt_abar, step.cur.sqrt_one_minus_abar);
     let (c0, ct) = (step.posterior_mean_coef_x0, step.posterior_mean_coef_xt);
     let last = step.prev.log_abar == 0.0;
-    for (xv, &p) in x.iter_mut().zip(pred) {
+    for (i, (xv, &p)) in x.iter_mut().zip(pred).enumerate() {
         let (x0, _) = to_x0_eps(kind, p, *xv, a, s);
         let mean = c0 * clip_x0(x0, clip) + ct * *xv;
-        *xv = if last { mean } else { mean + sigma * noise() };
+        *xv = if last {
+            mean
+        } else {
+            let sd = match sigma {
+                Sigma::Fixed(sd) => sd,
+                Sigma::LearnedRange(v) => {
+                    libm::exp(0.5 * reverse_log_variance(step, ReverseVariance::LearnedRange, v[i])) as f32
+                }
+            };
+            mean + sd * noise()
+        };
     }
     Ok(())
 }
@@ -49,7 +72,8 @@ pub fn ddpm_update(
 /// The DDPM sampler.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Ddpm {
-    /// `Small` (`btilde_t`, diffusers' `fixed_small`) or `Large` (`beta_t`).
+    /// `Small` (`btilde_t`, diffusers' `fixed_small`), `Large` (`beta_t`), or `LearnedRange`
+    /// (the model's variance output).
     pub variance: ReverseVariance,
     /// Clamp of the predicted `x_0` (`None`: off).
     pub clip: Option<f32>,
@@ -83,8 +107,15 @@ impl Ddpm {
         let kind = denoiser.prediction();
         for i in 0..ts.len() {
             let step = stride(schedule, ts.get(i)?, ts.next_in_sequence(i)?)?;
-            let sigma = ddpm_sigma(&step, self.variance)?;
             denoiser.predict(x, NoiseLevel::of(&step), cond, scratch).map_err(RunError::Model)?;
+            let sigma = match self.variance {
+                ReverseVariance::LearnedRange => Sigma::LearnedRange(
+                    denoiser
+                        .learned_variance()
+                        .ok_or(Error::Unsupported("learned variance: the model has no variance output"))?,
+                ),
+                v => Sigma::Fixed(ddpm_sigma(&step, v)?),
+            };
             ddpm_update(&step, kind, scratch, x, sigma, self.clip, || standard_normal(rng))?;
         }
         Ok(())

@@ -46,6 +46,9 @@ impl<D: Denoiser> Denoiser for ClassifierFree<'_, D> {
     fn classes(&self) -> usize {
         self.inner.classes()
     }
+    fn learned_variance(&self) -> Option<&[f32]> {
+        self.inner.learned_variance()
+    }
 
     fn predict(
         &mut self,
@@ -57,12 +60,18 @@ impl<D: Denoiser> Denoiser for ClassifierFree<'_, D> {
         if cond == Condition::Unconditional {
             return Err(Error::InvalidParameter { name: "guidance", reason: "a class label to guide towards" }.into());
         }
+        if self.gamma != 1.0 {
+            // The unconditional call first, so that a learned variance comes from the
+            // conditional one (as improved-diffusion's guided sampling does).
+            let uncond =
+                self.scratch.get_mut(..x.len()).ok_or(Error::DimensionMismatch { expected: x.len(), got: 0 })?;
+            self.inner.predict(x, level, Condition::Unconditional, uncond).map_err(RunError::Model)?;
+        }
         self.inner.predict(x, level, cond, out).map_err(RunError::Model)?;
         if self.gamma == 1.0 {
             return Ok(());
         }
-        let uncond = self.scratch.get_mut(..x.len()).ok_or(Error::DimensionMismatch { expected: x.len(), got: 0 })?;
-        self.inner.predict(x, level, Condition::Unconditional, uncond).map_err(RunError::Model)?;
+        let uncond = &self.scratch[..x.len()];
         let g = self.gamma;
         for (o, &u) in out.iter_mut().zip(uncond.iter()) {
             *o = g * *o + (1.0 - g) * u;
@@ -132,6 +141,9 @@ impl<D: Denoiser, C: Classifier> Denoiser for ClassifierGuided<'_, D, C> {
     }
     fn classes(&self) -> usize {
         self.classes
+    }
+    fn learned_variance(&self) -> Option<&[f32]> {
+        self.inner.learned_variance()
     }
 
     fn predict(

@@ -15,7 +15,7 @@ mod langevin;
 mod spacing;
 
 pub use ddim::{Ddim, DdimCoefficients, ddim_update};
-pub use ddpm::{Ddpm, ddpm_sigma, ddpm_update};
+pub use ddpm::{Ddpm, Sigma, ddpm_sigma, ddpm_update};
 pub use guidance::{ClassifierFree, ClassifierGuided, GuidedError};
 pub use langevin::AnnealedLangevin;
 pub use spacing::{Spacing, Timesteps};

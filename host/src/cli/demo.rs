@@ -84,11 +84,13 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         width: 128,
         depth: 3,
         embed: 32,
+        learn_variance: false,
         conditional: false,
         cond_dropout: 0.1,
         normalize: "standard".into(),
         checkpoint_every: 1000,
         log_every: 50,
+        plot: None,
     };
     eprintln!("training a denoiser on two-moons ({} steps; checkpoints in {})", a.steps, model_dir.display());
     super::train::run(&train)?;

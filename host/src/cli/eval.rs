@@ -36,8 +36,8 @@ pub struct EvalArgs {
     /// Data quantised to K levels on [-1, 1]: use the discretised decoder.
     #[arg(long)]
     pub bins: Option<u32>,
-    /// Reverse variance: small or large.
-    #[arg(long, default_value = "large")]
+    /// Reverse variance: small, large, learned, or auto (learned if the model has it, else large).
+    #[arg(long, default_value = "auto")]
     pub variance: String,
     /// rb (Rao-Blackwellised) or mc (Monte Carlo).
     #[arg(long, default_value = "rb")]
@@ -48,6 +48,9 @@ pub struct EvalArgs {
     /// One JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Draw the per-step terms of the bound into this PNG.
+    #[arg(long)]
+    pub plot: Option<std::path::PathBuf>,
     /// Schedule of `--model optimal`.
     #[command(flatten)]
     pub schedule: ScheduleOpts,
@@ -144,6 +147,11 @@ where
 }
 
 pub fn run(a: &EvalArgs) -> Result<()> {
+    if let Some(p) = &a.plot {
+        if p.extension().is_none_or(|e| e != "png") {
+            return Err(input(format!("--plot {}: expected a .png file name", p.display())));
+        }
+    }
     let source = Source::load(&a.model, Some(&a.data))?;
     let spec = DataSpec::parse(&a.data)?;
     let data: Dataset = spec.load(a.n, a.seed)?;
@@ -152,10 +160,13 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         return Err(input(format!("--data {}: examples have {} values, the model expects {dim}", a.data, data.dim)));
     }
     let schedule = source.schedule(&a.schedule)?;
-    let variance = match a.variance.as_str() {
-        "small" => ReverseVariance::Small,
-        "large" => ReverseVariance::Large,
-        _ => return Err(input("--variance: expected small or large")),
+    let learned = matches!(&source, Source::Trained(t) if t.has_learned_variance());
+    let variance = match (a.variance.as_str(), learned) {
+        ("small", _) => ReverseVariance::Small,
+        ("large", _) | ("auto", false) => ReverseVariance::Large,
+        ("learned", true) | ("auto", true) => ReverseVariance::LearnedRange,
+        ("learned", false) => return Err(input("--variance learned: the model has no variance output")),
+        _ => return Err(input("--variance: expected small, large, learned or auto")),
     };
     let estimator = match a.estimator.as_str() {
         "rb" => Estimator::RaoBlackwell,
@@ -238,8 +249,12 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         mmd_bandwidth: h,
         exact_nll_nats: exact,
         estimator: a.estimator.clone(),
-        variance: a.variance.clone(),
+        variance: format!("{variance:?}"),
     };
+    if let Some(p) = &a.plot {
+        let pts: Vec<(f64, f64)> = report.terms_nats.iter().enumerate().map(|(i, &v)| ((i + 2) as f64, v)).collect();
+        crate::plot::curve(p, "per-step terms L_{t-1} of -ELBO (nats)", "t", "nats", &pts, true)?;
+    }
     if a.json {
         println!("{}", serde_json::to_string(&report).map_err(anyhow::Error::from)?);
     }

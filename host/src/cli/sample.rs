@@ -45,8 +45,9 @@ pub struct SampleArgs {
     /// leading, trailing or linspace (as diffusers).
     #[arg(long, default_value = "trailing")]
     pub spacing: String,
-    /// DDPM's reverse variance: small or large.
-    #[arg(long, default_value = "small")]
+    /// DDPM's reverse variance: small, large, learned (a learned-variance model's own), or auto
+    /// (learned if the model has it, else small).
+    #[arg(long, default_value = "auto")]
     pub variance: String,
     /// Start from x_T read from this .npy/.csv instead of N(0, I) draws.
     #[arg(long)]
@@ -69,6 +70,9 @@ pub struct SampleArgs {
     /// Seed of every random number.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Also draw the samples over the model's data (first two coordinates) into this PNG.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
     /// Schedule of `--model optimal` (trained models carry their own).
     #[command(flatten)]
     pub schedule: ScheduleOpts,
@@ -98,10 +102,12 @@ where
     let t = schedule.steps();
     let spacing =
         Spacing::from_name(&a.spacing).map_err(|_| input("--spacing: expected leading, trailing or linspace"))?;
-    let variance = match a.variance.as_str() {
-        "small" => ReverseVariance::Small,
-        "large" => ReverseVariance::Large,
-        _ => return Err(input("--variance: expected small or large")),
+    let variance = match (a.variance.as_str(), den.learned_variance().is_some()) {
+        ("small", _) | ("auto", false) => ReverseVariance::Small,
+        ("large", _) => ReverseVariance::Large,
+        ("learned", true) | ("auto", true) => ReverseVariance::LearnedRange,
+        ("learned", false) => return Err(input("--variance learned: the model has no variance output")),
+        _ => return Err(input("--variance: expected small, large, learned or auto")),
     };
     match a.sampler.as_str() {
         "ddpm" => {
@@ -138,7 +144,16 @@ where
 }
 
 pub fn run(a: &SampleArgs) -> Result<()> {
+    if let Some(p) = &a.plot {
+        if p.extension().is_none_or(|e| e != "png") {
+            return Err(input(format!("--plot {}: expected a .png file name", p.display())));
+        }
+    }
     let source = Source::load(&a.model, a.data.as_deref())?;
+    let data_spec = match &source {
+        Source::Trained(t) => t.config.train.data.clone(),
+        Source::Optimal(_) => a.data.clone().unwrap_or_default(),
+    };
     let schedule = source.schedule(&a.schedule)?;
     let dim = source.dim();
     let mut rng = Pcg32::seed_from_u64(a.seed);
@@ -206,5 +221,14 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     }
     write_samples(&a.out, &x, &[dim])?;
     eprintln!("wrote {n} samples to {}", a.out.display());
+    if let Some(p) = &a.plot {
+        if dim < 2 {
+            return Err(input("--plot: the data has fewer than 2 dimensions"));
+        }
+        let data = crate::data::DataSpec::parse(&data_spec)?.load(n, a.seed + 1)?;
+        let title = format!("{} samples ({})", a.sampler, a.model);
+        crate::plot::scatter(p, &title, &data.x, &x, dim)?;
+        eprintln!("wrote {}", p.display());
+    }
     Ok(())
 }

@@ -78,6 +78,10 @@ pub struct TrainCliArgs {
     /// Time embedding size.
     #[arg(long, default_value_t = 32)]
     pub embed: usize,
+    /// Also predict the reverse variance (improved-diffusion's learned_range); needs --loss
+    /// hybrid, vlb or mc.
+    #[arg(long)]
+    pub learn_variance: bool,
     /// Condition on the data's class labels (classifier-free guidance training).
     #[arg(long)]
     pub conditional: bool,
@@ -93,6 +97,9 @@ pub struct TrainCliArgs {
     /// Loss log interval.
     #[arg(long, default_value_t = 50)]
     pub log_every: u64,
+    /// Write the loss curve to this PNG at the end.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
 }
 
 fn validate(a: &TrainCliArgs) -> Result<()> {
@@ -131,7 +138,12 @@ fn validate(a: &TrainCliArgs) -> Result<()> {
     if !matches!(a.variance.as_str(), "small" | "large") {
         return Err(input("--variance: expected small or large"));
     }
-    Loss::parse(&a.loss)?;
+    let loss = Loss::parse(&a.loss)?;
+    if a.learn_variance && !matches!(loss, Loss::Hybrid | Loss::Vlb | Loss::Mc) {
+        return Err(input(
+            "--learn-variance: needs --loss hybrid, vlb or mc (the other losses do not train the variance)",
+        ));
+    }
     check_t_sampling(&a.t_sampling)?;
     Ok(())
 }
@@ -217,7 +229,7 @@ fn train(a: &TrainCliArgs) -> Result<()> {
                 depth: a.depth,
                 embed: a.embed,
                 classes: if a.conditional { data.classes } else { 0 },
-                out: data.dim,
+                out: if a.learn_variance { 2 * data.dim } else { data.dim },
             },
             prediction: a.prediction.clone(),
             schedule: ScheduleConfig {
@@ -246,6 +258,17 @@ fn train(a: &TrainCliArgs) -> Result<()> {
         bar.set_message(format!("{loss:.4}"));
     })?;
     bar.finish_and_clear();
+    if let Some(path) = &a.plot {
+        let pts: Vec<(f64, f64)> = trainer.ckpt.state.loss_log.iter().map(|&(s, l, _)| (s as f64, l)).collect();
+        crate::plot::curve(
+            path,
+            &format!("training loss ({})", trainer.ckpt.config.train.loss),
+            "step",
+            "loss",
+            &pts,
+            pts.iter().all(|p| p.1 > 0.0),
+        )?;
+    }
     let secs = start.elapsed().as_secs_f64();
     let done = trainer.ckpt.state.step - first;
     eprintln!(
