@@ -283,3 +283,34 @@ fn learned_variance_model_runs_end_to_end() {
     elbo().args(["sample", "--model"]).arg(&model).args(["--n", "20", "--out"]).arg(&samples).assert().success();
     assert_eq!(std::fs::read_to_string(&samples).unwrap().lines().count(), 21);
 }
+
+/// Quantised data (17 levels on [-1, 1]) with a model trained without normalisation: the
+/// discretised bound is a probability, so it is non-negative.
+#[test]
+fn discretised_bound_on_quantised_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("q.csv");
+    let rows: String =
+        (0..400).map(|i| format!("{},{}\n", (i % 17) as f32 / 8.0 - 1.0, ((i * 7) % 17) as f32 / 8.0 - 1.0)).collect();
+    std::fs::write(&data, rows).unwrap();
+    let model = dir.path().join("m");
+    elbo()
+        .args(["train", "--data"])
+        .arg(&data)
+        .args(["--normalize", "none", "--steps", "20", "--batch", "128", "--out"])
+        .arg(&model)
+        .assert()
+        .success();
+    let out = elbo()
+        .args(["eval", "--model"])
+        .arg(&model)
+        .arg("--data")
+        .arg(&data)
+        .args(["--bins", "17", "--mmd-samples", "0", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["neg_elbo_nats"].as_f64().unwrap() >= 0.0, "{r}");
+    assert!(r["decoder_nats"].as_f64().unwrap() >= 0.0, "{r}");
+}
