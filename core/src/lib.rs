@@ -18,6 +18,7 @@
 //! - [`timesteps`]: uniform, antithetic, stratified and importance sampling of training times;
 //! - [`denoiser`]: the trait a network implements, and the classifier trait for guidance;
 //! - [`gmm`]: Gaussian mixtures and their exact (Bayes-optimal) denoiser;
+//! - [`mlp`]: an MLP denoiser read in place from a flat weight blob (flash), with its schedule;
 //! - [`sampler`]: DDPM, DDIM, annealed Langevin, classifier and classifier-free guidance;
 //! - [`rng`]: uniforms and Ziggurat normals from any `rand_core` generator.
 //!
@@ -58,6 +59,7 @@ pub mod error;
 pub mod forward;
 pub mod gaussian;
 pub mod gmm;
+pub mod mlp;
 pub mod param;
 pub mod rng;
 pub mod sampler;

@@ -1,7 +1,7 @@
 //! The denoiser network: an MLP on `[x, emb(t) (+ emb(class))]` with SiLU activations.
 //!
-//! - Time embedding: improved-diffusion's sinusoidal `timestep_embedding` of the 0-based
-//!   timestep `t - 1`: `[cos((t-1) f_k), sin((t-1) f_k)]`, `f_k = 10000^(-k / (E/2))`.
+//! - Time embedding: improved-diffusion's sinusoidal embedding of the 0-based timestep
+//!   ([`elbo_core::mlp::timestep_embedding`], shared with the device network).
 //! - Class conditioning: a learned table of `classes + 1` rows (the last is the null class of
 //!   classifier-free guidance) added to the time embedding.
 //! - Parameters live in one flat `Vec<f32>` (the optimizer, EMA and checkpoints see one vector);
@@ -128,21 +128,14 @@ impl Mlp {
         let (d, e) = (self.cfg.dim, self.cfg.embed);
         let rows = b.t.len();
         let mut h = Array2::<f32>::zeros((rows, d + e));
-        let half = e / 2;
         for (r, mut row) in h.axis_iter_mut(Axis(0)).enumerate() {
-            for j in 0..d {
-                row[j] = b.x[r * d + j];
-            }
-            let step = (b.t[r] - 1) as f32;
-            for k in 0..half {
-                let f = (-(10000f32).ln() * k as f32 / half as f32).exp();
-                row[d + k] = (step * f).cos();
-                row[d + half + k] = (step * f).sin();
-            }
+            let row = row.as_slice_mut().expect("standard layout");
+            row[..d].copy_from_slice(&b.x[r * d..(r + 1) * d]);
+            elbo_core::mlp::timestep_embedding(b.t[r], &mut row[d..d + e]);
             if let (Some(o), Some(labels)) = (self.class_table, b.labels) {
                 let c = labels[r] as usize;
-                for k in 0..e {
-                    row[d + k] += params[o + c * e + k];
+                for (v, &p) in row[d..d + e].iter_mut().zip(&params[o + c * e..o + (c + 1) * e]) {
+                    *v += p;
                 }
             }
         }
@@ -276,15 +269,11 @@ impl Mlp {
     }
 }
 
+use elbo_core::mlp::silu;
+
 #[inline]
 fn sigmoid(z: f32) -> f32 {
     1.0 / (1.0 + (-z).exp())
-}
-
-/// `SiLU(z) = z sigmoid(z)`.
-#[inline]
-fn silu(z: f32) -> f32 {
-    z * sigmoid(z)
 }
 
 /// `d SiLU / dz = sigmoid(z) (1 + z (1 - sigmoid(z)))`.

@@ -4,6 +4,7 @@
 mod data;
 mod demo;
 mod eval;
+mod export;
 mod model_arg;
 mod sample;
 mod schedule;
@@ -35,11 +36,15 @@ enum Command {
     Sample(sample::SampleArgs),
     /// Evaluate the likelihood bound (nats, bits/dim) and sample quality.
     Eval(eval::EvalArgs),
+    /// Export a trained model (FILE.bin: a weight blob for no_std devices).
+    Export(export::ExportArgs),
     /// Print the tables of a noise schedule.
     Schedule(schedule::ScheduleArgs),
     /// The main job on built-in data: sample, evaluate the bound, write a report.
     Demo(demo::DemoArgs),
 }
+
+pub use export::blob as export_blob;
 
 /// Runs the tool; returns the exit code (0 success, 2 bad input, 1 internal error).
 pub fn main() -> ExitCode {
@@ -56,6 +61,7 @@ pub fn main() -> ExitCode {
         Command::Train(a) => train::run(&a),
         Command::Sample(a) => sample::run(&a),
         Command::Eval(a) => eval::run(&a),
+        Command::Export(a) => export::run(&a),
         Command::Schedule(a) => schedule::run(&a),
         Command::Demo(a) => demo::run(&a),
     };

@@ -121,6 +121,7 @@ pub fn run<W: Write>(w: &mut W) -> usize {
     weightings(&mut o);
     randoms(&mut o);
     samplers(&mut o);
+    trained_model(&mut o);
     #[cfg(feature = "broken-check")]
     o.check("broken-check (must fail)", false);
     let _ = writeln!(o.w, "END {}", o.failures);
@@ -506,4 +507,50 @@ fn samplers<W: Write>(o: &mut Out<'_, W>) {
         o.check(concat(&mut label, &[name, " ran"]), r.is_ok());
     }
     let _ = den.dim();
+}
+
+/// The shipped two-moons model (`models/two-moons/model.bin`), read in place.
+pub static TWO_MOONS: &[u8] = include_bytes!("../../../models/two-moons/model.bin");
+
+/// Samples from the shipped model with DDIM (50 steps) and DDPM (all 1000 steps), with the
+/// blob's own schedule table (no table in RAM), de-normalised to data units.
+fn trained_model<W: Write>(o: &mut Out<'_, W>) {
+    let blob = match elbo_core::mlp::ModelBlob::parse(TWO_MOONS) {
+        Ok(b) => b,
+        Err(_) => {
+            o.check("model/blob parses", false);
+            return;
+        }
+    };
+    let schedule = blob.schedule();
+    let mut den = blob.denoiser();
+    let mut scratch = [0.0f32; 2 * N];
+    let denorm = |x: &mut [f32]| {
+        for row in x.chunks_exact_mut(2) {
+            for (d, v) in row.iter_mut().enumerate() {
+                let (m, s) = blob.normalization(d);
+                *v = *v * s + m;
+            }
+        }
+    };
+    // Two moons lie in [-1.3, 2.3] x [-0.8, 1.3] (noise 0.05): a loose box checks the samples.
+    let in_box = |x: &[f32]| x.chunks_exact(2).all(|r| r[0] > -2.0 && r[0] < 3.0 && r[1] > -1.5 && r[1] < 2.0);
+    {
+        let (mut x, mut rng) = fresh(11);
+        let r = match Ddim::new(0.0, Spacing::Trailing, 50, schedule.steps()) {
+            Ok(d) => d.sample(&mut den, &schedule, &mut x, &mut scratch, Condition::Unconditional, &mut rng),
+            Err(e) => Err(RunError::Core(e)),
+        };
+        denorm(&mut x);
+        o.f32s("model/two-moons/ddim50", &x);
+        o.check("model/two-moons/ddim50 samples lie near the moons", r.is_ok() && in_box(&x));
+    }
+    {
+        let (mut x, mut rng) = fresh(12);
+        let (x, scratch) = (&mut x[..8], &mut scratch[..8]);
+        let r = Ddpm::default().sample(&mut den, &schedule, x, scratch, Condition::Unconditional, &mut rng);
+        denorm(x);
+        o.f32s("model/two-moons/ddpm1000", x);
+        o.check("model/two-moons/ddpm1000 samples lie near the moons", r.is_ok() && in_box(x));
+    }
 }

@@ -33,7 +33,7 @@ fn build(target: &Target, features: &[&str]) -> PathBuf {
     let target_dir = firmware_dir().join(if features.is_empty() { "target" } else { "target-broken" });
     let mut cmd = Command::new(cargo);
     cmd.current_dir(firmware_dir())
-        .args(["build", "--locked", "--release", "--target", target.triple, "--target-dir"])
+        .args(["build", "--locked", "--release", "--bin", "vectors", "--target", target.triple, "--target-dir"])
         .arg(&target_dir);
     if !features.is_empty() {
         cmd.arg("--features").arg(features.join(","));
@@ -52,7 +52,7 @@ fn build(target: &Target, features: &[&str]) -> PathBuf {
         target.triple,
         String::from_utf8_lossy(&out.stderr)
     );
-    target_dir.join(target.triple).join("release/elbo-firmware")
+    target_dir.join(target.triple).join("release/vectors")
 }
 
 /// Runs the ELF under QEMU; returns (exit code, stdout). QEMU's stdio is written without

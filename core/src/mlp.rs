@@ -1,0 +1,329 @@
+//! A `no_std` MLP denoiser whose weights stay where they are (flash): a flat little-endian
+//! blob, as `elbo export --out FILE.bin` writes it, read in place without allocation.
+//!
+//! The network is the host's (`host/src/nn.rs`): `[x, emb(t) + emb(class)]`, hidden layers with
+//! SiLU, a linear output. The blob also carries the data normalisation and the full schedule
+//! table, so a device samples with no table in RAM ([`BlobSchedule`]).
+//!
+//! Layout (all little-endian):
+//!
+//! | bytes | content |
+//! |---|---|
+//! | 8 | magic `ELBOMLP1` |
+//! | 8 x u32 | dim, width, depth, embed, classes, out, prediction (0 eps, 1 x0, 2 v, 3 score), T |
+//! | 2 x dim x f32 | normalisation mean, then std |
+//! | n_params x f32 | layer `i`: weight `[in, out]` row-major, then bias `[out]`; then the class table `[(classes + 1) x embed]` |
+//! | T x 60 | per t = 1..T: beta, alpha, log_beta, abar, 1 - abar, sqrt(abar), sqrt(1 - abar), log abar (f64), snr, log_snr, btilde, log btilde (clipped), c0, ct |
+
+use crate::denoiser::{Condition, Denoiser, NoiseLevel};
+use crate::error::{Error, Result, check_len};
+use crate::param::Prediction;
+use crate::schedule::{Marginal, NoiseSchedule, Step};
+
+/// The blob's first bytes.
+pub const MAGIC: &[u8; 8] = b"ELBOMLP1";
+/// The header size in bytes.
+pub const HEADER: usize = 8 + 8 * 4;
+/// Bytes per schedule entry.
+pub const STEP_BYTES: usize = 60;
+/// The widest hidden layer (and the longest input) the device network supports.
+pub const MAX_WIDTH: usize = 256;
+
+/// `ln(10000)`, the time embedding's frequency range.
+const LN_10000: f32 = 9.210_340_5;
+
+/// improved-diffusion's sinusoidal `timestep_embedding` of the 0-based timestep `t - 1`:
+/// `out[k] = cos((t - 1) f_k)`, `out[E/2 + k] = sin((t - 1) f_k)`, `f_k = exp(-ln(10000) k / (E/2))`.
+pub fn timestep_embedding(t: usize, out: &mut [f32]) {
+    let half = out.len() / 2;
+    let step = (t.saturating_sub(1)) as f32;
+    for k in 0..half {
+        let f = libm::expf(-LN_10000 * k as f32 / half as f32);
+        out[k] = libm::cosf(step * f);
+        out[half + k] = libm::sinf(step * f);
+    }
+}
+
+/// `SiLU(z) = z sigmoid(z) = z / (1 + exp(-z))`.
+#[inline]
+pub fn silu(z: f32) -> f32 {
+    z / (1.0 + libm::expf(-z))
+}
+
+/// The network's shape, as the blob's header gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// Data dimension `D`.
+    pub dim: usize,
+    /// Hidden width.
+    pub width: usize,
+    /// Hidden layers.
+    pub depth: usize,
+    /// Time embedding size.
+    pub embed: usize,
+    /// Classes (0: unconditional; the null class is `classes`).
+    pub classes: usize,
+    /// Output size.
+    pub out: usize,
+}
+
+impl Shape {
+    /// The number of parameters.
+    pub fn n_params(&self) -> usize {
+        let mut n = 0;
+        let mut n_in = self.dim + self.embed;
+        for i in 0..=self.depth {
+            let n_out = if i == self.depth { self.out } else { self.width };
+            n += n_in * n_out + n_out;
+            n_in = n_out;
+        }
+        if self.classes > 0 {
+            n += (self.classes + 1) * self.embed;
+        }
+        n
+    }
+}
+
+#[inline]
+fn f32_at(b: &[u8], off: usize) -> f32 {
+    match b.get(off..off + 4) {
+        Some(s) => f32::from_le_bytes([s[0], s[1], s[2], s[3]]),
+        None => f32::NAN,
+    }
+}
+
+#[inline]
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    match b.get(off..off + 4) {
+        Some(s) => u32::from_le_bytes([s[0], s[1], s[2], s[3]]),
+        None => 0,
+    }
+}
+
+/// A validated blob.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelBlob<'a> {
+    bytes: &'a [u8],
+    shape: Shape,
+    prediction: Prediction,
+    steps: usize,
+    params_at: usize,
+    schedule_at: usize,
+}
+
+impl<'a> ModelBlob<'a> {
+    /// Checks the magic, the header and the length.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self> {
+        let bad = |reason| Error::InvalidParameter { name: "model blob", reason };
+        if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+            return Err(bad("the magic ELBOMLP1 and a header"));
+        }
+        let h = |i: usize| u32_at(bytes, 8 + 4 * i) as usize;
+        let shape = Shape { dim: h(0), width: h(1), depth: h(2), embed: h(3), classes: h(4), out: h(5) };
+        let prediction = match h(6) {
+            0 => Prediction::Eps,
+            1 => Prediction::X0,
+            2 => Prediction::V,
+            3 => Prediction::Score,
+            _ => return Err(bad("a prediction code 0..=3")),
+        };
+        let steps = h(7);
+        if shape.dim == 0 || shape.embed % 2 != 0 || shape.width == 0 || shape.out != shape.dim || steps == 0 {
+            return Err(bad("positive sizes, an even embedding, one output per coordinate and T > 0"));
+        }
+        if shape.width > MAX_WIDTH || shape.dim + shape.embed > MAX_WIDTH || shape.out > MAX_WIDTH {
+            return Err(Error::Capacity { requested: shape.width.max(shape.dim + shape.embed), capacity: MAX_WIDTH });
+        }
+        let params_at = HEADER + 8 * shape.dim;
+        let schedule_at = params_at + 4 * shape.n_params();
+        check_len(schedule_at + STEP_BYTES * steps, bytes.len())?;
+        Ok(ModelBlob { bytes, shape, prediction, steps, params_at, schedule_at })
+    }
+
+    /// The network's shape.
+    pub fn shape(&self) -> Shape {
+        self.shape
+    }
+
+    /// The normalisation `(mean_d, std_d)` of coordinate `d` (data = std z + mean).
+    pub fn normalization(&self, d: usize) -> (f32, f32) {
+        (f32_at(self.bytes, HEADER + 4 * d), f32_at(self.bytes, HEADER + 4 * (self.shape.dim + d)))
+    }
+
+    /// The denoiser.
+    pub fn denoiser(&self) -> BlobMlp<'a> {
+        BlobMlp { blob: *self }
+    }
+
+    /// The schedule the model was trained with.
+    pub fn schedule(&self) -> BlobSchedule<'a> {
+        BlobSchedule { blob: *self }
+    }
+
+    #[inline]
+    fn param(&self, i: usize) -> f32 {
+        f32_at(self.bytes, self.params_at + 4 * i)
+    }
+}
+
+/// Writes one schedule entry in the blob's layout (for exporters; 60 bytes).
+pub fn encode_step(s: &Step, out: &mut [u8; STEP_BYTES]) {
+    let fields =
+        [s.beta, s.alpha, s.log_beta, s.cur.abar, s.cur.one_minus_abar, s.cur.sqrt_abar, s.cur.sqrt_one_minus_abar];
+    for (i, v) in fields.iter().enumerate() {
+        out[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    out[28..36].copy_from_slice(&s.cur.log_abar.to_le_bytes());
+    let rest = [
+        s.snr,
+        s.log_snr,
+        s.posterior_variance,
+        s.posterior_log_variance_clipped,
+        s.posterior_mean_coef_x0,
+        s.posterior_mean_coef_xt,
+    ];
+    for (i, v) in rest.iter().enumerate() {
+        out[36 + 4 * i..40 + 4 * i].copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// The schedule table of a blob, read in place.
+#[derive(Debug, Clone, Copy)]
+pub struct BlobSchedule<'a> {
+    blob: ModelBlob<'a>,
+}
+
+impl BlobSchedule<'_> {
+    fn entry(&self, t: usize) -> (Marginal, [f32; 9]) {
+        let b = self.blob.bytes;
+        let o = self.blob.schedule_at + STEP_BYTES * (t - 1);
+        let f = |i: usize| f32_at(b, o + 4 * i);
+        let log_abar = match b.get(o + 28..o + 36) {
+            Some(s) => f64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]),
+            None => f64::NAN,
+        };
+        let m = Marginal { abar: f(3), one_minus_abar: f(4), sqrt_abar: f(5), sqrt_one_minus_abar: f(6), log_abar };
+        let g = |i: usize| f32_at(b, o + 36 + 4 * i);
+        (m, [f(0), f(1), f(2), g(0), g(1), g(2), g(3), g(4), g(5)])
+    }
+}
+
+impl NoiseSchedule for BlobSchedule<'_> {
+    fn steps(&self) -> usize {
+        self.blob.steps
+    }
+
+    fn step(&self, t: usize) -> Result<Step> {
+        if t == 0 || t > self.blob.steps {
+            return Err(Error::TimestepOutOfRange { t, steps: self.blob.steps });
+        }
+        let (cur, v) = self.entry(t);
+        let (prev, snr_prev) =
+            if t == 1 { (Marginal::DATA, f32::INFINITY) } else { (self.entry(t - 1).0, self.entry(t - 1).1[3]) };
+        Ok(Step {
+            t,
+            steps: self.blob.steps,
+            beta: v[0],
+            alpha: v[1],
+            log_beta: v[2],
+            cur,
+            prev,
+            snr: v[3],
+            log_snr: v[4],
+            snr_prev,
+            posterior_variance: v[5],
+            posterior_log_variance_clipped: v[6],
+            posterior_mean_coef_x0: v[7],
+            posterior_mean_coef_xt: v[8],
+        })
+    }
+}
+
+/// The denoiser of a blob: one example at a time, activations in two stack buffers of
+/// [`MAX_WIDTH`] floats; sums run in index order without fused multiply-add, so the results
+/// are the same bits on every target.
+#[derive(Debug, Clone, Copy)]
+pub struct BlobMlp<'a> {
+    blob: ModelBlob<'a>,
+}
+
+impl BlobMlp<'_> {
+    fn forward_one(&self, x: &[f32], t: usize, class: Option<usize>, out: &mut [f32]) {
+        let s = self.blob.shape;
+        let mut a = [0.0f32; MAX_WIDTH];
+        let mut b = [0.0f32; MAX_WIDTH];
+        a[..s.dim].copy_from_slice(x);
+        timestep_embedding(t, &mut a[s.dim..s.dim + s.embed]);
+        if let Some(c) = class {
+            let table = s.n_params() - (s.classes + 1) * s.embed;
+            for k in 0..s.embed {
+                a[s.dim + k] += self.blob.param(table + c * s.embed + k);
+            }
+        }
+        let params = self.blob.bytes.get(self.blob.params_at..self.blob.schedule_at).unwrap_or(&[]);
+        let mut off = 0;
+        let mut n_in = s.dim + s.embed;
+        for layer in 0..=s.depth {
+            let last = layer == s.depth;
+            let n_out = if last { s.out } else { s.width };
+            let bias = off + n_in * n_out;
+            // b_j = bias_j + sum_i a_i W[i][j], the sum in order of i for every j: the weights
+            // are read row after row, in their storage order.
+            for (j, bj) in b[..n_out].iter_mut().enumerate() {
+                *bj = self.blob.param(bias + j);
+            }
+            let rows = params.get(4 * off..4 * bias).unwrap_or(&[]);
+            for (&ai, row) in a[..n_in].iter().zip(rows.chunks_exact(4 * n_out)) {
+                for (bj, w) in b[..n_out].iter_mut().zip(row.chunks_exact(4)) {
+                    *bj += ai * f32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+                }
+            }
+            if !last {
+                for bj in &mut b[..n_out] {
+                    *bj = silu(*bj);
+                }
+            }
+            off = bias + n_out;
+            n_in = n_out;
+            core::mem::swap(&mut a, &mut b);
+        }
+        out.copy_from_slice(&a[..s.out]);
+    }
+}
+
+impl Denoiser for BlobMlp<'_> {
+    type Error = Error;
+
+    fn dim(&self) -> usize {
+        self.blob.shape.dim
+    }
+
+    fn prediction(&self) -> Prediction {
+        self.blob.prediction
+    }
+
+    fn classes(&self) -> usize {
+        self.blob.shape.classes
+    }
+
+    fn predict(&mut self, x: &[f32], level: NoiseLevel, cond: Condition<'_>, out: &mut [f32]) -> Result<()> {
+        check_len(x.len(), out.len())?;
+        let d = self.dim();
+        let s = self.blob.shape;
+        for (i, (xr, or)) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)).enumerate() {
+            let class = match (cond, s.classes) {
+                (_, 0) => None,
+                (Condition::Unconditional, c) => Some(c),
+                (Condition::Class(l), c) => {
+                    let k = *l.get(i).ok_or(Error::DimensionMismatch { expected: i + 1, got: l.len() })? as usize;
+                    if k >= c {
+                        return Err(Error::ClassOutOfRange { class: k as u32, classes: c });
+                    }
+                    Some(k)
+                }
+            };
+            self.forward_one(xr, level.t, class, or);
+        }
+        Ok(())
+    }
+}

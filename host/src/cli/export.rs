@@ -1,0 +1,67 @@
+//! `elbo export`: a trained checkpoint as a flat weight blob for `no_std` devices
+//! (`FILE.bin`, the layout of [`elbo_core::mlp`]).
+
+use std::path::PathBuf;
+
+use clap::Args;
+use elbo_core::mlp::{HEADER, MAGIC, STEP_BYTES, encode_step};
+use elbo_core::{NoiseSchedule, Prediction};
+
+use crate::error::{Result, input};
+use crate::io::write_atomic;
+use crate::model::Trained;
+
+/// Arguments of `elbo export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A checkpoint directory.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Output: FILE.bin (weight blob for devices).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// The blob of a trained model (EMA weights, normalisation, schedule table).
+pub fn blob(model: &Trained) -> Result<Vec<u8>> {
+    let c = model.mlp.config();
+    if c.out != c.dim {
+        return Err(input("--model: a learned-variance model cannot be exported as a device blob"));
+    }
+    let schedule = model.schedule()?;
+    let prediction = match model.prediction {
+        Prediction::Eps => 0u32,
+        Prediction::X0 => 1,
+        Prediction::V => 2,
+        Prediction::Score => 3,
+    };
+    let mut b = Vec::with_capacity(HEADER + 4 * model.params.len() + STEP_BYTES * schedule.steps());
+    b.extend_from_slice(MAGIC);
+    for v in [c.dim, c.width, c.depth, c.embed, c.classes, c.out, prediction as usize, schedule.steps()] {
+        b.extend_from_slice(&(v as u32).to_le_bytes());
+    }
+    for v in model.normalization.mean.iter().chain(&model.normalization.std).chain(&model.params) {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    let mut entry = [0u8; STEP_BYTES];
+    for step in schedule.iter() {
+        encode_step(step, &mut entry);
+        b.extend_from_slice(&entry);
+    }
+    Ok(b)
+}
+
+pub fn run(a: &ExportArgs) -> Result<()> {
+    match a.out.extension().and_then(|e| e.to_str()) {
+        Some("bin") => {}
+        Some("onnx") => {
+            return Err(input(format!("--out {}: ONNX export is not available yet (use FILE.bin)", a.out.display())));
+        }
+        _ => return Err(input(format!("--out {}: expected FILE.bin", a.out.display()))),
+    }
+    let model = Trained::load(&a.model)?;
+    let bytes = blob(&model)?;
+    write_atomic(&a.out, &bytes)?;
+    eprintln!("wrote {} ({} bytes)", a.out.display(), bytes.len());
+    Ok(())
+}
