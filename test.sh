@@ -16,6 +16,11 @@ if ! command -v qemu-system-arm >/dev/null || ! command -v qemu-system-riscv32 >
   $SUDO apt-get install -y --no-install-recommends qemu-system-arm qemu-system-misc
 fi
 
+if ! ls .local/onnxruntime/onnxruntime/capi/libonnxruntime.so.* >/dev/null 2>&1; then
+  # ONNX Runtime for the ONNX tests, project-local (found by elbo without ORT_DYLIB_PATH).
+  python3 -m pip install --quiet --target .local/onnxruntime onnxruntime==1.31.1
+fi
+
 echo "== format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -38,10 +38,15 @@ pub fn timestep_embedding(t: usize, out: &mut [f32]) {
     let half = out.len() / 2;
     let step = (t.saturating_sub(1)) as f32;
     for k in 0..half {
-        let f = libm::expf(-LN_10000 * k as f32 / half as f32);
+        let f = embedding_frequency(k, half);
         out[k] = libm::cosf(step * f);
         out[half + k] = libm::sinf(step * f);
     }
+}
+
+/// The frequency `f_k = exp(-ln(10000) k / half)` of the time embedding (exporters use it too).
+pub fn embedding_frequency(k: usize, half: usize) -> f32 {
+    libm::expf(-LN_10000 * k as f32 / half as f32)
 }
 
 /// `SiLU(z) = z sigmoid(z) = z / (1 + exp(-z))`.

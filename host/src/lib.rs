@@ -18,6 +18,7 @@ pub mod io;
 pub mod metrics;
 pub mod model;
 pub mod nn;
+pub mod onnx;
 pub mod plot;
 pub mod train;
 

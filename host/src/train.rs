@@ -402,14 +402,14 @@ impl Trainer {
             acc += l;
             count += 1;
             let k = self.ckpt.state.step;
-            if k % log_every == 0 || k == total {
+            if k.is_multiple_of(log_every) || k == total {
                 let lr = learning_rate(&self.ckpt.config.train, k);
                 self.ckpt.state.loss_log.push((k, acc / count as f64, lr));
                 progress(k, acc / count as f64, k as f64 / start.elapsed().as_secs_f64().max(1e-9));
                 acc = 0.0;
                 count = 0;
             }
-            if k % every == 0 || k == total {
+            if k.is_multiple_of(every) || k == total {
                 self.ckpt.save(dir)?;
                 let csv: String = std::iter::once("step,loss,lr\n".to_string())
                     .chain(self.ckpt.state.loss_log.iter().map(|(s, l, r)| format!("{s},{l},{r}\n")))

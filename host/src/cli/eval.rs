@@ -51,9 +51,11 @@ pub struct EvalArgs {
     /// Draw the per-step terms of the bound into this PNG.
     #[arg(long)]
     pub plot: Option<std::path::PathBuf>,
-    /// Schedule of `--model optimal`.
+    /// Schedule of `--model optimal` or of an ONNX model without schedule metadata.
     #[command(flatten)]
     pub schedule: ScheduleOpts,
+    #[command(flatten)]
+    pub onnx: crate::onnx::OnnxOpts,
 }
 
 /// `eval --json`.
@@ -147,20 +149,28 @@ where
 }
 
 pub fn run(a: &EvalArgs) -> Result<()> {
-    if let Some(p) = &a.plot {
-        if p.extension().is_none_or(|e| e != "png") {
-            return Err(input(format!("--plot {}: expected a .png file name", p.display())));
-        }
+    if let Some(p) = &a.plot
+        && p.extension().is_none_or(|e| e != "png")
+    {
+        return Err(input(format!("--plot {}: expected a .png file name", p.display())));
     }
-    let source = Source::load(&a.model, Some(&a.data))?;
+    let mut source = Source::load(&a.model, Some(&a.data), &a.onnx)?;
     let spec = DataSpec::parse(&a.data)?;
     let data: Dataset = spec.load(a.n, a.seed)?;
+    if let Source::Onnx(o) = &mut source
+        && o.shape.is_empty()
+    {
+        o.shape = data.shape.clone();
+    }
     let dim = source.dim();
     if data.dim != dim {
         return Err(input(format!("--data {}: examples have {} values, the model expects {dim}", a.data, data.dim)));
     }
     let schedule = source.schedule(&a.schedule)?;
-    let learned = matches!(&source, Source::Trained(t) if t.has_learned_variance());
+    let learned = match &source {
+        Source::Trained(t) => t.has_learned_variance(),
+        _ => false,
+    };
     let variance = match (a.variance.as_str(), learned) {
         ("small", _) => ReverseVariance::Small,
         ("large", _) | ("auto", false) => ReverseVariance::Large,
@@ -194,12 +204,22 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     normalization.apply(&mut z);
     let mut rng = Pcg32::seed_from_u64(a.seed);
     let n_mmd = a.mmd_samples;
-    let (b, generated, exact) = match &source {
+    let (b, generated, exact) = match source {
         Source::Trained(t) => {
-            let mut t = t.as_ref().clone();
+            let mut t = *t;
             let b = bound(&mut t, schedule.as_ref(), &z, opts, &mut rng)?;
             let mut generated =
                 if n_mmd > 0 { Some(samples(&mut t, schedule.as_ref(), n_mmd, &mut rng)?) } else { None };
+            if let Some(g) = generated.as_mut() {
+                normalization.invert(g);
+            }
+            (b, generated, None)
+        }
+        Source::Onnx(o) => {
+            let mut o = o;
+            let b = bound(o.as_mut(), schedule.as_ref(), &z, opts, &mut rng)?;
+            let mut generated =
+                if n_mmd > 0 { Some(samples(o.as_mut(), schedule.as_ref(), n_mmd, &mut rng)?) } else { None };
             if let Some(g) = generated.as_mut() {
                 normalization.invert(g);
             }

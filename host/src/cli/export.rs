@@ -17,7 +17,7 @@ pub struct ExportArgs {
     /// A checkpoint directory.
     #[arg(long)]
     pub model: PathBuf,
-    /// Output: FILE.bin (weight blob for devices).
+    /// Output: FILE.onnx (standard ONNX, opset 17) or FILE.bin (weight blob for devices).
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -52,15 +52,16 @@ pub fn blob(model: &Trained) -> Result<Vec<u8>> {
 }
 
 pub fn run(a: &ExportArgs) -> Result<()> {
-    match a.out.extension().and_then(|e| e.to_str()) {
-        Some("bin") => {}
-        Some("onnx") => {
-            return Err(input(format!("--out {}: ONNX export is not available yet (use FILE.bin)", a.out.display())));
-        }
-        _ => return Err(input(format!("--out {}: expected FILE.bin", a.out.display()))),
-    }
+    let onnx = match a.out.extension().and_then(|e| e.to_str()) {
+        Some("bin") => false,
+        Some("onnx") => true,
+        _ => return Err(input(format!("--out {}: expected FILE.onnx or FILE.bin", a.out.display()))),
+    };
     let model = Trained::load(&a.model)?;
-    let bytes = blob(&model)?;
+    if onnx && model.has_learned_variance() {
+        return Err(input("--model: learned-variance models are not exported to ONNX yet"));
+    }
+    let bytes = if onnx { crate::onnx::export::onnx_bytes(&model) } else { blob(&model)? };
     write_atomic(&a.out, &bytes)?;
     eprintln!("wrote {} ({} bytes)", a.out.display(), bytes.len());
     Ok(())

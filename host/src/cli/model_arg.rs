@@ -3,7 +3,8 @@
 use crate::HostSchedule;
 use crate::data::{DataSpec, Mixture, Normalization};
 use crate::error::{Result, input};
-use crate::model::Trained;
+use crate::model::{Trained, build_schedule};
+use crate::onnx::{OnnxDenoiser, OnnxOpts};
 
 use super::ScheduleOpts;
 
@@ -13,11 +14,13 @@ pub enum Source {
     Trained(Box<Trained>),
     /// The Bayes-optimal denoiser of a mixture.
     Optimal(Mixture),
+    /// An ONNX model through ONNX Runtime.
+    Onnx(Box<OnnxDenoiser>),
 }
 
 impl Source {
     /// Resolves `--model`; `optimal` needs `--data` naming a mixture (gmm:FILE.json or 8gaussians).
-    pub fn load(model: &str, data: Option<&str>) -> Result<Self> {
+    pub fn load(model: &str, data: Option<&str>, onnx: &OnnxOpts) -> Result<Self> {
         if model == "optimal" {
             let spec = data.ok_or_else(|| input("--model optimal: needs --data gmm:FILE.json (or 8gaussians)"))?;
             return match DataSpec::parse(spec)? {
@@ -29,12 +32,10 @@ impl Source {
         }
         let path = std::path::Path::new(model);
         if path.extension().is_some_and(|e| e == "onnx") {
-            return Err(input(format!(
-                "--model {model}: ONNX models are not supported yet (expected a checkpoint directory or 'optimal')"
-            )));
+            return Ok(Source::Onnx(Box::new(OnnxDenoiser::open(path, onnx)?)));
         }
         if !path.is_dir() {
-            return Err(input(format!("--model {model}: expected a checkpoint directory or 'optimal'")));
+            return Err(input(format!("--model {model}: expected a checkpoint directory, FILE.onnx or 'optimal'")));
         }
         Ok(Source::Trained(Box::new(Trained::load(path)?)))
     }
@@ -44,6 +45,10 @@ impl Source {
         match self {
             Source::Trained(t) => t.schedule(),
             Source::Optimal(_) => opts.build(),
+            Source::Onnx(o) => match &o.schedule {
+                Some(s) => build_schedule(s),
+                None => opts.build(),
+            },
         }
     }
 
@@ -52,6 +57,17 @@ impl Source {
         match self {
             Source::Trained(t) => t.normalization.clone(),
             Source::Optimal(m) => Normalization::identity(m.dim()),
+            Source::Onnx(o) => {
+                o.normalization.clone().unwrap_or_else(|| Normalization::identity(o.shape.iter().product()))
+            }
+        }
+    }
+
+    /// The shape of one example.
+    pub fn shape(&self) -> Vec<usize> {
+        match self {
+            Source::Onnx(o) => o.shape.clone(),
+            _ => vec![self.dim()],
         }
     }
 
@@ -60,6 +76,7 @@ impl Source {
         match self {
             Source::Trained(t) => t.mlp.config().dim,
             Source::Optimal(m) => m.dim(),
+            Source::Onnx(o) => o.shape.iter().product(),
         }
     }
 
@@ -68,6 +85,7 @@ impl Source {
         match self {
             Source::Trained(t) => t.mlp.config().classes,
             Source::Optimal(m) => m.weights.len(),
+            Source::Onnx(o) => elbo_core::Denoiser::classes(o.as_ref()),
         }
     }
 }

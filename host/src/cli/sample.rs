@@ -73,9 +73,11 @@ pub struct SampleArgs {
     /// Also draw the samples over the model's data (first two coordinates) into this PNG.
     #[arg(long)]
     pub plot: Option<PathBuf>,
-    /// Schedule of `--model optimal` (trained models carry their own).
+    /// Schedule of `--model optimal` or of an ONNX model without schedule metadata.
     #[command(flatten)]
     pub schedule: ScheduleOpts,
+    #[command(flatten)]
+    pub onnx: crate::onnx::OnnxOpts,
 }
 
 fn run_err<E: std::fmt::Display>(e: RunError<E>) -> Error {
@@ -144,28 +146,38 @@ where
 }
 
 pub fn run(a: &SampleArgs) -> Result<()> {
-    if let Some(p) = &a.plot {
-        if p.extension().is_none_or(|e| e != "png") {
-            return Err(input(format!("--plot {}: expected a .png file name", p.display())));
-        }
+    if let Some(p) = &a.plot
+        && p.extension().is_none_or(|e| e != "png")
+    {
+        return Err(input(format!("--plot {}: expected a .png file name", p.display())));
     }
-    let source = Source::load(&a.model, a.data.as_deref())?;
+    let mut source = Source::load(&a.model, a.data.as_deref(), &a.onnx)?;
     let data_spec = match &source {
         Source::Trained(t) => t.config.train.data.clone(),
-        Source::Optimal(_) => a.data.clone().unwrap_or_default(),
+        Source::Optimal(_) | Source::Onnx(_) => a.data.clone().unwrap_or_default(),
     };
     let schedule = source.schedule(&a.schedule)?;
+    let init = match &a.init {
+        Some(path) => Some(load_file(path)?),
+        None => None,
+    };
+    if let (Source::Onnx(o), Some(d)) = (&mut source, &init)
+        && o.shape.is_empty()
+    {
+        o.shape = d.shape.clone();
+    }
     let dim = source.dim();
+    if dim == 0 {
+        return Err(input(format!(
+            "--model {}: the model's input has no fixed example shape: give --init FILE",
+            a.model
+        )));
+    }
     let mut rng = Pcg32::seed_from_u64(a.seed);
-    let mut x = match &a.init {
-        Some(path) => {
-            let d = load_file(path)?;
+    let mut x = match init {
+        Some(d) => {
             if d.dim != dim {
-                return Err(input(format!(
-                    "--init {}: rows have {} values, the model expects {dim}",
-                    path.display(),
-                    d.dim
-                )));
+                return Err(input(format!("--init: rows have {} values, the model expects {dim}", d.dim)));
             }
             d.x
         }
@@ -195,6 +207,7 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     let cond = labels.as_deref().map_or(Condition::Unconditional, Condition::Class);
     let gamma = a.guidance.unwrap_or(1.0);
     let mut guide_buf = vec![0.0f32; x.len()];
+    let shape = source.shape();
     match source {
         Source::Trained(mut t) => {
             let normalization = t.normalization.clone();
@@ -205,6 +218,18 @@ pub fn run(a: &SampleArgs) -> Result<()> {
                 draw(a, &mut *t, schedule.as_ref(), &mut x, cond, &mut rng)?;
             }
             normalization.invert(&mut x);
+        }
+        Source::Onnx(mut o) => {
+            let normalization = o.normalization.clone();
+            if labels.is_some() {
+                let mut g = ClassifierFree::new(&mut *o, gamma, &mut guide_buf).map_err(|e| flag("--guidance", e))?;
+                draw(a, &mut g, schedule.as_ref(), &mut x, cond, &mut rng)?;
+            } else {
+                draw(a, &mut *o, schedule.as_ref(), &mut x, cond, &mut rng)?;
+            }
+            if let Some(nm) = normalization {
+                nm.invert(&mut x);
+            }
         }
         Source::Optimal(m) => {
             m.with_core(|g| -> Result<()> {
@@ -219,7 +244,7 @@ pub fn run(a: &SampleArgs) -> Result<()> {
             })??;
         }
     }
-    write_samples(&a.out, &x, &[dim])?;
+    write_samples(&a.out, &x, &shape)?;
     eprintln!("wrote {n} samples to {}", a.out.display());
     if let Some(p) = &a.plot {
         if dim < 2 {

@@ -114,7 +114,7 @@ fn validate(a: &TrainCliArgs) -> Result<()> {
             return Err(input(format!("{name}: expected a positive number")));
         }
     }
-    if a.embed < 2 || a.embed % 2 != 0 {
+    if a.embed < 2 || !a.embed.is_multiple_of(2) {
         return Err(input("--embed: expected an even number >= 2"));
     }
     if !(a.lr > 0.0 && a.lr.is_finite()) {

@@ -1,0 +1,141 @@
+//! The trained MLP as a standard ONNX graph (opset 17, dynamic batch): inputs `sample`
+//! `[N, D]` float32, `timestep` `[N]` int64 (0-based, `t - 1`) and, for class-conditional
+//! models, `class_labels` `[N]` int64 (the null class is `classes`); output `out_sample`.
+//! The metadata (`elbo.prediction`, `elbo.schedule` as a diffusers scheduler config,
+//! `elbo.normalization`, `elbo.classes`) makes the file self-describing.
+
+use elbo_core::mlp::embedding_frequency;
+use prost::Message;
+
+use super::proto::*;
+use crate::model::Trained;
+
+fn tensor(name: &str, dims: &[usize], data: &[f32]) -> TensorProto {
+    TensorProto {
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: FLOAT,
+        name: name.into(),
+        raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    }
+}
+
+fn tensor_i64(name: &str, dims: &[usize], data: &[i64]) -> TensorProto {
+    TensorProto {
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: INT64,
+        name: name.into(),
+        raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    }
+}
+
+fn node(op: &str, inputs: &[&str], output: &str, attrs: &[(&str, i64)]) -> NodeProto {
+    NodeProto {
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.to_string()],
+        name: format!("{op}_{output}"),
+        op_type: op.into(),
+        attribute: attrs.iter().map(|(n, v)| AttributeProto { name: (*n).into(), i: *v, r#type: ATTR_INT }).collect(),
+    }
+}
+
+fn value_info(name: &str, elem: i32, dims: &[Option<usize>]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|d| match d {
+            Some(v) => Dimension { dim_value: Some(*v as i64), dim_param: None },
+            None => Dimension { dim_value: None, dim_param: Some("N".into()) },
+        })
+        .collect();
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TypeProtoTensor { elem_type: elem, shape: Some(TensorShapeProto { dim }) }),
+        }),
+    }
+}
+
+/// The ONNX file of a trained model (EMA weights), with an int64 timestep input.
+pub fn onnx_bytes(model: &Trained) -> Vec<u8> {
+    onnx_bytes_with(model, false)
+}
+
+/// The ONNX file of a trained model; `float_timestep` declares the timestep input float32
+/// (as some exporters do) instead of int64.
+pub fn onnx_bytes_with(model: &Trained, float_timestep: bool) -> Vec<u8> {
+    let c = model.mlp.config();
+    let (d, e) = (c.dim, c.embed);
+    let half = e / 2;
+    let freqs: Vec<f32> = (0..half).map(|k| embedding_frequency(k, half)).collect();
+    let mut init = vec![tensor("freqs", &[1, half], &freqs), tensor_i64("axis1", &[1], &[1])];
+    let mut nodes = vec![
+        node("Cast", &["timestep"], "t_float", &[("to", i64::from(FLOAT))]),
+        node("Unsqueeze", &["t_float", "axis1"], "t_col", &[]),
+        node("Mul", &["t_col", "freqs"], "t_args", &[]),
+        node("Cos", &["t_args"], "t_cos", &[]),
+        node("Sin", &["t_args"], "t_sin", &[]),
+        node("Concat", &["t_cos", "t_sin"], "t_emb", &[("axis", 1)]),
+    ];
+    let mut emb = "t_emb".to_string();
+    let t_type = if float_timestep { FLOAT } else { INT64 };
+    let mut inputs = vec![value_info("sample", FLOAT, &[None, Some(d)]), value_info("timestep", t_type, &[None])];
+    let tensors = model.mlp.tensors();
+    if c.classes > 0 {
+        let (_, shape, off) =
+            tensors.iter().find(|(n, _, _)| n == "class_embedding").expect("a conditional model has a class table");
+        let n: usize = shape.iter().product();
+        init.push(tensor("class_embedding", shape, &model.params[*off..off + n]));
+        nodes.push(node("Gather", &["class_embedding", "class_labels"], "c_emb", &[("axis", 0)]));
+        nodes.push(node("Add", &["t_emb", "c_emb"], "tc_emb", &[]));
+        emb = "tc_emb".into();
+        inputs.push(value_info("class_labels", INT64, &[None]));
+    }
+    nodes.push(node("Concat", &["sample", &emb], "h0", &[("axis", 1)]));
+    let mut h = "h0".to_string();
+    for i in 0..=c.depth {
+        let (w_name, w_shape, w_off) = &tensors[2 * i];
+        let (b_name, b_shape, b_off) = &tensors[2 * i + 1];
+        let wn: usize = w_shape.iter().product();
+        init.push(tensor(w_name, w_shape, &model.params[*w_off..w_off + wn]));
+        init.push(tensor(b_name, b_shape, &model.params[*b_off..b_off + b_shape[0]]));
+        let z = if i == c.depth { "out_sample".to_string() } else { format!("z{i}") };
+        nodes.push(node("Gemm", &[&h, w_name, b_name], &z, &[]));
+        if i < c.depth {
+            let (sg, a) = (format!("sig{i}"), format!("h{}", i + 1));
+            nodes.push(node("Sigmoid", &[&z], &sg, &[]));
+            nodes.push(node("Mul", &[&z, &sg], &a, &[]));
+            h = a;
+        }
+    }
+    let s = &model.config.schedule;
+    let schedule = serde_json::json!({
+        "_class_name": "DDPMScheduler",
+        "num_train_timesteps": s.timesteps,
+        "beta_schedule": s.name,
+        "beta_start": s.beta_start,
+        "beta_end": s.beta_end,
+        "rescale_betas_zero_snr": s.zero_terminal_snr,
+        "prediction_type": match model.config.prediction.as_str() { "eps" => "epsilon", "x0" => "sample", _ => "v_prediction" },
+    });
+    let meta = [
+        ("elbo.prediction", model.config.prediction.clone()),
+        ("elbo.schedule", schedule.to_string()),
+        ("elbo.normalization", serde_json::to_string(&model.normalization).unwrap_or_default()),
+        ("elbo.classes", c.classes.to_string()),
+    ];
+    let m = ModelProto {
+        ir_version: 8,
+        producer_name: "elbo".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        doc_string: "MLP denoiser exported by elbo".into(),
+        graph: Some(GraphProto {
+            node: nodes,
+            name: "elbo_mlp".into(),
+            initializer: init,
+            input: inputs,
+            output: vec![value_info("out_sample", FLOAT, &[None, Some(d)])],
+        }),
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+        metadata_props: meta.into_iter().map(|(k, v)| StringStringEntryProto { key: k.into(), value: v }).collect(),
+    };
+    m.encode_to_vec()
+}

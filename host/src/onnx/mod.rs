@@ -1,0 +1,340 @@
+//! ONNX denoisers through ONNX Runtime (`ort` with `load-dynamic`: no native library at build
+//! time), and export of trained models to ONNX.
+//!
+//! The runtime library is found, in order, at `ORT_DYLIB_PATH`, in a project-local
+//! `.local/onnxruntime` (`python3 -m pip install --target .local/onnxruntime onnxruntime==1.31.1`,
+//! as `./test.sh` does) next to the working directory or the executable, or in the `onnxruntime`
+//! (or `onnxruntime-gpu`) package of the system's Python.
+
+pub mod export;
+mod proto;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use clap::Args;
+use elbo_core::Prediction;
+use elbo_core::denoiser::{Condition, Denoiser, NoiseLevel};
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::value::{Tensor, TensorElementType, ValueType};
+
+use crate::checkpoint::ScheduleConfig;
+use crate::data::Normalization;
+use crate::error::{Error, Result, input};
+
+/// ONNX options of `sample` and `eval`.
+#[derive(Debug, Clone, Args)]
+pub struct OnnxOpts {
+    /// The model's data input.
+    #[arg(long, default_value = "sample")]
+    pub input_sample: String,
+    /// The model's timestep input (int64 or float32, 0-based).
+    #[arg(long, default_value = "timestep")]
+    pub input_timestep: String,
+    /// The model's class input (int64), if it has one.
+    #[arg(long, default_value = "class_labels")]
+    pub input_class: String,
+    /// The prediction output (default: the first output).
+    #[arg(long)]
+    pub output: Option<String>,
+    /// The label meaning "no condition" (default: the number of classes).
+    #[arg(long)]
+    pub null_class: Option<i64>,
+    /// eps, x0 or v (overrides the model's elbo.prediction metadata).
+    #[arg(long)]
+    pub prediction: Option<String>,
+    /// A diffusers scheduler_config.json (overrides the model's elbo.schedule metadata).
+    #[arg(long)]
+    pub scheduler_config: Option<PathBuf>,
+    /// Execution provider: cpu, cuda (fails if CUDA is unavailable) or auto.
+    #[arg(long, default_value = "cpu")]
+    pub ep: String,
+    /// ONNX Runtime intra-op threads (default: ONNX Runtime's choice).
+    #[arg(long = "ort-threads")]
+    pub ort_threads: Option<usize>,
+}
+
+const HOW: &str = "install it with `python3 -m pip install --target .local/onnxruntime onnxruntime==1.31.1` in the \
+                   project folder (./test.sh does), or set ORT_DYLIB_PATH to libonnxruntime.so";
+
+fn lib_in(capi: &Path) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(capi)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libonnxruntime.so")))
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+/// Finds `libonnxruntime.so`.
+pub fn find_runtime() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(input(format!("ORT_DYLIB_PATH={}: no such file; {HOW}", p.display())))
+        };
+    }
+    let mut bases: Vec<PathBuf> = std::env::current_dir().into_iter().collect();
+    if let Ok(exe) = std::env::current_exe() {
+        bases.extend(exe.ancestors().skip(1).take(4).map(Path::to_path_buf));
+    }
+    for b in bases {
+        if let Some(l) = lib_in(&b.join(".local/onnxruntime/onnxruntime/capi")) {
+            return Ok(l);
+        }
+    }
+    let py = std::process::Command::new("python3")
+        .args(["-c", "import onnxruntime, os; print(os.path.dirname(onnxruntime.__file__))"])
+        .output();
+    if let Ok(out) = py {
+        let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.status.success()
+            && let Some(l) = lib_in(&Path::new(&dir).join("capi"))
+        {
+            return Ok(l);
+        }
+    }
+    Err(input(format!("ONNX Runtime was not found: {HOW}")))
+}
+
+static ENV: OnceLock<std::result::Result<Environment, String>> = OnceLock::new();
+
+fn environment() -> Result<&'static Environment> {
+    let lib = find_runtime()?;
+    ENV.get_or_init(|| {
+        ort::init_from(&lib)
+            .map_err(|e| format!("loading {}: {e}", lib.display()))
+            .and_then(|b| b.with_name("elbo").build().map_err(|e| e.to_string()))
+    })
+    .as_ref()
+    .map_err(|e| Error::Internal(anyhow::anyhow!("ONNX Runtime: {e}")))
+}
+
+fn ort_err(e: impl std::fmt::Display) -> Error {
+    Error::Internal(anyhow::anyhow!("ONNX Runtime: {e}"))
+}
+
+/// An ONNX model as the core's [`Denoiser`].
+pub struct OnnxDenoiser {
+    session: Session,
+    sample: String,
+    timestep: String,
+    timestep_int: bool,
+    class: Option<String>,
+    output: String,
+    /// The shape of one example (from the model's input, or set by `--init`).
+    pub shape: Vec<usize>,
+    prediction: Prediction,
+    classes: usize,
+    null_class: i64,
+    /// The schedule (metadata or `--scheduler-config`), if known.
+    pub schedule: Option<ScheduleConfig>,
+    /// The data normalisation (metadata, else identity).
+    pub normalization: Option<Normalization>,
+    /// The execution provider in use.
+    pub provider: &'static str,
+    labels: Vec<i64>,
+}
+
+fn builder(threads: Option<usize>) -> Result<ort::session::builder::SessionBuilder> {
+    let mut b = Session::builder(environment()?).map_err(ort_err)?;
+    if let Some(t) = threads {
+        b = b.with_intra_threads(t).map_err(ort_err)?;
+    }
+    Ok(b)
+}
+
+/// Reads a diffusers `scheduler_config.json` (or the `elbo.schedule` metadata).
+pub fn schedule_from_diffusers(text: &str, what: &str) -> Result<ScheduleConfig> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| input(format!("{what}: not JSON ({e})")))?;
+    let f = |k: &str, d: f64| v.get(k).and_then(serde_json::Value::as_f64).unwrap_or(d);
+    if v.get("trained_betas").is_some_and(|b| !b.is_null()) {
+        return Err(input(format!("{what}: trained_betas are not supported")));
+    }
+    Ok(ScheduleConfig {
+        name: v.get("beta_schedule").and_then(|s| s.as_str()).unwrap_or("linear").to_string(),
+        timesteps: v.get("num_train_timesteps").and_then(serde_json::Value::as_u64).unwrap_or(1000) as usize,
+        beta_start: f("beta_start", 1e-4),
+        beta_end: f("beta_end", 0.02),
+        zero_terminal_snr: v.get("rescale_betas_zero_snr").and_then(serde_json::Value::as_bool).unwrap_or(false),
+    })
+}
+
+impl OnnxDenoiser {
+    /// Opens `path` with the options' names and execution provider.
+    pub fn open(path: &Path, o: &OnnxOpts) -> Result<Self> {
+        let bad = |what: String| input(format!("--model {}: {what}", path.display()));
+        if !path.is_file() {
+            return Err(bad("no such file".into()));
+        }
+        let (session, provider) = match o.ep.as_str() {
+            "cpu" => (
+                builder(o.ort_threads)?
+                    .commit_from_file(path)
+                    .map_err(|e| bad(format!("not a loadable ONNX model ({e})")))?,
+                "cpu",
+            ),
+            "cuda" | "auto" => {
+                let cuda = ort::ep::CUDA::default().build().error_on_failure();
+                match builder(o.ort_threads)?.with_execution_providers([cuda]) {
+                    Ok(mut b) => {
+                        (b.commit_from_file(path).map_err(|e| bad(format!("not a loadable ONNX model ({e})")))?, "cuda")
+                    }
+                    Err(e) if o.ep == "auto" => {
+                        eprintln!("--ep auto: CUDA is not available ({e}); using the CPU");
+                        (
+                            builder(o.ort_threads)?
+                                .commit_from_file(path)
+                                .map_err(|e| bad(format!("not a loadable ONNX model ({e})")))?,
+                            "cpu",
+                        )
+                    }
+                    Err(e) => {
+                        return Err(input(format!(
+                            "--ep cuda: the CUDA execution provider could not be registered ({e}); it needs \
+                             onnxruntime-gpu 1.31.1 with the nvidia CUDA 13 and cuDNN 9 wheels on the library path"
+                        )));
+                    }
+                }
+            }
+            other => return Err(input(format!("--ep: unknown '{other}' (expected cpu, cuda or auto)"))),
+        };
+        if o.ep == "auto" {
+            eprintln!("--ep auto: using the {provider} execution provider");
+        }
+        let find = |name: &str| session.inputs().iter().find(|i| i.name() == name).map(|i| i.dtype().clone());
+        let sample_ty = find(&o.input_sample)
+            .ok_or_else(|| bad(format!("has no input '{}' (see --input-sample)", o.input_sample)))?;
+        let shape = match &sample_ty {
+            ValueType::Tensor { ty: TensorElementType::Float32, shape, .. } => {
+                let dims: Vec<i64> = shape.iter().copied().collect();
+                if dims.len() >= 2 && dims[1..].iter().all(|&d| d > 0) {
+                    dims[1..].iter().map(|&d| d as usize).collect()
+                } else {
+                    vec![]
+                }
+            }
+            _ => return Err(bad(format!("input '{}' must be a float32 tensor [N, ...]", o.input_sample))),
+        };
+        let timestep_int = match find(&o.input_timestep) {
+            Some(ValueType::Tensor { ty: TensorElementType::Int64, .. }) => true,
+            Some(ValueType::Tensor { ty: TensorElementType::Float32, .. }) => false,
+            Some(_) => return Err(bad(format!("input '{}' must be int64 or float32", o.input_timestep))),
+            None => return Err(bad(format!("has no input '{}' (see --input-timestep)", o.input_timestep))),
+        };
+        let class = find(&o.input_class).map(|_| o.input_class.clone());
+        let output = match &o.output {
+            Some(n) if session.outputs().iter().any(|x| x.name() == n) => n.clone(),
+            Some(n) => return Err(bad(format!("has no output '{n}' (see --output)"))),
+            None => {
+                session.outputs().first().map(|x| x.name().to_string()).ok_or_else(|| bad("has no outputs".into()))?
+            }
+        };
+        let meta: std::collections::HashMap<String, String> = {
+            let m = session.metadata().map_err(ort_err)?;
+            ["elbo.prediction", "elbo.schedule", "elbo.normalization", "elbo.classes"]
+                .into_iter()
+                .filter_map(|k| m.custom(k).map(|v| (k.to_string(), v)))
+                .collect()
+        };
+        let get = |k: &str| meta.get(k).cloned();
+        let prediction_name = o.prediction.clone().or_else(|| get("elbo.prediction")).ok_or_else(|| {
+            bad("says nothing of its prediction (no elbo.prediction metadata): give --prediction eps|x0|v".into())
+        })?;
+        let prediction = Prediction::from_name(&prediction_name)
+            .map_err(|_| input(format!("--prediction: expected eps, x0 or v, found '{prediction_name}'")))?;
+        let schedule = match &o.scheduler_config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| input(format!("--scheduler-config {}: {e}", p.display())))?;
+                Some(schedule_from_diffusers(&text, &format!("--scheduler-config {}", p.display()))?)
+            }
+            None => match get("elbo.schedule") {
+                Some(text) => Some(schedule_from_diffusers(&text, "elbo.schedule metadata")?),
+                None => None,
+            },
+        };
+        let normalization = match get("elbo.normalization") {
+            Some(t) => Some(
+                serde_json::from_str(&t).map_err(|e| bad(format!("elbo.normalization metadata is not valid ({e})")))?,
+            ),
+            None => None,
+        };
+        let classes = match get("elbo.classes") {
+            Some(c) => c.parse().map_err(|_| bad("elbo.classes metadata is not a number".into()))?,
+            None if class.is_some() => return Err(bad("has a class input but no elbo.classes metadata".into())),
+            None => 0,
+        };
+        let null_class = o.null_class.unwrap_or(classes as i64);
+        Ok(OnnxDenoiser {
+            session,
+            sample: o.input_sample.clone(),
+            timestep: o.input_timestep.clone(),
+            timestep_int,
+            class,
+            output,
+            shape,
+            prediction,
+            classes,
+            null_class,
+            schedule,
+            normalization,
+            provider,
+            labels: vec![],
+        })
+    }
+}
+
+impl Denoiser for OnnxDenoiser {
+    type Error = Error;
+
+    fn dim(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    fn prediction(&self) -> Prediction {
+        self.prediction
+    }
+
+    fn classes(&self) -> usize {
+        if self.class.is_some() { self.classes } else { 0 }
+    }
+
+    fn predict(&mut self, x: &[f32], level: NoiseLevel, cond: Condition<'_>, out: &mut [f32]) -> Result<()> {
+        let d = self.dim();
+        let n = x.len() / d;
+        let mut shape = vec![n as i64];
+        shape.extend(self.shape.iter().map(|&s| s as i64));
+        let sample = Tensor::from_array((shape, x.to_vec())).map_err(ort_err)?;
+        let t0 = (level.t - 1) as i64;
+        let mut inputs = if self.timestep_int {
+            ort::inputs![self.sample.as_str() => sample, self.timestep.as_str() => Tensor::from_array(([n], vec![t0; n])).map_err(ort_err)?]
+        } else {
+            ort::inputs![self.sample.as_str() => sample, self.timestep.as_str() => Tensor::from_array(([n], vec![t0 as f32; n])).map_err(ort_err)?]
+        };
+        if let Some(c) = &self.class {
+            self.labels.clear();
+            match cond {
+                Condition::Unconditional => self.labels.resize(n, self.null_class),
+                Condition::Class(l) => self.labels.extend(l.iter().map(|&v| i64::from(v))),
+            }
+            inputs.push((c.clone().into(), Tensor::from_array(([n], self.labels.clone())).map_err(ort_err)?.into()));
+        }
+        let outputs = self.session.run(inputs).map_err(ort_err)?;
+        let value = outputs.get(&self.output).ok_or_else(|| ort_err("the output is missing"))?;
+        let (_, data) = value.try_extract_tensor::<f32>().map_err(ort_err)?;
+        if data.len() != out.len() {
+            return Err(input(format!(
+                "the model's output has {} values for {} inputs (is the output the prediction?)",
+                data.len(),
+                out.len()
+            )));
+        }
+        out.copy_from_slice(data);
+        Ok(())
+    }
+}
