@@ -113,3 +113,38 @@ pub fn curve(
         Ok(())
     })
 }
+
+/// The first `rows x cols` images of `data` (shape `[C, H, W]` each, C = 1 grey or 3 RGB, values
+/// on [-1, 1]) as a grid.
+pub fn image_grid(path: &Path, title: &str, data: &[f32], shape: &[usize], cols: usize) -> anyhow::Result<()> {
+    let (c, h, w) = match shape {
+        [c, h, w] if *c == 1 || *c == 3 => (*c, *h, *w),
+        _ => return Err(anyhow!("an image grid needs examples of shape [1 or 3, H, W]")),
+    };
+    let per = c * h * w;
+    let n = (data.len() / per).min(cols * cols);
+    let rows = n.div_ceil(cols);
+    let scale = (256 / h.max(w)).max(2) as i32;
+    let cell = (w as i32 * scale + 4, h as i32 * scale + 4);
+    let size = ((cols as i32 * cell.0 + 8) as u32, (rows as i32 * cell.1 + 40) as u32);
+    atomic_png(path, |tmp| {
+        let root = BitMapBackend::new(tmp, size).into_drawing_area();
+        root.fill(&WHITE)?;
+        root.draw(&Text::new(title.to_string(), (8, 8), ("sans-serif", 20)))?;
+        let to_u8 = |v: f32| (((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round()) as u8;
+        for i in 0..n {
+            let img = &data[i * per..(i + 1) * per];
+            let (ox, oy) = (4 + (i % cols) as i32 * cell.0, 36 + (i / cols) as i32 * cell.1);
+            for y in 0..h {
+                for x in 0..w {
+                    let px = |ch: usize| to_u8(img[ch * h * w + y * w + x]);
+                    let color = if c == 1 { RGBColor(px(0), px(0), px(0)) } else { RGBColor(px(0), px(1), px(2)) };
+                    let (x0, y0) = (ox + x as i32 * scale, oy + y as i32 * scale);
+                    root.draw(&Rectangle::new([(x0, y0), (x0 + scale, y0 + scale)], color.filled()))?;
+                }
+            }
+        }
+        root.present()?;
+        Ok(())
+    })
+}

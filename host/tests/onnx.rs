@@ -128,3 +128,11 @@ fn missing_runtime_and_unavailable_cuda_are_bad_input() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--ep auto: using the"));
 }
+
+/// The shipped `model.onnx` is the export of the shipped checkpoint (export is deterministic).
+#[test]
+fn shipped_onnx_is_the_export_of_the_shipped_checkpoint() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/two-moons");
+    let model = Trained::load(&dir).unwrap();
+    assert!(export::onnx_bytes(&model) == std::fs::read(dir.join("model.onnx")).unwrap());
+}

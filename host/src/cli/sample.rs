@@ -247,12 +247,19 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     write_samples(&a.out, &x, &shape)?;
     eprintln!("wrote {n} samples to {}", a.out.display());
     if let Some(p) = &a.plot {
-        if dim < 2 {
+        let title = format!("{} samples ({})", a.sampler, a.model);
+        if shape.len() == 3 {
+            crate::plot::image_grid(p, &title, &x, &shape, 8)?;
+        } else if dim >= 2 {
+            let data = if data_spec.is_empty() {
+                vec![]
+            } else {
+                crate::data::DataSpec::parse(&data_spec)?.load(n, a.seed + 1)?.x
+            };
+            crate::plot::scatter(p, &title, &data, &x, dim)?;
+        } else {
             return Err(input("--plot: the data has fewer than 2 dimensions"));
         }
-        let data = crate::data::DataSpec::parse(&data_spec)?.load(n, a.seed + 1)?;
-        let title = format!("{} samples ({})", a.sampler, a.model);
-        crate::plot::scatter(p, &title, &data.x, &x, dim)?;
         eprintln!("wrote {}", p.display());
     }
     Ok(())
