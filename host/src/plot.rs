@@ -122,7 +122,7 @@ pub fn image_grid(path: &Path, title: &str, data: &[f32], shape: &[usize], cols:
         _ => return Err(anyhow!("an image grid needs examples of shape [1 or 3, H, W]")),
     };
     let per = c * h * w;
-    let n = (data.len() / per).min(cols * cols);
+    let n = (data.len() / per).min(cols * cols.max(16));
     let rows = n.div_ceil(cols);
     let scale = (256 / h.max(w)).max(2) as i32;
     let cell = (w as i32 * scale + 4, h as i32 * scale + 4);

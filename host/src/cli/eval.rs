@@ -2,12 +2,12 @@
 //! and sample quality (MMD against held-out data).
 
 use clap::Args;
+use elbo_core::NoiseSchedule;
 use elbo_core::denoiser::{Condition, Denoiser};
 use elbo_core::elbo::{Decoder, ElboOptions, ElboOutput, ElboParts, ElboScratch, Estimator, ReverseVariance, neg_elbo};
 use elbo_core::gmm::OptimalDenoiser;
 use elbo_core::rng::fill_standard_normal;
 use elbo_core::sampler::Ddpm;
-use elbo_core::{NoiseSchedule, RunError};
 use rand_core::SeedableRng;
 use rand_pcg::Pcg32;
 use serde::Serialize;
@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::ScheduleOpts;
 use super::model_arg::Source;
 use crate::data::{DataSpec, Dataset};
-use crate::error::{Error, Result, input};
+use crate::error::{Result, input};
 use crate::metrics::{median_bandwidth, mmd2};
 
 /// Arguments of `elbo eval`.
@@ -107,7 +107,7 @@ pub(super) fn bound<D: Denoiser>(
     rng: &mut Pcg32,
 ) -> Result<Bound>
 where
-    D::Error: std::fmt::Display,
+    D::Error: std::fmt::Display + 'static,
 {
     let n = x.len() / den.dim();
     let (mut xt, mut eps, mut pred) = (vec![0.0; x.len()], vec![0.0; x.len()], vec![0.0; x.len()]);
@@ -123,10 +123,7 @@ where
         ElboScratch { xt: &mut xt, eps: &mut eps, pred: &mut pred },
         ElboOutput { per_example: &mut per_example, per_step: &mut per_step },
     )
-    .map_err(|e| match e {
-        RunError::Core(c) => input(format!("eval: {c}")),
-        RunError::Model(m) => Error::Internal(anyhow::anyhow!("model: {m}")),
-    })?;
+    .map_err(super::run_error)?;
     Ok(Bound { parts, per_example, per_step })
 }
 
@@ -137,14 +134,14 @@ pub(super) fn samples<D: Denoiser>(
     rng: &mut Pcg32,
 ) -> Result<Vec<f32>>
 where
-    D::Error: std::fmt::Display,
+    D::Error: std::fmt::Display + 'static,
 {
     let mut x = vec![0.0f32; n * den.dim()];
     fill_standard_normal(rng, &mut x);
     let mut scratch = vec![0.0f32; x.len()];
     Ddpm::default()
         .sample(den, schedule, &mut x, &mut scratch, Condition::Unconditional, rng)
-        .map_err(|e| Error::Internal(anyhow::anyhow!("sampling for the MMD: {e}")))?;
+        .map_err(super::run_error)?;
     Ok(x)
 }
 

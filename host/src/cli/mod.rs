@@ -74,6 +74,26 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Maps an error of a run that called a model: bad input (from the core, or a model that
+/// reports bad input, e.g. an ONNX file whose output does not fit) keeps exit code 2.
+pub(crate) fn run_error<E: std::fmt::Display + 'static>(e: elbo_core::RunError<E>) -> crate::error::Error {
+    use crate::error::Error;
+    use elbo_core::RunError;
+    match e {
+        RunError::Core(c) => input(format!("{c}")),
+        RunError::Model(m) => {
+            let any = &m as &dyn std::any::Any;
+            match (any.downcast_ref::<Error>(), any.downcast_ref::<RunError<Error>>()) {
+                (Some(Error::Input(msg)), _) | (_, Some(RunError::Model(Error::Input(msg)))) => {
+                    input(format!("model: {msg}"))
+                }
+                (_, Some(RunError::Core(c))) => input(format!("{c}")),
+                _ => Error::Internal(anyhow::anyhow!("model: {m}")),
+            }
+        }
+    }
+}
+
 /// Schedule options shared by `train`, `eval`, `schedule` and `sample`.
 #[derive(Debug, Clone, Args)]
 pub struct ScheduleOpts {

@@ -55,9 +55,9 @@ pub struct SampleArgs {
     /// Classifier-free guidance scale gamma (1: plain conditional); needs --class.
     #[arg(long)]
     pub guidance: Option<f32>,
-    /// The class to sample.
+    /// The class to sample, or `all`: --n samples of every class (pictures get a row per class).
     #[arg(long)]
-    pub class: Option<u32>,
+    pub class: Option<String>,
     /// Clamp the predicted x_0 to [-R, R].
     #[arg(long)]
     pub clip: Option<f32>,
@@ -80,11 +80,8 @@ pub struct SampleArgs {
     pub onnx: crate::onnx::OnnxOpts,
 }
 
-fn run_err<E: std::fmt::Display>(e: RunError<E>) -> Error {
-    match e {
-        RunError::Core(c) => input(format!("sample: {c}")),
-        RunError::Model(m) => Error::Internal(anyhow::anyhow!("model: {m}")),
-    }
+fn run_err<E: std::fmt::Display + 'static>(e: RunError<E>) -> Error {
+    super::run_error(e)
 }
 
 /// Draws samples in model space, in place in `x`.
@@ -98,7 +95,7 @@ pub fn draw<D: Denoiser>(
     rng: &mut Pcg32,
 ) -> Result<()>
 where
-    D::Error: std::fmt::Display,
+    D::Error: std::fmt::Display + 'static,
 {
     let mut scratch = vec![0.0f32; x.len()];
     let t = schedule.steps();
@@ -194,16 +191,27 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     if a.guidance.is_some() && a.class.is_none() {
         return Err(input("--guidance: needs --class C"));
     }
-    let labels: Option<Vec<u32>> = match a.class {
+    let labels: Option<Vec<u32>> = match a.class.as_deref() {
         None => None,
         Some(_) if source.classes() == 0 => {
             return Err(input(format!("--class: the model {} is unconditional (it has no classes)", a.model)));
         }
-        Some(c) if c as usize >= source.classes() => {
-            return Err(input(format!("--class: {c} is outside 0..{}", source.classes())));
+        Some("all") => {
+            // n of every class, class after class; x_T is drawn anew for the larger batch.
+            let k = source.classes();
+            x = vec![0.0f32; n * k * dim];
+            fill_standard_normal(&mut rng, &mut x);
+            Some((0..k as u32).flat_map(|c| std::iter::repeat_n(c, n)).collect())
         }
-        Some(c) => Some(vec![c; n]),
+        Some(c) => match c.parse::<u32>() {
+            Ok(c) if (c as usize) < source.classes() => Some(vec![c; n]),
+            _ => {
+                return Err(input(format!("--class: expected all or a class in 0..{}, found '{c}'", source.classes())));
+            }
+        },
     };
+    let per_row = if a.class.as_deref() == Some("all") { n } else { 8 };
+    let n = x.len() / dim;
     let cond = labels.as_deref().map_or(Condition::Unconditional, Condition::Class);
     let gamma = a.guidance.unwrap_or(1.0);
     let mut guide_buf = vec![0.0f32; x.len()];
@@ -249,7 +257,7 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     if let Some(p) = &a.plot {
         let title = format!("{} samples ({})", a.sampler, a.model);
         if shape.len() == 3 {
-            crate::plot::image_grid(p, &title, &x, &shape, 8)?;
+            crate::plot::image_grid(p, &title, &x, &shape, per_row)?;
         } else if dim >= 2 {
             let data = if data_spec.is_empty() {
                 vec![]

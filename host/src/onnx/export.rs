@@ -139,3 +139,33 @@ pub fn onnx_bytes_with(model: &Trained, float_timestep: bool) -> Vec<u8> {
     };
     m.encode_to_vec()
 }
+
+/// Broken models for tests of the command line's error handling: `"wide"` outputs twice the
+/// input's width, `"nan"` outputs `(x - x) / 0`. Inputs `sample` `[N, 2]`, `timestep` `[N]` int64.
+#[doc(hidden)]
+pub fn broken_model(kind: &str) -> Vec<u8> {
+    let mut init = vec![];
+    let nodes = if kind == "wide" {
+        vec![node("Concat", &["sample", "sample"], "out_sample", &[("axis", 1)])]
+    } else {
+        init.push(tensor("zero", &[1], &[0.0]));
+        vec![node("Sub", &["sample", "sample"], "d", &[]), node("Div", &["d", "zero"], "out_sample", &[])]
+    };
+    let out_dim = if kind == "wide" { 4 } else { 2 };
+    let m = ModelProto {
+        ir_version: 8,
+        producer_name: "elbo-test".into(),
+        producer_version: String::new(),
+        doc_string: String::new(),
+        graph: Some(GraphProto {
+            node: nodes,
+            name: "broken".into(),
+            initializer: init,
+            input: vec![value_info("sample", FLOAT, &[None, Some(2)]), value_info("timestep", INT64, &[None])],
+            output: vec![value_info("out_sample", FLOAT, &[None, Some(out_dim)])],
+        }),
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+        metadata_props: vec![StringStringEntryProto { key: "elbo.prediction".into(), value: "eps".into() }],
+    };
+    m.encode_to_vec()
+}

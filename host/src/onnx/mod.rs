@@ -7,7 +7,7 @@
 //! (or `onnxruntime-gpu`) package of the system's Python.
 
 pub mod export;
-mod proto;
+pub(crate) mod proto;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -332,6 +332,14 @@ impl Denoiser for OnnxDenoiser {
                 "the model's output has {} values for {} inputs (is the output the prediction?)",
                 data.len(),
                 out.len()
+            )));
+        }
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            return Err(input(format!(
+                "the model produced a non-finite value ({}) at t = {}, example {} (a broken or mismatched model?)",
+                data[i],
+                level.t,
+                i / d.max(1)
             )));
         }
         out.copy_from_slice(data);
