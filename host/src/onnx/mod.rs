@@ -51,7 +51,7 @@ pub struct OnnxOpts {
     #[arg(long, default_value = "cpu")]
     pub ep: String,
     /// ONNX Runtime intra-op threads (default: ONNX Runtime's choice).
-    #[arg(long = "ort-threads")]
+    #[arg(long = "threads")]
     pub ort_threads: Option<usize>,
 }
 
@@ -138,6 +138,8 @@ pub struct OnnxDenoiser {
     /// The execution provider in use.
     pub provider: &'static str,
     labels: Vec<i64>,
+    /// Time spent inside `Session::run` so far (for benchmarks).
+    pub run_time: std::time::Duration,
 }
 
 fn builder(threads: Option<usize>) -> Result<ort::session::builder::SessionBuilder> {
@@ -285,6 +287,7 @@ impl OnnxDenoiser {
             normalization,
             provider,
             labels: vec![],
+            run_time: std::time::Duration::ZERO,
         })
     }
 }
@@ -324,7 +327,9 @@ impl Denoiser for OnnxDenoiser {
             }
             inputs.push((c.clone().into(), Tensor::from_array(([n], self.labels.clone())).map_err(ort_err)?.into()));
         }
+        let start = std::time::Instant::now();
         let outputs = self.session.run(inputs).map_err(ort_err)?;
+        self.run_time += start.elapsed();
         let value = outputs.get(&self.output).ok_or_else(|| ort_err("the output is missing"))?;
         let (_, data) = value.try_extract_tensor::<f32>().map_err(ort_err)?;
         if data.len() != out.len() {
