@@ -22,15 +22,9 @@ fn main() {
     let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/two-moons/model.onnx");
     let threads = std::env::var("ELBO_BENCH_THREADS").ok().and_then(|t| t.parse().ok());
     let opts = OnnxOpts {
-        input_sample: "sample".into(),
-        input_timestep: "timestep".into(),
-        input_class: "class_labels".into(),
-        output: None,
-        null_class: None,
-        prediction: None,
-        scheduler_config: None,
         ep: std::env::var("ELBO_BENCH_EP").unwrap_or_else(|_| "cpu".into()),
         ort_threads: threads,
+        ..OnnxOpts::default()
     };
     let mut den = OnnxDenoiser::open(&model, &opts).expect("the model opens (is ONNX Runtime installed? see README)");
     let s = Schedule::<1000>::new(&BetaSchedule::Linear { beta_start: 1e-4, beta_end: 0.02 }, 1000, false).unwrap();

@@ -11,17 +11,7 @@ use elbo_core::NoiseSchedule;
 use elbo_core::denoiser::{Condition, Denoiser, NoiseLevel};
 
 fn opts() -> OnnxOpts {
-    OnnxOpts {
-        input_sample: "sample".into(),
-        input_timestep: "timestep".into(),
-        input_class: "class_labels".into(),
-        output: None,
-        null_class: None,
-        prediction: None,
-        scheduler_config: None,
-        ep: "cpu".into(),
-        ort_threads: None,
-    }
+    OnnxOpts::default()
 }
 
 fn compare(model: &mut Trained, onnx: &mut OnnxDenoiser, labels: Option<&[u32]>) {

@@ -55,6 +55,23 @@ pub struct OnnxOpts {
     pub ort_threads: Option<usize>,
 }
 
+impl Default for OnnxOpts {
+    /// The command line's defaults (diffusers' names, CPU).
+    fn default() -> Self {
+        OnnxOpts {
+            input_sample: "sample".into(),
+            input_timestep: "timestep".into(),
+            input_class: "class_labels".into(),
+            output: None,
+            null_class: None,
+            prediction: None,
+            scheduler_config: None,
+            ep: "cpu".into(),
+            ort_threads: None,
+        }
+    }
+}
+
 const HOW: &str = "install it with `python3 -m pip install --target .local/onnxruntime onnxruntime==1.31.1` in the \
                    project folder (./test.sh does), or set ORT_DYLIB_PATH to libonnxruntime.so";
 

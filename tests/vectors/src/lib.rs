@@ -43,25 +43,41 @@ struct Out<'w, W: Write> {
     failures: usize,
 }
 
+/// A value written by its exact bits (f32: 8 hex digits, f64: 16).
+trait Bits: Copy + Default {
+    fn write_hex<W: Write>(self, w: &mut W);
+}
+
+impl Bits for f32 {
+    fn write_hex<W: Write>(self, w: &mut W) {
+        let _ = write!(w, " {:08x}", self.to_bits());
+    }
+}
+
+impl Bits for f64 {
+    fn write_hex<W: Write>(self, w: &mut W) {
+        let _ = write!(w, " {:016x}", self.to_bits());
+    }
+}
+
 impl<W: Write> Out<'_, W> {
-    fn f32s(&mut self, name: &str, v: &[f32]) {
+    /// Lines `V name first-index` with up to 8 values each.
+    fn values<T: Bits>(&mut self, name: &str, first: usize, v: &[T]) {
         for (k, chunk) in v.chunks(8).enumerate() {
-            let _ = write!(self.w, "V {name} {}", 8 * k);
-            for x in chunk {
-                let _ = write!(self.w, " {:08x}", x.to_bits());
+            let _ = write!(self.w, "V {name} {}", first + 8 * k);
+            for &x in chunk {
+                x.write_hex(self.w);
             }
             let _ = writeln!(self.w);
         }
     }
 
+    fn f32s(&mut self, name: &str, v: &[f32]) {
+        self.values(name, 0, v);
+    }
+
     fn f64s(&mut self, name: &str, v: &[f64]) {
-        for (k, chunk) in v.chunks(8).enumerate() {
-            let _ = write!(self.w, "V {name} {}", 8 * k);
-            for x in chunk {
-                let _ = write!(self.w, " {:016x}", x.to_bits());
-            }
-            let _ = writeln!(self.w);
-        }
+        self.values(name, 0, v);
     }
 
     fn check(&mut self, name: &str, ok: bool) {
@@ -71,43 +87,26 @@ impl<W: Write> Out<'_, W> {
         }
     }
 
-    /// Records `n` f32 values produced by `f(i)` through a fixed buffer (no allocation).
-    fn f32_fn(&mut self, name: &str, n: usize, mut f: impl FnMut(usize) -> f32) {
-        let mut buf = [0.0f32; 64];
+    /// Records `n` values produced by `f(i)` through a fixed buffer (no allocation).
+    fn values_fn<T: Bits>(&mut self, name: &str, n: usize, mut f: impl FnMut(usize) -> T) {
+        let mut buf = [T::default(); 64];
         let mut i = 0;
         while i < n {
             let m = (n - i).min(64);
             for (j, b) in buf[..m].iter_mut().enumerate() {
                 *b = f(i + j);
             }
-            for (k, chunk) in buf[..m].chunks(8).enumerate() {
-                let _ = write!(self.w, "V {name} {}", i + 8 * k);
-                for x in chunk {
-                    let _ = write!(self.w, " {:08x}", x.to_bits());
-                }
-                let _ = writeln!(self.w);
-            }
+            self.values(name, i, &buf[..m]);
             i += m;
         }
     }
 
-    fn f64_fn(&mut self, name: &str, n: usize, mut f: impl FnMut(usize) -> f64) {
-        let mut buf = [0.0f64; 64];
-        let mut i = 0;
-        while i < n {
-            let m = (n - i).min(64);
-            for (j, b) in buf[..m].iter_mut().enumerate() {
-                *b = f(i + j);
-            }
-            for (k, chunk) in buf[..m].chunks(8).enumerate() {
-                let _ = write!(self.w, "V {name} {}", i + 8 * k);
-                for x in chunk {
-                    let _ = write!(self.w, " {:016x}", x.to_bits());
-                }
-                let _ = writeln!(self.w);
-            }
-            i += m;
-        }
+    fn f32_fn(&mut self, name: &str, n: usize, f: impl FnMut(usize) -> f32) {
+        self.values_fn(name, n, f);
+    }
+
+    fn f64_fn(&mut self, name: &str, n: usize, f: impl FnMut(usize) -> f64) {
+        self.values_fn(name, n, f);
     }
 }
 
