@@ -4,6 +4,7 @@
 mod data;
 mod demo;
 mod eval;
+mod experiment;
 mod export;
 mod model_arg;
 mod sample;
@@ -38,6 +39,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Export a trained model (FILE.bin: a weight blob for no_std devices).
     Export(export::ExportArgs),
+    /// Run an experiment of the seeds and write a report (likelihood).
+    Experiment(experiment::ExperimentArgs),
     /// Print the tables of a noise schedule.
     Schedule(schedule::ScheduleArgs),
     /// The main job on built-in data: sample, evaluate the bound, write a report.
@@ -62,6 +65,7 @@ pub fn main() -> ExitCode {
         Command::Sample(a) => sample::run(&a),
         Command::Eval(a) => eval::run(&a),
         Command::Export(a) => export::run(&a),
+        Command::Experiment(a) => experiment::run(&a),
         Command::Schedule(a) => schedule::run(&a),
         Command::Demo(a) => demo::run(&a),
     };
