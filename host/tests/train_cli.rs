@@ -336,3 +336,27 @@ fn likelihood_experiment_reports_the_gaps() {
     let (g, se) = gap("continuous (VDM linear gamma)");
     assert!(g.abs() < 4.5 * se.max(1e-3), "continuous-time gap {g} +- {se}");
 }
+
+/// `experiment rb-variance` (seed 000): the Rao-Blackwellised estimator has the smaller
+/// variance at every reported timestep, at initialisation and after training.
+#[test]
+fn rb_variance_experiment_shows_the_variance_reduction() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = elbo()
+        .args(["experiment", "rb-variance", "--n", "300", "--steps", "60", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    let ratios: Vec<f64> = report
+        .lines()
+        .filter(|l| l.starts_with("| ") && l.split('|').count() == 6 && !l.contains("var RB") && !l.contains("---"))
+        .map(|l| l.split('|').nth(4).unwrap().trim().parse::<f64>().unwrap())
+        .collect();
+    assert_eq!(ratios.len(), 26, "{report}");
+    assert!(ratios.iter().all(|&r| r > 1.0), "{ratios:?}");
+    for f in ["variance.png", "mmd.png"] {
+        assert!(dir.path().join(f).is_file());
+    }
+}

@@ -15,7 +15,6 @@ use elbo_core::sampler::{Ddim, Ddpm, Spacing};
 use rand_core::SeedableRng;
 use rand_pcg::Pcg32;
 
-use super::ScheduleOpts;
 use super::eval::bound;
 use super::train::TrainCliArgs;
 use crate::data::DataSpec;
@@ -55,43 +54,16 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     }
     let start = Instant::now();
     let model_dir = a.out.join("model");
-    let schedule = ScheduleOpts {
-        schedule: "linear".into(),
-        timesteps: 1000,
-        beta_start: 1e-4,
-        beta_end: 0.02,
-        zero_terminal_snr: false,
-    };
-    let train = TrainCliArgs {
-        data: "two-moons".into(),
-        out: model_dir.clone(),
-        steps: a.steps,
-        batch: 512,
-        schedule,
-        prediction: "eps".into(),
-        loss: "simple".into(),
-        t_sampling: "uniform".into(),
-        variance: "large".into(),
-        seed: a.seed,
-        threads: a.threads,
-        resume: true,
-        n_train: 20000,
-        lr: 2e-3,
-        warmup: 100,
-        weight_decay: 0.0,
-        grad_clip: 1.0,
-        ema_decay: 0.995,
-        width: 128,
-        depth: 3,
-        embed: 32,
-        learn_variance: false,
-        conditional: false,
-        cond_dropout: 0.1,
-        normalize: "standard".into(),
-        checkpoint_every: 1000,
-        log_every: 50,
-        plot: None,
-    };
+    let steps = a.steps.to_string();
+    let seed = a.seed.to_string();
+    let mut flags = vec!["--data", "two-moons", "--steps", &steps, "--seed", &seed, "--resume", "--out"];
+    let dir = model_dir.to_string_lossy().into_owned();
+    flags.push(&dir);
+    let threads = a.threads.map(|t| t.to_string());
+    if let Some(t) = &threads {
+        flags.extend(["--threads", t]);
+    }
+    let train = TrainCliArgs::from_flags(&flags)?;
     eprintln!("training a denoiser on two-moons ({} steps; checkpoints in {})", a.steps, model_dir.display());
     super::train::run(&train)?;
     let train_secs = start.elapsed().as_secs_f64();

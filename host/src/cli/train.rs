@@ -102,6 +102,20 @@ pub struct TrainCliArgs {
     pub plot: Option<PathBuf>,
 }
 
+impl TrainCliArgs {
+    /// The command line's defaults with `args` (flags as on the command line) applied: the one
+    /// source of the defaults for programs that train (demo, experiments).
+    pub fn from_flags(args: &[&str]) -> Result<Self> {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            a: TrainCliArgs,
+        }
+        let argv = std::iter::once("elbo-train").chain(args.iter().copied());
+        <Wrapper as clap::Parser>::try_parse_from(argv).map(|w| w.a).map_err(|e| input(format!("train arguments: {e}")))
+    }
+}
+
 fn validate(a: &TrainCliArgs) -> Result<()> {
     let positive = [
         ("--steps", a.steps as f64),
@@ -167,6 +181,59 @@ fn training_data(args: &TrainArgs) -> Result<crate::data::Dataset> {
     DataSpec::parse(&args.data)?.load(args.n_train, args.seed)
 }
 
+/// A fresh run of the command line's arguments (step 0).
+pub(super) fn new_trainer(a: &TrainCliArgs) -> Result<Trainer> {
+    let schedule = a.schedule.build()?;
+    let train = TrainArgs {
+        data: a.data.clone(),
+        n_train: a.n_train,
+        steps: a.steps,
+        batch: a.batch,
+        lr: a.lr,
+        warmup: a.warmup.min(a.steps),
+        weight_decay: a.weight_decay,
+        grad_clip: a.grad_clip,
+        ema_decay: a.ema_decay,
+        loss: a.loss.clone(),
+        t_sampling: a.t_sampling.clone(),
+        variance: a.variance.clone(),
+        cond_dropout: a.cond_dropout,
+        seed: a.seed,
+        checkpoint_every: a.checkpoint_every,
+    };
+    let mut data = training_data(&train)?;
+    if a.conditional && data.classes == 0 {
+        return Err(input(format!("--conditional: the data '{}' has no class labels", a.data)));
+    }
+    let normalization =
+        if a.normalize == "none" { Normalization::identity(data.dim) } else { Normalization::fit(&data.x, data.dim) };
+    normalization.apply(&mut data.x);
+    let config = ModelConfig {
+        format: "elbo-checkpoint".into(),
+        version: 1,
+        step: 0,
+        mlp: MlpConfig {
+            dim: data.dim,
+            width: a.width,
+            depth: a.depth,
+            embed: a.embed,
+            classes: if a.conditional { data.classes } else { 0 },
+            out: if a.learn_variance { 2 * data.dim } else { data.dim },
+        },
+        prediction: a.prediction.clone(),
+        schedule: ScheduleConfig {
+            name: a.schedule.schedule.clone(),
+            timesteps: a.schedule.timesteps,
+            beta_start: a.schedule.beta_start,
+            beta_end: a.schedule.beta_end,
+            zero_terminal_snr: a.schedule.zero_terminal_snr,
+        },
+        normalization,
+        train,
+    };
+    Trainer::new(config, schedule, data)
+}
+
 fn train(a: &TrainCliArgs) -> Result<()> {
     let has_ckpt = a.out.join("config.json").exists();
     if has_ckpt && !a.resume {
@@ -191,58 +258,7 @@ fn train(a: &TrainCliArgs) -> Result<()> {
         let schedule = build_schedule(&ckpt.config.schedule)?;
         Trainer::resume(ckpt, schedule, data)?
     } else {
-        let schedule = a.schedule.build()?;
-        let train = TrainArgs {
-            data: a.data.clone(),
-            n_train: a.n_train,
-            steps: a.steps,
-            batch: a.batch,
-            lr: a.lr,
-            warmup: a.warmup.min(a.steps),
-            weight_decay: a.weight_decay,
-            grad_clip: a.grad_clip,
-            ema_decay: a.ema_decay,
-            loss: a.loss.clone(),
-            t_sampling: a.t_sampling.clone(),
-            variance: a.variance.clone(),
-            cond_dropout: a.cond_dropout,
-            seed: a.seed,
-            checkpoint_every: a.checkpoint_every,
-        };
-        let mut data = training_data(&train)?;
-        if a.conditional && data.classes == 0 {
-            return Err(input(format!("--conditional: the data '{}' has no class labels", a.data)));
-        }
-        let normalization = if a.normalize == "none" {
-            Normalization::identity(data.dim)
-        } else {
-            Normalization::fit(&data.x, data.dim)
-        };
-        normalization.apply(&mut data.x);
-        let config = ModelConfig {
-            format: "elbo-checkpoint".into(),
-            version: 1,
-            step: 0,
-            mlp: MlpConfig {
-                dim: data.dim,
-                width: a.width,
-                depth: a.depth,
-                embed: a.embed,
-                classes: if a.conditional { data.classes } else { 0 },
-                out: if a.learn_variance { 2 * data.dim } else { data.dim },
-            },
-            prediction: a.prediction.clone(),
-            schedule: ScheduleConfig {
-                name: a.schedule.schedule.clone(),
-                timesteps: a.schedule.timesteps,
-                beta_start: a.schedule.beta_start,
-                beta_end: a.schedule.beta_end,
-                zero_terminal_snr: a.schedule.zero_terminal_snr,
-            },
-            normalization,
-            train,
-        };
-        Trainer::new(config, schedule, data)?
+        new_trainer(a)?
     };
     let total = trainer.ckpt.config.train.steps;
     let bar = ProgressBar::new(total).with_position(trainer.ckpt.state.step);
