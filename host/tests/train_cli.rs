@@ -360,3 +360,13 @@ fn rb_variance_experiment_shows_the_variance_reduction() {
         assert!(dir.path().join(f).is_file());
     }
 }
+
+/// `experiment invariance` (seed 002 eq. 12): the weighted losses agree across schedule shapes.
+#[test]
+fn invariance_experiment_agrees_across_schedules() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = elbo().args(["experiment", "invariance", "--n", "8000", "--out"]).arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    assert!(report.contains("Every weighting gives the same loss"), "{report}");
+}
