@@ -396,6 +396,9 @@ fn rb_variance(a: &ExperimentArgs) -> Result<()> {
     Ok(())
 }
 
+/// Mean, its standard error, and the sample variance of an estimate.
+type Stat = (f64, f64, f64);
+
 fn invariance(a: &ExperimentArgs) -> Result<()> {
     use elbo_core::schedule::CosineLogSnr;
     use elbo_core::weighting::Weighting;
@@ -415,7 +418,7 @@ fn invariance(a: &ExperimentArgs) -> Result<()> {
     let weightings: Vec<Weighting> =
         Weighting::NAMES.iter().filter_map(|n| Weighting::from_name(n, None).ok()).collect();
     // One draw (t ~ U(0, 1), eps) per example and schedule, shared by all weightings.
-    let rows = mixture.with_core(|g| -> Result<Vec<(String, [(f64, f64, f64); 2])>> {
+    let rows = mixture.with_core(|g| -> Result<Vec<(String, [Stat; 2])>> {
         let mut den = OptimalDenoiser::new(*g);
         let mut per: Vec<[Vec<f64>; 2]> = vec![[vec![], vec![]]; weightings.len()];
         for (si, (_, sched)) in schedules.iter().enumerate() {
