@@ -60,6 +60,38 @@ pub fn run(a: &ExperimentArgs) -> Result<()> {
     }
 }
 
+/// Writes `report.md` into the output folder (atomically), shows it, and prints its path.
+fn write_report(a: &ExperimentArgs, md: &str) -> Result<()> {
+    write_atomic(&a.out.join("report.md"), md.as_bytes())?;
+    eprintln!("{md}");
+    println!("{}", a.out.join("report.md").display());
+    Ok(())
+}
+
+/// Noises one example at log-SNR `lambda` (`z = a x + s eps`), denoises it with the exact
+/// denoiser and returns `||eps_hat - eps||^2`.
+fn noisy_eps_error(
+    den: &mut OptimalDenoiser<'_>,
+    x: &[f32],
+    lambda: f64,
+    rng: &mut Pcg32,
+    x0_hat: &mut [f32],
+) -> Result<f64> {
+    let sig = |l: f64| 1.0 / (1.0 + (-l).exp());
+    let (al, sl) = (sig(lambda).sqrt(), sig(-lambda).sqrt());
+    let eps: Vec<f64> = x.iter().map(|_| f64::from(standard_normal(rng))).collect();
+    let z: Vec<f32> = x.iter().zip(&eps).map(|(&xv, e)| (al * f64::from(xv) + sl * e) as f32).collect();
+    let level =
+        NoiseLevel { t: 1, steps: 1, log_snr: lambda as f32, sqrt_abar: al as f32, sqrt_one_minus_abar: sl as f32 };
+    den.predict(&z, level, Condition::Unconditional, x0_hat).map_err(|e| input(format!("{e}")))?;
+    // eps_hat = (z - a x0_hat) / s
+    Ok(z.iter()
+        .zip(x0_hat.iter())
+        .zip(&eps)
+        .map(|((&zv, &h), e)| ((f64::from(zv) - al * f64::from(h)) / sl - e).powi(2))
+        .sum())
+}
+
 fn mean_se(v: &[f64]) -> (f64, f64) {
     let n = v.len() as f64;
     let m = v.iter().sum::<f64>() / n;
@@ -85,19 +117,7 @@ fn continuous_term(g: &GaussianMixture<'_>, sched: &LinearGamma, x: &[f32], rng:
     let mut diffusion = 0.0;
     for k in 0..CONTINUOUS_T {
         let t = (k as f64 + u0) / CONTINUOUS_T as f64;
-        let lambda = sched.log_snr(t);
-        let (a, s) = (sig(lambda).sqrt(), sig(-lambda).sqrt());
-        let z: Vec<f32> =
-            x.iter().map(|&xv| (a * f64::from(xv) + s * f64::from(standard_normal(rng))) as f32).collect();
-        let level =
-            NoiseLevel { t: 1, steps: 1, log_snr: lambda as f32, sqrt_abar: a as f32, sqrt_one_minus_abar: s as f32 };
-        if den.predict(&z, level, Condition::Unconditional, &mut x0_hat).is_err() {
-            return f64::NAN;
-        }
-        // ||eps - eps_hat||^2 = SNR ||x - x0_hat||^2
-        let sq: f64 = x.iter().zip(&x0_hat).map(|(&xv, &h)| (f64::from(xv) - f64::from(h)).powi(2)).sum::<f64>()
-            * (a * a)
-            / (s * s);
+        let Ok(sq) = noisy_eps_error(&mut den, x, sched.log_snr(t), rng, &mut x0_hat) else { return f64::NAN };
         diffusion += 0.5 * (-sched.dlog_snr_dt(t)) * sq / CONTINUOUS_T as f64;
     }
     let (a0, s0) = (sig(l_max).sqrt(), sig(-l_max).sqrt());
@@ -228,10 +248,7 @@ fn likelihood(a: &ExperimentArgs) -> Result<()> {
         &pts,
         false,
     )?;
-    write_atomic(&a.out.join("report.md"), md.as_bytes())?;
-    eprintln!("{md}");
-    println!("{}", a.out.join("report.md").display());
-    Ok(())
+    write_report(a, &md)
 }
 
 /// Per timestep: the variance over draws of (x_0, x_t[, x_{t-1}]) of the single-sample RB and MC
@@ -390,10 +407,7 @@ fn rb_variance(a: &ExperimentArgs) -> Result<()> {
         &mmd_rb,
         true,
     )?;
-    write_atomic(&a.out.join("report.md"), report.as_bytes())?;
-    eprintln!("{report}");
-    println!("{}", a.out.join("report.md").display());
-    Ok(())
+    write_report(a, &report)
 }
 
 /// Mean, its standard error, and the sample variance of an estimate.
@@ -427,25 +441,7 @@ fn invariance(a: &ExperimentArgs) -> Result<()> {
             for x in data.x.chunks_exact(dim) {
                 let t = uniform_f64(&mut rng);
                 let lambda = sched.log_snr(t);
-                let sig = |l: f64| 1.0 / (1.0 + (-l).exp());
-                let (al, sl) = (sig(lambda).sqrt(), sig(-lambda).sqrt());
-                let eps: Vec<f64> = (0..dim).map(|_| f64::from(standard_normal(&mut rng))).collect();
-                let z: Vec<f32> = x.iter().zip(&eps).map(|(&xv, e)| (al * f64::from(xv) + sl * e) as f32).collect();
-                let level = NoiseLevel {
-                    t: 1,
-                    steps: 1,
-                    log_snr: lambda as f32,
-                    sqrt_abar: al as f32,
-                    sqrt_one_minus_abar: sl as f32,
-                };
-                den.predict(&z, level, Condition::Unconditional, &mut x0_hat).map_err(|e| input(format!("{e}")))?;
-                // eps_hat = (z - a x0_hat) / s
-                let sq: f64 = z
-                    .iter()
-                    .zip(&x0_hat)
-                    .zip(&eps)
-                    .map(|((&zv, &h), e)| ((f64::from(zv) - al * f64::from(h)) / sl - e).powi(2))
-                    .sum();
+                let sq = noisy_eps_error(&mut den, x, lambda, &mut rng, &mut x0_hat)?;
                 for (wi, w) in weightings.iter().enumerate() {
                     per[wi][si].push(w.loss_term(lambda, sched.dlog_snr_dt(t), sq, 1.0));
                 }
@@ -493,8 +489,5 @@ fn invariance(a: &ExperimentArgs) -> Result<()> {
             "Some weighting differs between the schedules by more than 4.5 standard errors: the claim does not hold here."
         }
     );
-    write_atomic(&a.out.join("report.md"), md.as_bytes())?;
-    eprintln!("{md}");
-    println!("{}", a.out.join("report.md").display());
-    Ok(())
+    write_report(a, &md)
 }
