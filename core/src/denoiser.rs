@@ -118,3 +118,16 @@ pub trait Classifier {
         None
     }
 }
+
+impl<C: Classifier + ?Sized> Classifier for &mut C {
+    type Error = C::Error;
+    fn grad_log_prob(
+        &mut self,
+        x: &[f32],
+        level: NoiseLevel,
+        labels: &[u32],
+        out: &mut [f32],
+    ) -> Result<(), Self::Error> {
+        (**self).grad_log_prob(x, level, labels, out)
+    }
+}

@@ -16,7 +16,7 @@ use rand_core::Rng;
 use crate::denoiser::{Condition, Denoiser, NoiseLevel};
 use crate::error::{Error, Result, RunError, check_len};
 use crate::forward::q_sample_rng;
-use crate::gaussian::{discretized_log_likelihood, kl, log_density, prior_kl};
+use crate::gaussian::{LN_2PI, discretized_log_likelihood, kl, log_density, prior_kl};
 use crate::param::{Prediction, from_x0_eps, to_x0_eps};
 use crate::rng::standard_normal;
 use crate::schedule::{Marginal, NoiseSchedule, Step};
@@ -250,6 +250,27 @@ pub fn decoder_nll(
 pub fn prior_term(last: &Marginal, x0: &[f32]) -> f64 {
     let abar = libm::exp(last.log_abar);
     x0.iter().map(|&x| prior_kl(f64::from(x), abar)).sum()
+}
+
+/// Continuous time (VDM; seed 002 eqs. 8-10): the diffusion loss of one draw of `t` and `eps`,
+/// `1/2 (-d lambda / dt) ||eps - eps_hat||^2`, given `sq_err = ||eps - eps_hat||^2` (seed 002
+/// eq. 10 with `w = 1`; its expectation over `t ~ U(0, 1)` is `L_infinity`).
+pub fn continuous_diffusion_term(dlog_snr_dt: f64, sq_err: f64) -> f64 {
+    0.5 * (-dlog_snr_dt) * sq_err
+}
+
+/// Continuous time: the prior term `KL(q(z_1 | x) || N(0, I))` at `lambda_min = lambda(1)`
+/// (`abar_1 = sigmoid(lambda_min)`, seed 004 eq. 113).
+pub fn continuous_prior_term(x: &[f32], lambda_min: f64) -> f64 {
+    let abar = 1.0 / (1.0 + libm::exp(-lambda_min));
+    x.iter().map(|&v| prior_kl(f64::from(v), abar)).sum()
+}
+
+/// Continuous time: the Gaussian decoder `p(x | z_0) = N(z_0 / alpha_0, sigma_0^2 / alpha_0^2)`
+/// at `lambda_max = lambda(0)`, its expectation over `z_0 ~ q(z_0 | x)` in closed form
+/// (`z_0 / alpha_0 - x` has variance `exp(-lambda_max)`): `D/2 (ln 2 pi + 1 - lambda_max)`.
+pub fn continuous_decoder_term(dim: usize, lambda_max: f64) -> f64 {
+    0.5 * dim as f64 * (LN_2PI + 1.0 - lambda_max)
 }
 
 /// How the per-step KL terms are estimated.

@@ -88,6 +88,20 @@ impl<'a> GaussianMixture<'a> {
         max + libm::log(sum)
     }
 
+    /// The Bayes classifier at a clean point: the component of largest posterior
+    /// probability `w_k N(x; mu_k, diag(s_k^2))` (the reference classifier of guidance experiments).
+    pub fn classify(&self, x: &[f32]) -> Result<usize> {
+        check_len(x.len(), self.dim)?;
+        let mut best = (0, f64::NEG_INFINITY);
+        for k in 0..self.components() {
+            let l = self.component_log_joint(k, x, 1.0, 0.0);
+            if l > best.1 {
+                best = (k, l);
+            }
+        }
+        Ok(best.0)
+    }
+
     /// The exact log-density of one example `x` (length `D`) under the mixture.
     pub fn log_density(&self, x: &[f32]) -> Result<f64> {
         self.noisy_log_density(x, 1.0, 0.0)

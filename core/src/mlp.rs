@@ -35,12 +35,17 @@ const LN_10000: f32 = 9.210_340_5;
 /// improved-diffusion's sinusoidal `timestep_embedding` of the 0-based timestep `t - 1`:
 /// `out[k] = cos((t - 1) f_k)`, `out[E/2 + k] = sin((t - 1) f_k)`, `f_k = exp(-ln(10000) k / (E/2))`.
 pub fn timestep_embedding(t: usize, out: &mut [f32]) {
+    time_embedding(t.saturating_sub(1) as f32, out);
+}
+
+/// The same embedding of a real time `tau` (continuous-time models embed `tau = 1000 t`,
+/// `t` in `[0, 1]`): `out[k] = cos(tau f_k)`, `out[E/2 + k] = sin(tau f_k)`.
+pub fn time_embedding(tau: f32, out: &mut [f32]) {
     let half = out.len() / 2;
-    let step = (t.saturating_sub(1)) as f32;
     for k in 0..half {
         let f = embedding_frequency(k, half);
-        out[k] = libm::cosf(step * f);
-        out[half + k] = libm::sinf(step * f);
+        out[k] = libm::cosf(tau * f);
+        out[half + k] = libm::sinf(tau * f);
     }
 }
 

@@ -35,6 +35,32 @@ pub struct ScheduleConfig {
     pub beta_end: f64,
     /// Rescaled to zero terminal SNR.
     pub zero_terminal_snr: bool,
+    /// Continuous-time schedules (`vdm`, `cosine-logsnr`, `learned`): the log-SNR end points
+    /// `[lambda(0), lambda(1)]` (the initial ones of `learned`, whose parameters are weights);
+    /// `timesteps` is then the default discretisation for sampling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_snr_range: Option<[f64; 2]>,
+}
+
+impl ScheduleConfig {
+    /// Whether the model is a continuous-time one.
+    pub fn is_continuous(&self) -> bool {
+        crate::continuous::is_continuous(&self.name)
+    }
+}
+
+/// Names, shapes and offsets of every tensor of a model's flat parameter vector, and its
+/// length: the network's (see [`Mlp::tensors`]), then `schedule.params` of a learned schedule
+/// (see [`crate::continuous::LearnedGamma`]).
+pub fn tensors(config: &ModelConfig) -> (Vec<(String, Vec<usize>, usize)>, usize) {
+    let mlp = Mlp::new(config.mlp.clone());
+    let mut v = mlp.tensors();
+    let mut n = mlp.n_params();
+    if config.schedule.name == "learned" {
+        v.push(("schedule.params".into(), vec![crate::continuous::N_PARAMS], n));
+        n += crate::continuous::N_PARAMS;
+    }
+    (v, n)
 }
 
 /// The training arguments, stored so that `--resume` continues the same run.
@@ -146,10 +172,9 @@ impl Checkpoint {
     /// Writes the four files atomically (state and optimizer first, `config.json` last).
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let mlp = Mlp::new(self.config.mlp.clone());
         let step = self.config.step;
         let mut model = Vec::new();
-        for (name, shape, off) in mlp.tensors() {
+        for (name, shape, off) in tensors(&self.config).0 {
             let n: usize = shape.iter().product();
             model.push((name.clone(), shape.clone(), bytes(&self.ema[off..off + n])));
             model.push((format!("raw.{name}"), shape, bytes(&self.params[off..off + n])));
@@ -177,13 +202,13 @@ impl Checkpoint {
         if config.format != "elbo-checkpoint" || config.version != 1 {
             return Err(bad("config.json: not an elbo checkpoint (format elbo-checkpoint, version 1)"));
         }
-        let mlp = Mlp::new(config.mlp.clone());
+        let (layout, n_params) = tensors(&config);
         let model_bytes = read("model.safetensors")?;
         let st = SafeTensors::deserialize(&model_bytes)
             .map_err(|e| bad(&format!("model.safetensors: corrupt or truncated ({e})")))?;
         check_step(&model_bytes, config.step).map_err(|e| bad(&format!("model.safetensors: {e}")))?;
-        let (mut params, mut ema) = (vec![0.0f32; mlp.n_params()], vec![0.0f32; mlp.n_params()]);
-        for (name, shape, off) in mlp.tensors() {
+        let (mut params, mut ema) = (vec![0.0f32; n_params], vec![0.0f32; n_params]);
+        for (name, shape, off) in layout {
             for (prefix, dst) in [("", &mut ema), ("raw.", &mut params)] {
                 let t = st
                     .tensor(&format!("{prefix}{name}"))
@@ -213,7 +238,7 @@ impl Checkpoint {
             for (name, dst) in [("adam.m", &mut adam_m), ("adam.v", &mut adam_v)] {
                 let t = os.tensor(name).map_err(|_| bad(&format!("optimizer.safetensors: missing {name}")))?;
                 *dst = floats(t.data());
-                if dst.len() != mlp.n_params() {
+                if dst.len() != n_params {
                     return Err(bad(&format!("optimizer.safetensors: {name} has the wrong length")));
                 }
             }

@@ -6,12 +6,15 @@
 //!
 //! - [`cli`]: one module per subcommand, and the validated options they share;
 //! - [`data`]: the built-in data sets and Gaussian mixtures;
+//! - [`nn`], [`train`], [`checkpoint`], [`model`]: the network, its training and its files;
+//! - [`continuous`]: continuous-time (VDM) schedules, the learned one included;
 //! - [`metrics`]: sample quality (MMD);
 //! - [`io`]: atomic file writes;
 //! - [`error`]: bad input (exit code 2) versus internal failures (exit code 1).
 
 pub mod checkpoint;
 pub mod cli;
+pub mod continuous;
 pub mod data;
 pub mod error;
 pub mod io;

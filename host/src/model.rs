@@ -7,9 +7,10 @@ use elbo_core::denoiser::{Condition, Denoiser, NoiseLevel};
 use elbo_core::{BetaSchedule, Prediction};
 
 use crate::checkpoint::{Checkpoint, ModelConfig, ScheduleConfig};
+use crate::continuous::Continuous;
 use crate::data::Normalization;
 use crate::error::{Result, flag, input};
-use crate::nn::Mlp;
+use crate::nn::{Mlp, continuous_tau, discrete_tau};
 use crate::{HostSchedule, error};
 
 /// A trained MLP denoiser.
@@ -25,7 +26,7 @@ pub struct Trained {
     pub normalization: Normalization,
     /// The full configuration.
     pub config: ModelConfig,
-    t_buf: Vec<usize>,
+    t_buf: Vec<f32>,
     label_buf: Vec<u32>,
     /// Raw outputs (mean and variance channels) of a learned-variance model.
     raw: Vec<f32>,
@@ -33,8 +34,28 @@ pub struct Trained {
     var: Vec<f32>,
 }
 
-/// Builds the schedule a model was trained with.
+/// Builds the schedule a model was trained with (a continuous-time one discretised to its
+/// `timesteps`; `learned` needs the model's weights: [`Trained::schedule`]).
 pub fn build_schedule(s: &ScheduleConfig) -> Result<Box<HostSchedule>> {
+    build_schedule_with(s, &[])
+}
+
+/// The continuous-time schedule of a configuration (`params`: the learned one's).
+pub fn continuous_schedule(s: &ScheduleConfig, params: &[f32]) -> Result<Continuous> {
+    let [hi, lo] = s.log_snr_range.ok_or_else(|| input("config.json schedule: log_snr_range is missing"))?;
+    Continuous::new(&s.name, hi, lo, params)
+}
+
+/// A continuous-time schedule's table at `steps` steps (a frame of its own: the table is large).
+#[inline(never)]
+pub fn discretise(c: &Continuous, steps: usize) -> Result<Box<HostSchedule>> {
+    Ok(Box::new(HostSchedule::from_log_snr(c, steps).map_err(|e| flag("schedule", e))?))
+}
+
+fn build_schedule_with(s: &ScheduleConfig, params: &[f32]) -> Result<Box<HostSchedule>> {
+    if s.is_continuous() {
+        return discretise(&continuous_schedule(s, params)?, s.timesteps);
+    }
     let kind = BetaSchedule::from_name(&s.name, s.beta_start, s.beta_end).map_err(|e| flag("schedule", e))?;
     Ok(Box::new(HostSchedule::new(&kind, s.timesteps, s.zero_terminal_snr).map_err(|e| flag("schedule", e))?))
 }
@@ -42,9 +63,12 @@ pub fn build_schedule(s: &ScheduleConfig) -> Result<Box<HostSchedule>> {
 impl Trained {
     /// Wraps a network and weights.
     pub fn new(config: ModelConfig, params: Vec<f32>) -> Result<Self> {
+        if config.prediction == crate::train::CLASS_LOGITS {
+            return Err(input("config.json: this checkpoint is a classifier (give it as --classifier)"));
+        }
         let prediction = Prediction::from_name(&config.prediction).map_err(|e| flag("config.json prediction", e))?;
         let mlp = Mlp::new(config.mlp.clone());
-        if params.len() != mlp.n_params() {
+        if params.len() != crate::checkpoint::tensors(&config).1 {
             return Err(input("config.json: the weights do not fit the architecture"));
         }
         Ok(Trained {
@@ -71,9 +95,85 @@ impl Trained {
         self.mlp.config().out == 2 * self.mlp.config().dim
     }
 
-    /// The schedule of the model.
+    /// The schedule of the model (a continuous-time one discretised to its `timesteps`).
     pub fn schedule(&self) -> Result<Box<HostSchedule>> {
-        build_schedule(&self.config.schedule)
+        build_schedule_with(&self.config.schedule, self.schedule_params())
+    }
+
+    /// The weights of a learned schedule (empty otherwise).
+    fn schedule_params(&self) -> &[f32] {
+        &self.params[self.mlp.n_params()..]
+    }
+
+    /// The continuous-time schedule of a continuous-time model.
+    pub fn continuous(&self) -> Option<Result<Continuous>> {
+        self.config.schedule.is_continuous().then(|| continuous_schedule(&self.config.schedule, self.schedule_params()))
+    }
+}
+
+/// A trained noise-conditional classifier (`elbo train-classifier`): `grad_x log p(y | x_t)`
+/// for classifier guidance (seed 004 eq. 166), on the normalised data of its training.
+#[derive(Debug, Clone)]
+pub struct TrainedClassifier {
+    mlp: Mlp,
+    params: Vec<f32>,
+    /// The full configuration.
+    pub config: ModelConfig,
+    t_buf: Vec<f32>,
+}
+
+impl TrainedClassifier {
+    /// Loads a checkpoint directory written by `elbo train-classifier` (EMA weights).
+    pub fn load(dir: &Path) -> Result<Self> {
+        let c = Checkpoint::load(dir, false)?;
+        if c.config.prediction != crate::train::CLASS_LOGITS {
+            return Err(input(format!("{}: not a classifier (train one with elbo train-classifier)", dir.display())));
+        }
+        let mlp = Mlp::new(c.config.mlp.clone());
+        Ok(TrainedClassifier { mlp, params: c.ema, config: c.config, t_buf: vec![] })
+    }
+
+    /// The number of classes (the network's outputs are their logits).
+    pub fn n_classes(&self) -> usize {
+        self.mlp.config().out
+    }
+
+    /// The logits of a batch at timestep `t` (`rows x classes`).
+    pub fn logits(&mut self, x: &[f32], t: usize) -> Vec<f32> {
+        let n = x.len() / self.mlp.config().dim;
+        self.t_buf.clear();
+        self.t_buf.resize(n, discrete_tau(t));
+        let mut out = vec![0.0f32; n * self.n_classes()];
+        self.mlp.forward(&self.params, x, &self.t_buf, None, &mut out);
+        out
+    }
+}
+
+impl elbo_core::denoiser::Classifier for TrainedClassifier {
+    type Error = error::Error;
+
+    fn grad_log_prob(&mut self, x: &[f32], level: NoiseLevel, labels: &[u32], out: &mut [f32]) -> Result<()> {
+        let n = x.len() / self.mlp.config().dim;
+        let c = self.n_classes();
+        if labels.len() != n || labels.iter().any(|&l| l as usize >= c) {
+            return Err(input(format!("classifier: expected {n} labels below {c}")));
+        }
+        self.t_buf.clear();
+        self.t_buf.resize(n, discrete_tau(level.t));
+        let g = self.mlp.loss_and_grads(&self.params, x, &self.t_buf, None, true, |r0, logits, g| {
+            let mut sum = 0.0;
+            for (j, (lc, gc)) in logits.chunks_exact(c).zip(g.chunks_exact_mut(c)).enumerate() {
+                sum += crate::train::log_softmax_grad(lc, labels[r0 + j] as usize, gc);
+            }
+            sum
+        });
+        match g.input {
+            Some(dx) if dx.len() == out.len() => {
+                out.copy_from_slice(&dx);
+                Ok(())
+            }
+            _ => Err(input(format!("classifier: expected {} outputs", x.len()))),
+        }
     }
 }
 
@@ -95,7 +195,13 @@ impl Denoiser for Trained {
     fn predict(&mut self, x: &[f32], level: NoiseLevel, cond: Condition<'_>, out: &mut [f32]) -> Result<()> {
         let n = x.len() / self.dim();
         self.t_buf.clear();
-        self.t_buf.resize(n, level.t);
+        // Continuous-time models read t = t_i / T of the discretisation they are sampled on.
+        let tau = if self.config.schedule.is_continuous() {
+            continuous_tau(level.t as f64 / level.steps as f64)
+        } else {
+            discrete_tau(level.t)
+        };
+        self.t_buf.resize(n, tau);
         let labels = match (cond, self.classes()) {
             (_, 0) => None,
             (Condition::Unconditional, c) => {

@@ -1,7 +1,9 @@
 //! The denoiser network: an MLP on `[x, emb(t) (+ emb(class))]` with SiLU activations.
 //!
-//! - Time embedding: improved-diffusion's sinusoidal embedding of the 0-based timestep
-//!   ([`elbo_core::mlp::timestep_embedding`], shared with the device network).
+//! - Time embedding: improved-diffusion's sinusoidal embedding of a time `tau`
+//!   ([`elbo_core::mlp::time_embedding`], shared with the device network): the 0-based timestep
+//!   `t - 1` of discrete models ([`discrete_tau`]), `1000 t` of continuous-time ones
+//!   ([`continuous_tau`]).
 //! - Class conditioning: a learned table of `classes + 1` rows (the last is the null class of
 //!   classifier-free guidance) added to the time embedding.
 //! - Parameters live in one flat `Vec<f32>` (the optimizer, EMA and checkpoints see one vector);
@@ -57,8 +59,8 @@ pub struct Mlp {
 pub struct Batch<'a> {
     /// `rows x D` inputs.
     pub x: &'a [f32],
-    /// 1-based timesteps.
-    pub t: &'a [usize],
+    /// Embedding times `tau`.
+    pub t: &'a [f32],
     /// Class labels (`classes` is the null class); `None` for unconditional models.
     pub labels: Option<&'a [u32]>,
 }
@@ -131,7 +133,7 @@ impl Mlp {
         for (r, mut row) in h.axis_iter_mut(Axis(0)).enumerate() {
             let row = row.as_slice_mut().expect("standard layout");
             row[..d].copy_from_slice(&b.x[r * d..(r + 1) * d]);
-            elbo_core::mlp::timestep_embedding(b.t[r], &mut row[d..d + e]);
+            elbo_core::mlp::time_embedding(b.t[r], &mut row[d..d + e]);
             if let (Some(o), Some(labels)) = (self.class_table, b.labels) {
                 let c = labels[r] as usize;
                 for (v, &p) in row[d..d + e].iter_mut().zip(&params[o + c * e..o + (c + 1) * e]) {
@@ -172,7 +174,7 @@ impl Mlp {
 
     /// Forward pass of `rows` examples (`x` is `rows x D`), in parallel over chunks; writes
     /// `rows x out` into `out`.
-    pub fn forward(&self, params: &[f32], x: &[f32], t: &[usize], labels: Option<&[u32]>, out: &mut [f32]) {
+    pub fn forward(&self, params: &[f32], x: &[f32], t: &[f32], labels: Option<&[u32]>, out: &mut [f32]) {
         let (d, o) = (self.cfg.dim, self.cfg.out);
         out.par_chunks_mut(CHUNK * o).enumerate().for_each(|(c, out_chunk)| {
             let r0 = c * CHUNK;
@@ -195,16 +197,34 @@ impl Mlp {
         &self,
         params: &[f32],
         x: &[f32],
-        t: &[usize],
+        t: &[f32],
         labels: Option<&[u32]>,
         loss_grad: F,
     ) -> (f64, Vec<f32>)
     where
         F: Fn(usize, &[f32], &mut [f32]) -> f64 + Sync,
     {
+        let g = self.loss_and_grads(params, x, t, labels, false, loss_grad);
+        (g.loss, g.params)
+    }
+
+    /// [`loss_and_grad`](Self::loss_and_grad), with the gradient with respect to the inputs `x`
+    /// too when `want_input` (for classifier guidance, learned schedules and VAEs).
+    pub fn loss_and_grads<F>(
+        &self,
+        params: &[f32],
+        x: &[f32],
+        t: &[f32],
+        labels: Option<&[u32]>,
+        want_input: bool,
+        loss_grad: F,
+    ) -> Grads
+    where
+        F: Fn(usize, &[f32], &mut [f32]) -> f64 + Sync,
+    {
         let (d, o) = (self.cfg.dim, self.cfg.out);
         let n = t.len();
-        let chunks: Vec<(f64, Vec<f32>)> = (0..n.div_ceil(CHUNK))
+        let chunks: Vec<(f64, Vec<f32>, Option<Array2<f32>>)> = (0..n.div_ceil(CHUNK))
             .into_par_iter()
             .map(|c| {
                 let r0 = c * CHUNK;
@@ -218,18 +238,23 @@ impl Mlp {
                 let mut dy = Array2::<f32>::zeros((rows, o));
                 let loss =
                     loss_grad(r0, y.as_slice().expect("standard layout"), dy.as_slice_mut().expect("standard layout"));
-                (loss, self.backward_chunk(params, &b, dy, &inputs, &pre))
+                let (g, dx) = self.backward_chunk(params, &b, dy, &inputs, &pre, want_input);
+                (loss, g, dx)
             })
             .collect();
         let mut grad = vec![0.0f32; self.n_params];
         let mut loss = 0.0;
-        for (l, g) in chunks {
+        let mut input = want_input.then(|| Vec::with_capacity(n * d));
+        for (l, g, dx) in chunks {
             loss += l;
             for (a, b) in grad.iter_mut().zip(&g) {
                 *a += b;
             }
+            if let (Some(v), Some(dx)) = (&mut input, dx) {
+                v.extend(dx.slice(s![.., ..d]).iter());
+            }
         }
-        (loss, grad)
+        Grads { loss, params: grad, input }
     }
 
     fn backward_chunk(
@@ -239,7 +264,8 @@ impl Mlp {
         mut dy: Array2<f32>,
         inputs: &[Array2<f32>],
         pre: &[Array2<f32>],
-    ) -> Vec<f32> {
+        want_input: bool,
+    ) -> (Vec<f32>, Option<Array2<f32>>) {
         let mut g = vec![0.0f32; self.n_params];
         for i in (0..self.layers.len()).rev() {
             let l = &self.layers[i];
@@ -251,7 +277,7 @@ impl Mlp {
             g[l.w..l.w + l.n_in * l.n_out].copy_from_slice(dw.as_slice().expect("standard layout"));
             let db = dy.sum_axis(Axis(0));
             g[l.b..l.b + l.n_out].copy_from_slice(db.as_slice().expect("standard layout"));
-            if i > 0 || self.class_table.is_some() {
+            if i > 0 || self.class_table.is_some() || want_input {
                 dy = dy.dot(&self.weight(params, l).t());
             }
         }
@@ -265,8 +291,28 @@ impl Mlp {
                 }
             }
         }
-        g
+        (g, want_input.then_some(dy))
     }
+}
+
+/// The result of [`Mlp::loss_and_grads`].
+pub struct Grads {
+    /// The summed loss.
+    pub loss: f64,
+    /// `d loss / d params`.
+    pub params: Vec<f32>,
+    /// `d loss / d x` (`rows x D`), if asked for.
+    pub input: Option<Vec<f32>>,
+}
+
+/// The embedding time of the 1-based timestep `t` of a discrete model: `t - 1`.
+pub fn discrete_tau(t: usize) -> f32 {
+    t.saturating_sub(1) as f32
+}
+
+/// The embedding time of `t` in `[0, 1]` of a continuous-time model: `1000 t`.
+pub fn continuous_tau(t: f64) -> f32 {
+    (1000.0 * t) as f32
 }
 
 use elbo_core::mlp::silu;
@@ -301,7 +347,7 @@ mod tests {
             let mut rng = rand_pcg::Pcg32::seed_from_u64(1);
             let p = m.init(&mut rng);
             let x = [0.3f32, -0.5, 1.2, 0.7, -0.1, 0.4];
-            let t = [1usize, 500, 999];
+            let t = [0.0f32, 499.0, 998.0];
             let labels = [0u32, 3, 2];
             let lab = (classes > 0).then_some(&labels[..]);
             let target = [0.1f32, 0.2, -0.3, 0.4, 0.5, -0.6];
@@ -328,6 +374,35 @@ mod tests {
         }
     }
 
+    /// The input gradient against central finite differences in `x` (f32 forward passes).
+    #[test]
+    fn input_gradient_matches_finite_differences() {
+        for classes in [0, 3] {
+            let m = net(classes);
+            let p = m.init(&mut rand_pcg::Pcg32::seed_from_u64(3));
+            let x = [0.3f32, -0.5, 1.2, 0.7, -0.1, 0.4];
+            let t = [0.0f32, 499.0, 998.0];
+            let labels = [0u32, 3, 2];
+            let lab = (classes > 0).then_some(&labels[..]);
+            let w = [0.7f32, -1.1, 0.4, 0.9, -0.3, 1.5];
+            let lg = |r0: usize, y: &[f32], g: &mut [f32]| {
+                g.copy_from_slice(&w[r0 * 2..r0 * 2 + y.len()]);
+                y.iter().zip(g.iter()).map(|(a, b)| f64::from(a * b)).sum()
+            };
+            let dx = m.loss_and_grads(&p, &x, &t, lab, true, lg).input.unwrap();
+            for k in 0..x.len() {
+                let h = 1e-2f32;
+                let (mut xp, mut xm) = (x, x);
+                xp[k] += h;
+                xm[k] -= h;
+                let fd = (m.loss_and_grad(&p, &xp, &t, lab, lg).0 - m.loss_and_grad(&p, &xm, &t, lab, lg).0)
+                    / (2.0 * f64::from(h));
+                let an = f64::from(dx[k]);
+                assert!((fd - an).abs() <= 1e-2 * an.abs().max(fd.abs()).max(1e-2), "x[{k}]: {an} vs {fd}");
+            }
+        }
+    }
+
     /// The same results with 1 and 3 threads, bit for bit.
     #[test]
     fn results_do_not_depend_on_threads() {
@@ -335,7 +410,7 @@ mod tests {
         let p = m.init(&mut rand_pcg::Pcg32::seed_from_u64(2));
         let n = 300;
         let x: Vec<f32> = (0..2 * n).map(|i| (i as f32 * 0.37).sin()).collect();
-        let t: Vec<usize> = (0..n).map(|i| 1 + (i * 7) % 1000).collect();
+        let t: Vec<f32> = (0..n).map(|i| ((i * 7) % 1000) as f32).collect();
         let lg = |_: usize, y: &[f32], g: &mut [f32]| {
             g.copy_from_slice(y);
             y.iter().map(|v| f64::from(v * v)).sum()

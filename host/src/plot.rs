@@ -85,29 +85,67 @@ pub fn curve(
     points: &[(f64, f64)],
     log_y: bool,
 ) -> anyhow::Result<()> {
-    let pts: Vec<(f64, f64)> =
-        points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite() && (!log_y || *y > 0.0)).collect();
-    if pts.is_empty() {
+    curves(path, title, x_label, y_label, &[("", points.to_vec())], log_y)
+}
+
+/// Several labelled line plots on one chart (log y if `log_y`; a legend if any label is
+/// non-empty).
+pub fn curves(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[(&str, Vec<(f64, f64)>)],
+    log_y: bool,
+) -> anyhow::Result<()> {
+    let series: Vec<(&str, Vec<(f64, f64)>)> = series
+        .iter()
+        .map(|(l, p)| {
+            (*l, p.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite() && (!log_y || *y > 0.0)).collect())
+        })
+        .collect();
+    let all: Vec<(f64, f64)> = series.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+    if all.is_empty() {
         return Err(anyhow!("nothing to plot for {}", path.display()));
     }
+    const COLOURS: [RGBColor; 6] = [
+        RGBColor(30, 90, 200),
+        RGBColor(230, 120, 20),
+        RGBColor(40, 160, 60),
+        RGBColor(200, 40, 40),
+        RGBColor(140, 80, 190),
+        RGBColor(90, 90, 90),
+    ];
+    let legend = series.iter().any(|(l, _)| !l.is_empty());
     atomic_png(path, |tmp| {
         let root = BitMapBackend::new(tmp, (800, 480)).into_drawing_area();
         root.fill(&WHITE)?;
-        let (xl, xh) = pts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.0), b.max(p.0)));
-        let (yl, yh) = pts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.1), b.max(p.1)));
+        let (xl, xh) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.0), b.max(p.0)));
+        let (yl, yh) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.1), b.max(p.1)));
         let xh = if xh > xl { xh } else { xl + 1.0 };
         let mut builder = ChartBuilder::on(&root);
         builder.caption(title, ("sans-serif", 22)).margin(10).x_label_area_size(40).y_label_area_size(70);
-        let style = RGBColor(30, 90, 200);
+        macro_rules! draw {
+            ($chart:expr) => {{
+                let mut chart = $chart;
+                chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw()?;
+                for (i, (label, pts)) in series.iter().enumerate() {
+                    let c = COLOURS[i % COLOURS.len()];
+                    let s = chart.draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))?;
+                    if !label.is_empty() {
+                        s.label(*label).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c));
+                    }
+                }
+                if legend {
+                    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+                }
+            }};
+        }
         if log_y {
-            let mut chart = builder.build_cartesian_2d(xl..xh, (yl * 0.9..yh * 1.1).log_scale())?;
-            chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw()?;
-            chart.draw_series(LineSeries::new(pts.iter().copied(), style))?;
+            draw!(builder.build_cartesian_2d(xl..xh, (yl * 0.9..yh * 1.1).log_scale())?);
         } else {
             let pad = 0.05 * (yh - yl).max(1e-9);
-            let mut chart = builder.build_cartesian_2d(xl..xh, yl - pad..yh + pad)?;
-            chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw()?;
-            chart.draw_series(LineSeries::new(pts.iter().copied(), style))?;
+            draw!(builder.build_cartesian_2d(xl..xh, yl - pad..yh + pad)?);
         }
         root.present()?;
         Ok(())

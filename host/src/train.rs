@@ -19,9 +19,10 @@ use rand_core::SeedableRng;
 use rand_pcg::Pcg32;
 
 use crate::checkpoint::{Checkpoint, ModelConfig, RunState, TrainArgs};
+use crate::continuous::Continuous;
 use crate::data::Dataset;
 use crate::error::{Result, input};
-use crate::nn::Mlp;
+use crate::nn::{Mlp, discrete_tau};
 use crate::{HostSchedule, MAX_STEPS};
 
 /// The training objective.
@@ -198,13 +199,175 @@ impl ExampleCtx<'_> {
     }
 }
 
+/// One batch of continuous-time training: clean examples, their times in `[0, 1]`, noise and
+/// labels.
+pub struct ContinuousBatch<'a> {
+    /// `B x D` examples.
+    pub x0: &'a [f32],
+    /// `B` times.
+    pub tc: &'a [f64],
+    /// `B x D` standard normals.
+    pub eps: &'a [f32],
+    /// Labels (conditional models).
+    pub labels: Option<&'a [u32]>,
+}
+
+/// The result of [`continuous_grads`].
+pub struct ContinuousGrads {
+    /// The batch mean of the loss per coordinate (for `vlb`: the `-ELBO` estimate, prior and
+    /// decoder included).
+    pub loss: f64,
+    /// The diffusion loss `L_i` of every example (per coordinate).
+    pub per_example: Vec<f64>,
+    /// `d loss / d network parameters`.
+    pub net: Vec<f32>,
+    /// A learned schedule: `d loss / d theta` (bound, prior and decoder).
+    pub sched_mean: Vec<f64>,
+    /// A learned schedule: `d mean(L_i^2) / d theta` (the second moment of the diffusion
+    /// loss estimator, whose mean does not depend on the shape; seed 002 eq. 12).
+    pub sched_second: Vec<f64>,
+}
+
+/// The continuous-time loss of a batch (VDM; seed 002 eq. 10, weighted by `w(lambda)` for
+/// `weighted:` losses): per example `w(lambda_t) 1/2 (-d lambda/dt) ||eps - eps_hat(z_t, t)||^2 / D`
+/// with `z_t = alpha_t x + sigma_t eps`, `alpha_t^2 = sigmoid(lambda_t)`,
+/// `sigma_t^2 = sigmoid(-lambda_t)` (seed 004 eqs. 113-114); for `vlb` the prior and decoder
+/// terms of the continuous-time bound are added. With a learned schedule (eps prediction, `vlb`)
+/// the gradient reaches `gamma = -lambda` through the weight `gamma'(t)` and through `z_t`
+/// (the network's input gradient).
+pub fn continuous_grads(
+    mlp: &Mlp,
+    params: &[f32],
+    sched: &Continuous,
+    kind: Prediction,
+    loss: Loss,
+    batch: &ContinuousBatch<'_>,
+) -> ContinuousGrads {
+    use elbo_core::elbo::{continuous_decoder_term, continuous_diffusion_term, continuous_prior_term};
+    use elbo_core::schedule::LogSnrSchedule;
+    let b = batch.tc.len();
+    let dim = batch.x0.len() / b.max(1);
+    let d = dim as f64;
+    let sig = |l: f64| 1.0 / (1.0 + (-l).exp());
+    // (lambda, d lambda / dt, alpha, sigma, w(lambda)) per example
+    let at: Vec<(f64, f64, f64, f64, f64)> = batch
+        .tc
+        .iter()
+        .map(|&t| {
+            let (l, dl) = (sched.log_snr(t), sched.dlog_snr_dt(t));
+            let w = match loss {
+                Loss::Weighted(w) => w.weight(l),
+                _ => 1.0,
+            };
+            (l, dl, sig(l).sqrt(), sig(-l).sqrt(), w)
+        })
+        .collect();
+    let mut z = vec![0.0f32; batch.x0.len()];
+    for (i, &(_, _, a, s, _)) in at.iter().enumerate() {
+        let r = i * dim..(i + 1) * dim;
+        for ((zk, &x), &e) in z[r.clone()].iter_mut().zip(&batch.x0[r.clone()]).zip(&batch.eps[r]) {
+            *zk = (a * f64::from(x) + s * f64::from(e)) as f32;
+        }
+    }
+    let tau: Vec<f32> = batch.tc.iter().map(|&t| crate::nn::continuous_tau(t)).collect();
+    let learned = match sched {
+        Continuous::Learned(l) => Some(l),
+        _ => None,
+    };
+    let per_example = std::sync::Mutex::new(vec![0.0f64; b]);
+    let grads = mlp.loss_and_grads(params, &z, &tau, batch.labels, learned.is_some(), |r0, out, g| {
+        let mut sum = 0.0;
+        for (j, (oc, gc)) in out.chunks_exact(dim).zip(g.chunks_exact_mut(dim)).enumerate() {
+            let i = r0 + j;
+            let (_, dl, a, s, w) = at[i];
+            let (_, deps) = to_x0_eps(kind, 1.0, 0.0, a, s);
+            let mut sq = 0.0;
+            for k in 0..dim {
+                let zk = f64::from(z[i * dim + k]);
+                let (_, eps_hat) = to_x0_eps(kind, f64::from(oc[k]), zk, a, s);
+                let r = eps_hat - f64::from(batch.eps[i * dim + k]);
+                sq += r * r;
+                gc[k] = (w * (-dl) * r * deps / d / b as f64) as f32;
+            }
+            let l = w * continuous_diffusion_term(dl, sq) / d;
+            per_example.lock().expect("no panic holds the lock")[i] = l;
+            sum += l / b as f64;
+        }
+        sum
+    });
+    let per_example = per_example.into_inner().expect("no panic holds the lock");
+    let (l_max, l_min) = sched.end_points();
+    let mut total = grads.loss;
+    if loss == Loss::Vlb {
+        let prior: f64 = batch.x0.chunks_exact(dim).map(|x| continuous_prior_term(x, l_min)).sum::<f64>();
+        total += prior / (b as f64 * d) + continuous_decoder_term(dim, l_max) / d;
+    }
+    let (mut sched_mean, mut sched_second) = (vec![], vec![]);
+    if let (Some(l), Some(gz)) = (learned, &grads.input) {
+        use crate::continuous::N_PARAMS;
+        sched_mean = vec![0.0; N_PARAMS];
+        sched_second = vec![0.0; N_PARAMS];
+        for (i, &(_, dl, a, s, _)) in at.iter().enumerate() {
+            let gg = l.grad(batch.tc[i]);
+            let li = per_example[i];
+            // d L_i / d gamma' (L_i is linear in gamma' = -d lambda/dt) and d L_i / d gamma
+            // (through z_t: dz/dgamma = -a s^2 x / 2 + s a^2 eps / 2; gz holds dL_i/dz / B).
+            let dl_dgp = if dl != 0.0 { li / (-dl) } else { 0.0 };
+            let mut dl_dg = 0.0;
+            let r = i * dim..(i + 1) * dim;
+            for ((&g, &x), &e) in gz[r.clone()].iter().zip(&batch.x0[r.clone()]).zip(&batch.eps[r]) {
+                let dz = -0.5 * a * s * s * f64::from(x) + 0.5 * s * a * a * f64::from(e);
+                dl_dg += b as f64 * f64::from(g) * dz;
+            }
+            for p in 0..N_PARAMS {
+                let dli = dl_dg * gg.gamma[p] + dl_dgp * gg.dgamma[p];
+                sched_mean[p] += dli / b as f64;
+                sched_second[p] += 2.0 * li * dli / b as f64;
+            }
+        }
+        // The prior depends on gamma_1 = gamma(1), the decoder on gamma_0 = gamma(0).
+        let (g1_0, g1_1) = {
+            let g = l.grad(1.0);
+            (g.gamma[0], g.gamma[1])
+        };
+        let abar = sig(l_min);
+        let dprior_dg1: f64 = batch
+            .x0
+            .iter()
+            .map(|&x| {
+                let x2 = f64::from(x) * f64::from(x);
+                -0.5 * abar * ((x2 - 1.0) * (1.0 - abar) + 1.0)
+            })
+            .sum::<f64>()
+            / (b as f64 * d);
+        sched_mean[0] += dprior_dg1 * g1_0 + 0.5;
+        sched_mean[1] += dprior_dg1 * g1_1;
+    }
+    ContinuousGrads { loss: total, per_example, net: grads.params, sched_mean, sched_second }
+}
+
+/// The `prediction` of a noise-conditional classifier's checkpoint.
+pub const CLASS_LOGITS: &str = "class-logits";
+
+/// `log softmax(logits)_y`, with its gradient `onehot(y) - softmax` written into `g`.
+pub fn log_softmax_grad(logits: &[f32], y: usize, g: &mut [f32]) -> f64 {
+    let m = logits.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
+    let z: f64 = logits.iter().map(|&v| (f64::from(v) - m).exp()).sum();
+    for (k, (gk, &v)) in g.iter_mut().zip(logits).enumerate() {
+        let p = (f64::from(v) - m).exp() / z;
+        *gk = (f64::from(u8::from(k == y)) - p) as f32;
+    }
+    f64::from(logits[y]) - m - z.ln()
+}
+
 /// The state of a run.
 pub struct Trainer {
     /// The network.
     pub mlp: Mlp,
     /// The checkpoint being advanced.
     pub ckpt: Checkpoint,
-    schedule: Box<HostSchedule>,
+    /// The table of a discrete-time model (`None` in continuous time).
+    schedule: Option<Box<HostSchedule>>,
     data: Dataset,
     loss: Loss,
     variance: ReverseVariance,
@@ -212,11 +375,18 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// A fresh run (step 0) on normalised `data`.
-    pub fn new(config: ModelConfig, schedule: Box<HostSchedule>, data: Dataset) -> Result<Self> {
+    /// A fresh run (step 0) on normalised `data`; `schedule` is the table of a discrete-time
+    /// model.
+    pub fn new(config: ModelConfig, schedule: Option<Box<HostSchedule>>, data: Dataset) -> Result<Self> {
         let mut rng = Pcg32::seed_from_u64(config.train.seed);
         let mlp = Mlp::new(config.mlp.clone());
-        let params = mlp.init(&mut rng);
+        let mut params = mlp.init(&mut rng);
+        if config.schedule.name == "learned" {
+            let [hi, lo] = config.schedule.log_snr_range.ok_or_else(|| input("schedule learned: no log-SNR range"))?;
+            let mut noise = vec![0.0f32; 3 * crate::continuous::FEATURES];
+            elbo_core::rng::fill_standard_normal(&mut rng, &mut noise);
+            params.extend(crate::continuous::LearnedGamma::init(-hi, -lo, &noise));
+        }
         let n = params.len();
         let ckpt = Checkpoint {
             config,
@@ -230,15 +400,16 @@ impl Trainer {
     }
 
     /// Continues from a checkpoint.
-    pub fn resume(ckpt: Checkpoint, schedule: Box<HostSchedule>, data: Dataset) -> Result<Self> {
+    pub fn resume(ckpt: Checkpoint, schedule: Option<Box<HostSchedule>>, data: Dataset) -> Result<Self> {
         let train = &ckpt.config.train;
-        let loss = Loss::parse(&train.loss)?;
+        // (a classifier's cross-entropy is not a diffusion loss: its value here is unused)
+        let loss = if ckpt.config.prediction == CLASS_LOGITS { Loss::Simple } else { Loss::parse(&train.loss)? };
         let variance = ReverseVariance::from_name(&train.variance)
             .ok()
             .filter(|v| *v != ReverseVariance::LearnedRange)
             .ok_or_else(|| input(format!("--variance: expected small or large, found '{}'", train.variance)))?;
         check_t_sampling(&train.t_sampling)?;
-        let sampler = if train.t_sampling == "importance" {
+        let sampler = if let (Some(schedule), "importance") = (&schedule, train.t_sampling.as_str()) {
             let mut r = Box::new(
                 LossSecondMomentResampler::new(schedule.steps(), 0.001)
                     .map_err(|e| input(format!("--t-sampling: {e}")))?,
@@ -259,17 +430,122 @@ impl Trainer {
         Ok(Trainer { mlp, ckpt, schedule, data, loss, variance, sampler })
     }
 
+    /// Draws the batch's examples and (conditional models) their labels, the null class with
+    /// probability `cond_dropout`.
+    fn draw_examples(&mut self) -> (Vec<usize>, Option<Vec<u32>>) {
+        let args = &self.ckpt.config.train;
+        let rng = &mut self.ckpt.state.rng;
+        let n = self.data.len() as u32;
+        let idx: Vec<usize> = (0..args.batch).map(|_| uniform_below(rng, n) as usize).collect();
+        let labels: Option<Vec<u32>> = match (&self.data.labels, self.mlp.config().classes) {
+            (Some(l), c) if c > 0 => {
+                Some(idx.iter().map(|&i| if uniform_f64(rng) < args.cond_dropout { c as u32 } else { l[i] }).collect())
+            }
+            _ => None,
+        };
+        (idx, labels)
+    }
+
     /// One optimisation step; returns the batch loss.
     pub fn step(&mut self) -> Result<f64> {
-        let args = self.ckpt.config.train.clone();
+        let (loss, grad) = if self.ckpt.config.prediction == CLASS_LOGITS {
+            self.grad_classifier()?
+        } else {
+            let kind =
+                Prediction::from_name(&self.ckpt.config.prediction).map_err(|e| input(format!("--prediction: {e}")))?;
+            if self.ckpt.config.schedule.is_continuous() {
+                self.grad_continuous(kind)?
+            } else {
+                self.grad_discrete(kind)?
+            }
+        };
+        if !loss.is_finite() {
+            return Err(crate::error::Error::Internal(anyhow::anyhow!(
+                "the loss became {loss} at step {}: lower --lr or change --loss",
+                self.ckpt.state.step + 1
+            )));
+        }
+        self.update(grad);
+        Ok(loss)
+    }
+
+    /// A noise-conditional classifier (for classifier guidance, seed 004 eq. 166): the
+    /// cross-entropy of the true label at a noised example `x_t ~ q(x_t | x_0)`, `t` uniform.
+    fn grad_classifier(&mut self) -> Result<(f64, Vec<f32>)> {
+        let schedule = self.schedule.as_ref().ok_or_else(|| input("a classifier needs a discrete schedule"))?;
+        let labels = self.data.labels.as_ref().ok_or_else(|| input("train-classifier: the data has no labels"))?;
+        let args = &self.ckpt.config.train;
         let (b, dim) = (args.batch, self.data.dim);
-        let steps = self.schedule.steps();
-        let kind =
-            Prediction::from_name(&self.ckpt.config.prediction).map_err(|e| input(format!("--prediction: {e}")))?;
         let rng = &mut self.ckpt.state.rng;
-        // 1. Every random number, in a fixed order.
         let n = self.data.len() as u32;
         let idx: Vec<usize> = (0..b).map(|_| uniform_below(rng, n) as usize).collect();
+        let t: Vec<usize> = (0..b).map(|_| 1 + uniform_below(rng, schedule.steps() as u32) as usize).collect();
+        let mut eps = vec![0.0f32; b * dim];
+        elbo_core::rng::fill_standard_normal(rng, &mut eps);
+        let mut xt = vec![0.0f32; b * dim];
+        for i in 0..b {
+            let st = schedule.step(t[i]).map_err(|e| input(format!("{e}")))?;
+            let r = i * dim..(i + 1) * dim;
+            elbo_core::forward::q_sample(
+                &st.cur,
+                &self.data.x[idx[i] * dim..(idx[i] + 1) * dim],
+                &eps[r.clone()],
+                &mut xt[r],
+            )
+            .map_err(|e| input(format!("{e}")))?;
+        }
+        let y: Vec<u32> = idx.iter().map(|&i| labels[i]).collect();
+        let tau: Vec<f32> = t.iter().map(|&ti| discrete_tau(ti)).collect();
+        let c = self.mlp.config().out;
+        let (loss, grad) = self.mlp.loss_and_grad(&self.ckpt.params, &xt, &tau, None, |r0, out, g| {
+            let mut sum = 0.0;
+            for (j, (oc, gc)) in out.chunks_exact(c).zip(g.chunks_exact_mut(c)).enumerate() {
+                // the loss is -log softmax_y: its gradient is -(onehot - softmax)
+                sum -= log_softmax_grad(oc, y[r0 + j] as usize, gc) / b as f64;
+                gc.iter_mut().for_each(|v| *v = -*v / b as f32);
+            }
+            sum
+        });
+        Ok((loss, grad))
+    }
+
+    /// The continuous-time loss and its gradient (network, and a learned schedule's).
+    fn grad_continuous(&mut self, kind: Prediction) -> Result<(f64, Vec<f32>)> {
+        let (idx, labels) = self.draw_examples();
+        let args = &self.ckpt.config.train;
+        let (b, dim) = (args.batch, self.data.dim);
+        let rng = &mut self.ckpt.state.rng;
+        let tc: Vec<f64> = if args.t_sampling == "uniform" {
+            (0..b).map(|_| uniform_f64(rng)).collect()
+        } else {
+            // VDM's low-discrepancy sampler: one uniform shift of an even grid.
+            let u0 = uniform_f64(rng);
+            (0..b).map(|i| (u0 + i as f64 / b as f64).fract()).collect()
+        };
+        let mut eps = vec![0.0f32; b * dim];
+        elbo_core::rng::fill_standard_normal(rng, &mut eps);
+        let x0: Vec<f32> = idx.iter().flat_map(|&i| self.data.x[i * dim..(i + 1) * dim].iter().copied()).collect();
+        let n_net = self.mlp.n_params();
+        let sched = crate::model::continuous_schedule(&self.ckpt.config.schedule, &self.ckpt.params[n_net..])?;
+        let batch = ContinuousBatch { x0: &x0, tc: &tc, eps: &eps, labels: labels.as_deref() };
+        let r = continuous_grads(&self.mlp, &self.ckpt.params, &sched, kind, self.loss, &batch);
+        let mut grad = r.net;
+        if let Continuous::Learned(_) = sched {
+            // The end points descend the bound, the shape the estimator's second moment (VDM).
+            grad.extend(r.sched_mean[..2].iter().chain(&r.sched_second[2..]).map(|&g| g as f32));
+        }
+        Ok((r.loss, grad))
+    }
+
+    /// The discrete-time loss and its gradient.
+    fn grad_discrete(&mut self, kind: Prediction) -> Result<(f64, Vec<f32>)> {
+        let (idx, labels) = self.draw_examples();
+        let args = self.ckpt.config.train.clone();
+        let (b, dim) = (args.batch, self.data.dim);
+        let schedule = self.schedule.as_ref().ok_or_else(|| input("a discrete step needs a schedule table"))?;
+        let steps = schedule.steps();
+        let rng = &mut self.ckpt.state.rng;
+        // 1. Every random number, in a fixed order.
         let mut t = vec![0usize; b];
         let mut w = vec![1.0f64; b];
         match &mut self.sampler {
@@ -280,17 +556,11 @@ impl Trainer {
         let mut z = vec![0.0f32; if self.loss == Loss::Mc { b * dim } else { 0 }];
         elbo_core::rng::fill_standard_normal(rng, &mut eps);
         elbo_core::rng::fill_standard_normal(rng, &mut z);
-        let labels: Option<Vec<u32>> = match (&self.data.labels, self.mlp.config().classes) {
-            (Some(l), c) if c > 0 => {
-                Some(idx.iter().map(|&i| if uniform_f64(rng) < args.cond_dropout { c as u32 } else { l[i] }).collect())
-            }
-            _ => None,
-        };
         let mut x0 = vec![0.0f32; b * dim];
         let mut xt = vec![0.0f32; b * dim];
         let mut step_of = Vec::with_capacity(b);
         for i in 0..b {
-            let st = self.schedule.step(t[i]).map_err(|e| input(format!("{e}")))?;
+            let st = schedule.step(t[i]).map_err(|e| input(format!("{e}")))?;
             x0[i * dim..(i + 1) * dim].copy_from_slice(&self.data.x[idx[i] * dim..(idx[i] + 1) * dim]);
             elbo_core::forward::q_sample(
                 &st.cur,
@@ -305,68 +575,75 @@ impl Trainer {
             .iter()
             .map(|&ti| {
                 let tt = ti.max(2).min(steps);
-                match (self.schedule.step(tt), self.schedule.step(tt - 1)) {
+                match (schedule.step(tt), schedule.step(tt - 1)) {
                     (Ok(cur), Ok(prev)) => (f64::from(prev.log_snr) - f64::from(cur.log_snr)).exp_m1(),
                     _ => 0.0,
                 }
             })
             .collect();
         // 2. Forward and backward, data-parallel.
+        let tau: Vec<f32> = t.iter().map(|&ti| discrete_tau(ti)).collect();
         let per_example = std::sync::Mutex::new(vec![0.0f64; b]);
-        let (loss_sum, mut grad) =
-            self.mlp.loss_and_grad(&self.ckpt.params, &xt, &t, labels.as_deref(), |r0, out, g| {
-                let o = self.mlp.config().out;
-                let mut sum = 0.0;
-                let mut local = Vec::with_capacity(out.len() / o);
-                for (j, (oc, gc)) in out.chunks_exact(o).zip(g.chunks_exact_mut(o)).enumerate() {
-                    let i = r0 + j;
-                    let ctx = ExampleCtx {
-                        kind,
-                        loss: self.loss,
-                        variance: self.variance,
-                        step: &step_of[i],
-                        snr_ratio: snr_ratio[i],
-                        steps: steps as f64,
-                    };
-                    let zz = if z.is_empty() { &z[..] } else { &z[i * dim..(i + 1) * dim] };
-                    let l = ctx.eval(
-                        oc,
-                        &x0[i * dim..(i + 1) * dim],
-                        &eps[i * dim..(i + 1) * dim],
-                        &xt[i * dim..(i + 1) * dim],
-                        zz,
-                        gc,
-                    );
-                    let scale = (w[i] / b as f64) as f32;
-                    gc.iter_mut().for_each(|v| *v *= scale);
-                    local.push(l);
-                    sum += w[i] * l / b as f64;
-                }
-                per_example.lock().expect("no panic holds the lock")[r0..r0 + local.len()].copy_from_slice(&local);
-                sum
-            });
+        let (loss_sum, grad) = self.mlp.loss_and_grad(&self.ckpt.params, &xt, &tau, labels.as_deref(), |r0, out, g| {
+            let o = self.mlp.config().out;
+            let mut sum = 0.0;
+            let mut local = Vec::with_capacity(out.len() / o);
+            for (j, (oc, gc)) in out.chunks_exact(o).zip(g.chunks_exact_mut(o)).enumerate() {
+                let i = r0 + j;
+                let ctx = ExampleCtx {
+                    kind,
+                    loss: self.loss,
+                    variance: self.variance,
+                    step: &step_of[i],
+                    snr_ratio: snr_ratio[i],
+                    steps: steps as f64,
+                };
+                let zz = if z.is_empty() { &z[..] } else { &z[i * dim..(i + 1) * dim] };
+                let l = ctx.eval(
+                    oc,
+                    &x0[i * dim..(i + 1) * dim],
+                    &eps[i * dim..(i + 1) * dim],
+                    &xt[i * dim..(i + 1) * dim],
+                    zz,
+                    gc,
+                );
+                let scale = (w[i] / b as f64) as f32;
+                gc.iter_mut().for_each(|v| *v *= scale);
+                local.push(l);
+                sum += w[i] * l / b as f64;
+            }
+            per_example.lock().expect("no panic holds the lock")[r0..r0 + local.len()].copy_from_slice(&local);
+            sum
+        });
         if let Sampler::Importance(r) = &mut self.sampler {
             for (&ti, &l) in t.iter().zip(per_example.lock().expect("no panic holds the lock").iter()) {
                 r.update(ti, l).map_err(|e| input(format!("{e}")))?;
             }
         }
-        if !loss_sum.is_finite() {
-            return Err(crate::error::Error::Internal(anyhow::anyhow!(
-                "the loss became {loss_sum} at step {}: lower --lr or change --loss",
-                self.ckpt.state.step + 1
-            )));
+        if let Sampler::Importance(r) = &self.sampler {
+            let entries: Vec<(&[f64], usize)> = (1..=steps).filter_map(|t| r.entry(t).ok()).collect();
+            self.ckpt.state.resampler =
+                Some((entries.iter().map(|(h, _)| h.to_vec()).collect(), entries.iter().map(|&(_, n)| n).collect()));
         }
-        // 3. Clip, AdamW, EMA.
-        let norm = grad.iter().map(|g| f64::from(*g) * f64::from(*g)).sum::<f64>().sqrt();
+        Ok((loss_sum, grad))
+    }
+
+    /// Clips the network's gradient (a learned schedule's is left to Adam's scaling), takes an
+    /// AdamW step and updates the EMA.
+    fn update(&mut self, mut grad: Vec<f32>) {
+        let args = &self.ckpt.config.train;
+        let n_net = self.mlp.n_params();
+        let norm = grad[..n_net].iter().map(|g| f64::from(*g) * f64::from(*g)).sum::<f64>().sqrt();
         if args.grad_clip > 0.0 && norm > args.grad_clip {
             let s = (args.grad_clip / norm) as f32;
-            grad.iter_mut().for_each(|g| *g *= s);
+            grad[..n_net].iter_mut().for_each(|g| *g *= s);
         }
         let k = self.ckpt.state.step + 1;
-        let lr = learning_rate(&args, k);
+        let lr = learning_rate(args, k);
         let (b1, b2, eps_adam) = (0.9f64, 0.999f64, 1e-8f64);
         let (c1, c2) = (1.0 - b1.powi(k as i32), 1.0 - b2.powi(k as i32));
         let c = &mut self.ckpt;
+        let args = &c.config.train;
         for (((&g, m), v), p) in grad.iter().zip(&mut c.adam_m).zip(&mut c.adam_v).zip(&mut c.params) {
             let g = f64::from(g);
             let m1 = b1 * f64::from(*m) + (1.0 - b1) * g;
@@ -383,12 +660,6 @@ impl Trainer {
         }
         c.state.step = k;
         c.config.step = k;
-        if let Sampler::Importance(r) = &self.sampler {
-            let entries: Vec<(&[f64], usize)> = (1..=steps).filter_map(|t| r.entry(t).ok()).collect();
-            c.state.resampler =
-                Some((entries.iter().map(|(h, _)| h.to_vec()).collect(), entries.iter().map(|&(_, n)| n).collect()));
-        }
-        Ok(loss_sum)
     }
 
     /// Runs to `steps`, logging every `log_every` steps, checkpointing into `dir`.
@@ -425,6 +696,60 @@ impl Trainer {
 mod tests {
     use super::*;
     use elbo_core::BetaSchedule;
+
+    /// The learned schedule's gradients (mean loss for the end points, second moment for the
+    /// shape) and the network's, against central differences of `continuous_grads`' own values.
+    #[test]
+    fn continuous_gradients_match_finite_differences() {
+        use crate::continuous::{FEATURES, LearnedGamma, N_PARAMS};
+        use crate::nn::MlpConfig;
+        let mlp = Mlp::new(MlpConfig { dim: 2, width: 16, depth: 2, embed: 8, classes: 0, out: 2 });
+        let mut rng = Pcg32::seed_from_u64(5);
+        let mut params = mlp.init(&mut rng);
+        let mut noise = vec![0.0f32; 3 * FEATURES];
+        elbo_core::rng::fill_standard_normal(&mut rng, &mut noise);
+        params.extend(LearnedGamma::init(-6.0, 4.0, &noise));
+        let n_net = mlp.n_params();
+        let b = 5;
+        let x0: Vec<f32> = (0..2 * b).map(|i| ((i as f32) * 0.9).sin() * 1.5).collect();
+        let tc: Vec<f64> = (0..b).map(|i| (i as f64 + 0.37) / b as f64).collect();
+        let mut eps = vec![0.0f32; 2 * b];
+        elbo_core::rng::fill_standard_normal(&mut rng, &mut eps);
+        let batch = ContinuousBatch { x0: &x0, tc: &tc, eps: &eps, labels: None };
+        let eval = |p: &[f32]| {
+            let sched = Continuous::Learned(Box::new(LearnedGamma::from_params(&p[n_net..]).unwrap()));
+            continuous_grads(&mlp, p, &sched, Prediction::Eps, Loss::Vlb, &batch)
+        };
+        let r = eval(&params);
+        let second = |r: &ContinuousGrads| r.per_example.iter().map(|l| l * l).sum::<f64>() / b as f64;
+        for i in (0..N_PARAMS).step_by(5).chain([0, 1, 2]) {
+            // f32 rounding of z_t limits the step from below
+            let h = 2e-2f32;
+            let (mut up, mut dn) = (params.clone(), params.clone());
+            up[n_net + i] += h;
+            dn[n_net + i] -= h;
+            let (ru, rd) = (eval(&up), eval(&dn));
+            let hh = f64::from(up[n_net + i]) - f64::from(dn[n_net + i]);
+            let fd_mean = (ru.loss - rd.loss) / hh;
+            let fd_second = (second(&ru) - second(&rd)) / hh;
+            for (what, an, fd) in [("mean", r.sched_mean[i], fd_mean), ("second", r.sched_second[i], fd_second)] {
+                if what == "mean" && i >= 2 {
+                    // the shape's mean gradient is not used: only check the end points' here
+                    continue;
+                }
+                assert!((an - fd).abs() <= 2e-2 * an.abs().max(fd.abs()).max(1e-3), "{what} p{i}: {an} vs {fd}");
+            }
+        }
+        for k in (0..n_net).step_by(37) {
+            let h = 1e-2f32;
+            let (mut up, mut dn) = (params.clone(), params.clone());
+            up[k] += h;
+            dn[k] -= h;
+            let fd = (eval(&up).loss - eval(&dn).loss) / f64::from(2.0 * h);
+            let an = f64::from(r.net[k]);
+            assert!((an - fd).abs() <= 2e-2 * an.abs().max(fd.abs()).max(1e-3), "net {k}: {an} vs {fd}");
+        }
+    }
 
     /// Every loss's gradient with respect to the outputs (mean and learned variance) against
     /// central finite differences of the loss value, in f64.

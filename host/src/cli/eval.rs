@@ -2,12 +2,16 @@
 //! and sample quality (MMD against held-out data).
 
 use clap::Args;
-use elbo_core::NoiseSchedule;
-use elbo_core::denoiser::{Condition, Denoiser};
+use elbo_core::denoiser::{Condition, Denoiser, NoiseLevel};
 use elbo_core::elbo::{Decoder, ElboOptions, ElboOutput, ElboParts, ElboScratch, Estimator, ReverseVariance, neg_elbo};
+use elbo_core::elbo::{continuous_decoder_term, continuous_diffusion_term, continuous_prior_term};
 use elbo_core::gmm::OptimalDenoiser;
+use elbo_core::param::to_x0_eps;
 use elbo_core::rng::fill_standard_normal;
+use elbo_core::rng::uniform_f64;
 use elbo_core::sampler::Ddpm;
+use elbo_core::schedule::LogSnrSchedule;
+use elbo_core::{NoiseSchedule, RunError};
 use rand_core::SeedableRng;
 use rand_pcg::Pcg32;
 use serde::Serialize;
@@ -42,6 +46,9 @@ pub struct EvalArgs {
     /// rb (Rao-Blackwellised) or mc (Monte Carlo).
     #[arg(long, default_value = "rb")]
     pub estimator: String,
+    /// Continuous-time models: stratified times of the diffusion loss's estimate.
+    #[arg(long, default_value_t = 200)]
+    pub times: usize,
     /// Samples drawn (DDPM, all T steps) for the MMD against the data (0: skip).
     #[arg(long, default_value_t = 2000)]
     pub mmd_samples: usize,
@@ -127,6 +134,70 @@ where
     Ok(Bound { parts, per_example, per_step })
 }
 
+/// The grid continuous times are rounded to (a [`NoiseLevel`] carries `t / steps`).
+const TIME_GRID: usize = 1 << 20;
+
+/// The continuous-time `-ELBO` (VDM; seed 002 eqs. 8-10) of every example: the prior
+/// `KL(q(z_1|x) || N(0, I))`, the Gaussian decoder at `z_0` in closed form, and the diffusion
+/// loss `E_t 1/2 (-d lambda/dt) ||eps - eps_hat||^2` estimated at `times` stratified times
+/// `t_k = (k + u) / times` (one shift `u` for the batch, so that each call to the denoiser is
+/// one batch at one noise level; every example's estimate is unbiased) and one `eps` per
+/// example and time.
+pub(super) fn continuous_bound<D: Denoiser>(
+    den: &mut D,
+    sched: &dyn LogSnrSchedule,
+    x: &[f32],
+    times: usize,
+    rng: &mut Pcg32,
+) -> Result<Bound>
+where
+    D::Error: std::fmt::Display + 'static,
+{
+    let dim = den.dim();
+    let n = x.len() / dim;
+    let (l_max, l_min) = sched.end_points();
+    let decoder = continuous_decoder_term(dim, l_max);
+    let mut per_example: Vec<f64> = x.chunks_exact(dim).map(|xi| continuous_prior_term(xi, l_min) + decoder).collect();
+    let prior = per_example.iter().sum::<f64>() / n as f64 - decoder;
+    let (mut z, mut eps, mut pred) = (vec![0.0f32; x.len()], vec![0.0f32; x.len()], vec![0.0f32; x.len()]);
+    let u = uniform_f64(rng);
+    let kind = den.prediction();
+    let mut diffusion = 0.0;
+    for k in 0..times {
+        let t = (k as f64 + u) / times as f64;
+        let ti = ((t * TIME_GRID as f64).round() as usize).clamp(1, TIME_GRID);
+        let t = ti as f64 / TIME_GRID as f64;
+        let (lambda, dl) = (sched.log_snr(t), sched.dlog_snr_dt(t));
+        let (a, s) = ((1.0 / (1.0 + (-lambda).exp())).sqrt(), (1.0 / (1.0 + lambda.exp())).sqrt());
+        fill_standard_normal(rng, &mut eps);
+        for ((zi, &xi), &e) in z.iter_mut().zip(x).zip(&eps) {
+            *zi = (a * f64::from(xi) + s * f64::from(e)) as f32;
+        }
+        let level = NoiseLevel {
+            t: ti,
+            steps: TIME_GRID,
+            log_snr: lambda as f32,
+            sqrt_abar: a as f32,
+            sqrt_one_minus_abar: s as f32,
+        };
+        den.predict(&z, level, Condition::Unconditional, &mut pred)
+            .map_err(|e| super::run_error(RunError::Model(e)))?;
+        for (i, pe) in per_example.iter_mut().enumerate() {
+            let sq: f64 = (i * dim..(i + 1) * dim)
+                .map(|j| {
+                    let (_, eps_hat) = to_x0_eps(kind, f64::from(pred[j]), f64::from(z[j]), a, s);
+                    (eps_hat - f64::from(eps[j])).powi(2)
+                })
+                .sum();
+            let term = continuous_diffusion_term(dl, sq) / times as f64;
+            *pe += term;
+            diffusion += term / n as f64;
+        }
+    }
+    let total = per_example.iter().sum::<f64>() / n as f64;
+    Ok(Bound { parts: ElboParts { prior, decoder, diffusion, total }, per_example, per_step: vec![] })
+}
+
 pub(super) fn samples<D: Denoiser>(
     den: &mut D,
     schedule: &dyn NoiseSchedule,
@@ -204,7 +275,10 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     let (b, generated, exact) = match source {
         Source::Trained(t) => {
             let mut t = *t;
-            let b = bound(&mut t, schedule.as_ref(), &z, opts, &mut rng)?;
+            let b = match t.continuous() {
+                Some(c) => continuous_bound(&mut t, &c?, &z, a.times, &mut rng)?,
+                None => bound(&mut t, schedule.as_ref(), &z, opts, &mut rng)?,
+            };
             let mut generated =
                 if n_mmd > 0 { Some(samples(&mut t, schedule.as_ref(), n_mmd, &mut rng)?) } else { None };
             if let Some(g) = generated.as_mut() {
@@ -258,7 +332,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         bpd_se: se / per_dim,
         prior_nats: b.parts.prior,
         decoder_nats: b.parts.decoder + log_det,
-        terms_nats: b.per_step[1..].to_vec(),
+        terms_nats: b.per_step.get(1..).unwrap_or_default().to_vec(),
         n,
         dims: dim,
         mmd,
@@ -268,7 +342,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         estimator: a.estimator.clone(),
         variance: format!("{variance:?}"),
     };
-    if let Some(p) = &a.plot {
+    if let (Some(p), false) = (&a.plot, report.terms_nats.is_empty()) {
         let pts: Vec<(f64, f64)> = report.terms_nats.iter().enumerate().map(|(i, &v)| ((i + 2) as f64, v)).collect();
         crate::plot::curve(p, "per-step terms L_{t-1} of -ELBO (nats)", "t", "nats", &pts, true)?;
     }

@@ -33,6 +33,8 @@ enum Command {
     Data(data::DataArgs),
     /// Train a denoiser.
     Train(train::TrainCliArgs),
+    /// Train a noise-conditional classifier on labelled data (for `sample --classifier`).
+    TrainClassifier(train::TrainCliArgs),
     /// Draw samples from a trained model or the exact denoiser of a mixture.
     Sample(sample::SampleArgs),
     /// Evaluate the likelihood bound (nats, bits/dim) and sample quality.
@@ -62,6 +64,10 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Data(a) => data::run(&a),
         Command::Train(a) => train::run(&a),
+        Command::TrainClassifier(mut a) => {
+            a.classifier = true;
+            train::run(&a)
+        }
         Command::Sample(a) => sample::run(&a),
         Command::Eval(a) => eval::run(&a),
         Command::Export(a) => export::run(&a),
@@ -101,7 +107,8 @@ pub(crate) fn run_error<E: std::fmt::Display + 'static>(e: elbo_core::RunError<E
 /// Schedule options shared by `train`, `eval`, `schedule` and `sample`.
 #[derive(Debug, Clone, Args)]
 pub struct ScheduleOpts {
-    /// linear, scaled_linear, squaredcos_cap_v2 (or cosine), sigmoid.
+    /// linear, scaled_linear, squaredcos_cap_v2 (or cosine), sigmoid; continuous time: vdm
+    /// (linear gamma), cosine-logsnr, learned (trained jointly; `elbo train` only).
     #[arg(long, default_value = "linear")]
     pub schedule: String,
     /// Number of timesteps T.
@@ -116,14 +123,35 @@ pub struct ScheduleOpts {
     /// Rescale to zero terminal SNR (Lin et al. 2024).
     #[arg(long)]
     pub zero_terminal_snr: bool,
+    /// Continuous-time schedules: log-SNR at t = 0 (VDM: 13.3).
+    #[arg(long, default_value_t = 13.3, allow_negative_numbers = true)]
+    pub log_snr_max: f64,
+    /// Continuous-time schedules: log-SNR at t = 1 (VDM: -5).
+    #[arg(long, default_value_t = -5.0, allow_negative_numbers = true)]
+    pub log_snr_min: f64,
 }
 
 impl ScheduleOpts {
-    /// The validated schedule.
+    /// The continuous-time schedule of `--schedule vdm|cosine-logsnr|learned` (`params`: the
+    /// learned one's).
+    pub fn continuous(&self, params: &[f32]) -> Result<crate::continuous::Continuous> {
+        if !(self.log_snr_max.is_finite() && self.log_snr_min.is_finite() && self.log_snr_min < self.log_snr_max) {
+            return Err(input("--log-snr-min/--log-snr-max: expected finite values with min < max"));
+        }
+        crate::continuous::Continuous::new(&self.schedule, self.log_snr_max, self.log_snr_min, params)
+    }
+
+    /// The validated schedule (continuous-time ones discretised to `--timesteps` steps).
     pub fn build(&self) -> Result<Box<HostSchedule>> {
+        if crate::continuous::is_continuous(&self.schedule) {
+            if self.schedule == "learned" {
+                return Err(input("--schedule learned: only a trained model has one (elbo train --schedule learned)"));
+            }
+            return crate::model::discretise(&self.continuous(&[])?, self.timesteps);
+        }
         let kind = BetaSchedule::from_name(&self.schedule, self.beta_start, self.beta_end).map_err(|_| {
             input(format!(
-                "--schedule: unknown schedule '{}' (expected linear, scaled_linear, squaredcos_cap_v2, sigmoid)",
+                "--schedule: unknown schedule '{}' (expected linear, scaled_linear, squaredcos_cap_v2, sigmoid, vdm, cosine-logsnr or learned)",
                 self.schedule
             ))
         })?;

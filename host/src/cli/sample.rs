@@ -7,7 +7,7 @@ use elbo_core::denoiser::{Condition, Denoiser};
 use elbo_core::elbo::ReverseVariance;
 use elbo_core::gmm::OptimalDenoiser;
 use elbo_core::rng::fill_standard_normal;
-use elbo_core::sampler::{AnnealedLangevin, ClassifierFree, Ddim, Ddpm, Spacing, Timesteps};
+use elbo_core::sampler::{AnnealedLangevin, ClassifierFree, ClassifierGuided, Ddim, Ddpm, Spacing, Timesteps};
 use elbo_core::{NoiseSchedule, RunError};
 use rand_core::SeedableRng;
 use rand_pcg::Pcg32;
@@ -52,9 +52,14 @@ pub struct SampleArgs {
     /// Start from x_T read from this .npy/.csv instead of N(0, I) draws.
     #[arg(long)]
     pub init: Option<PathBuf>,
-    /// Classifier-free guidance scale gamma (1: plain conditional); needs --class.
+    /// Guidance scale gamma; needs --class. Classifier-free (a conditional model): 1 is the
+    /// plain conditional model; with --classifier: the classifier gradient's weight.
     #[arg(long)]
     pub guidance: Option<f32>,
+    /// Classifier guidance with this noise-conditional classifier (`elbo train-classifier`)
+    /// around an unconditional model.
+    #[arg(long)]
+    pub classifier: Option<PathBuf>,
     /// The class to sample, or `all`: --n samples of every class (pictures get a row per class).
     #[arg(long)]
     pub class: Option<String>,
@@ -191,22 +196,56 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     if a.guidance.is_some() && a.class.is_none() {
         return Err(input("--guidance: needs --class C"));
     }
+    let mut classifier = match &a.classifier {
+        None => None,
+        Some(dir) => {
+            let c = crate::model::TrainedClassifier::load(dir)?;
+            if a.class.is_none() {
+                return Err(input("--classifier: needs --class C (and --guidance GAMMA)"));
+            }
+            match &source {
+                Source::Trained(t) if t.classes() > 0 => {
+                    return Err(input(
+                        "--classifier: the model is conditional; classifier guidance needs an unconditional one",
+                    ));
+                }
+                Source::Trained(t)
+                    if t.normalization != c.config.normalization || t.config.schedule != c.config.schedule =>
+                {
+                    return Err(input(format!(
+                        "--classifier {}: trained with another data normalisation or schedule than the model",
+                        dir.display()
+                    )));
+                }
+                _ => {}
+            }
+            if c.config.mlp.dim != dim {
+                return Err(input(format!(
+                    "--classifier {}: its inputs have {} values, not {dim}",
+                    dir.display(),
+                    c.config.mlp.dim
+                )));
+            }
+            Some(c)
+        }
+    };
+    let classes = classifier.as_ref().map_or(source.classes(), |c| c.n_classes());
     let labels: Option<Vec<u32>> = match a.class.as_deref() {
         None => None,
-        Some(_) if source.classes() == 0 => {
+        Some(_) if classes == 0 => {
             return Err(input(format!("--class: the model {} is unconditional (it has no classes)", a.model)));
         }
         Some("all") => {
             // n of every class, class after class; x_T is drawn anew for the larger batch.
-            let k = source.classes();
+            let k = classes;
             x = vec![0.0f32; n * k * dim];
             fill_standard_normal(&mut rng, &mut x);
             Some((0..k as u32).flat_map(|c| std::iter::repeat_n(c, n)).collect())
         }
         Some(c) => match c.parse::<u32>() {
-            Ok(c) if (c as usize) < source.classes() => Some(vec![c; n]),
+            Ok(c) if (c as usize) < classes => Some(vec![c; n]),
             _ => {
-                return Err(input(format!("--class: expected all or a class in 0..{}, found '{c}'", source.classes())));
+                return Err(input(format!("--class: expected all or a class in 0..{classes}, found '{c}'")));
             }
         },
     };
@@ -219,7 +258,11 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     match source {
         Source::Trained(mut t) => {
             let normalization = t.normalization.clone();
-            if labels.is_some() {
+            if let Some(clf) = classifier.as_mut() {
+                let mut g = ClassifierGuided::new(&mut *t, clf, classes, gamma, &mut guide_buf)
+                    .map_err(|e| flag("--guidance", e))?;
+                draw(a, &mut g, schedule.as_ref(), &mut x, cond, &mut rng)?;
+            } else if labels.is_some() {
                 let mut g = ClassifierFree::new(&mut *t, gamma, &mut guide_buf).map_err(|e| flag("--guidance", e))?;
                 draw(a, &mut g, schedule.as_ref(), &mut x, cond, &mut rng)?;
             } else {
@@ -229,7 +272,9 @@ pub fn run(a: &SampleArgs) -> Result<()> {
         }
         Source::Onnx(mut o) => {
             let normalization = o.normalization.clone();
-            if labels.is_some() {
+            if classifier.is_some() {
+                return Err(input("--classifier: guides a checkpoint directory's model (not an ONNX file)"));
+            } else if labels.is_some() {
                 let mut g = ClassifierFree::new(&mut *o, gamma, &mut guide_buf).map_err(|e| flag("--guidance", e))?;
                 draw(a, &mut g, schedule.as_ref(), &mut x, cond, &mut rng)?;
             } else {
@@ -242,7 +287,11 @@ pub fn run(a: &SampleArgs) -> Result<()> {
         Source::Optimal(m) => {
             m.with_core(|g| -> Result<()> {
                 let mut den = OptimalDenoiser::new(*g);
-                if labels.is_some() {
+                if let Some(clf) = classifier.as_mut() {
+                    let mut gd = ClassifierGuided::new(&mut den, clf, classes, gamma, &mut guide_buf)
+                        .map_err(|e| flag("--guidance", e))?;
+                    draw(a, &mut gd, schedule.as_ref(), &mut x, cond, &mut rng)
+                } else if labels.is_some() {
                     let mut gd =
                         ClassifierFree::new(&mut den, gamma, &mut guide_buf).map_err(|e| flag("--guidance", e))?;
                     draw(a, &mut gd, schedule.as_ref(), &mut x, cond, &mut rng)

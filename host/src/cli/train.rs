@@ -30,13 +30,15 @@ pub struct TrainCliArgs {
     pub batch: usize,
     #[command(flatten)]
     pub schedule: ScheduleOpts,
-    /// eps, x0 or v.
+    /// eps, x0, v or score.
     #[arg(long, default_value = "eps")]
     pub prediction: String,
-    /// simple, vlb, mc, hybrid, or weighted:NAME[:PARAM].
-    #[arg(long, default_value = "simple")]
-    pub loss: String,
-    /// uniform, antithetic, stratified or importance.
+    /// simple, vlb, mc, hybrid, or weighted:NAME[:PARAM] (default: simple; vlb, VDM's
+    /// continuous-time bound, for continuous-time schedules, which take vlb or weighted:).
+    #[arg(long)]
+    pub loss: Option<String>,
+    /// uniform, antithetic, stratified or importance (continuous time: uniform, or stratified
+    /// for VDM's low-discrepancy times).
     #[arg(long, default_value = "uniform")]
     pub t_sampling: String,
     /// Reverse variance in the VLB terms: small or large.
@@ -100,9 +102,21 @@ pub struct TrainCliArgs {
     /// Write the loss curve to this PNG at the end.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Train a noise-conditional classifier instead (`elbo train-classifier`).
+    #[arg(skip)]
+    pub classifier: bool,
 }
 
 impl TrainCliArgs {
+    /// `--loss`, or its default for the schedule.
+    pub fn loss_name(&self) -> &str {
+        match &self.loss {
+            Some(l) => l,
+            None if crate::continuous::is_continuous(&self.schedule.schedule) => "vlb",
+            None => "simple",
+        }
+    }
+
     /// The command line's defaults with `args` (flags as on the command line) applied: the one
     /// source of the defaults for programs that train (demo, experiments).
     pub fn from_flags(args: &[&str]) -> Result<Self> {
@@ -143,8 +157,8 @@ fn validate(a: &TrainCliArgs) -> Result<()> {
     if a.threads == Some(0) {
         return Err(input("--threads: expected at least 1"));
     }
-    if !matches!(a.prediction.as_str(), "eps" | "x0" | "v") {
-        return Err(input(format!("--prediction: expected eps, x0 or v, found '{}'", a.prediction)));
+    if !matches!(a.prediction.as_str(), "eps" | "x0" | "v" | "score") {
+        return Err(input(format!("--prediction: expected eps, x0, v or score, found '{}'", a.prediction)));
     }
     if !matches!(a.normalize.as_str(), "standard" | "none") {
         return Err(input("--normalize: expected standard or none"));
@@ -152,7 +166,30 @@ fn validate(a: &TrainCliArgs) -> Result<()> {
     if !matches!(a.variance.as_str(), "small" | "large") {
         return Err(input("--variance: expected small or large"));
     }
-    let loss = Loss::parse(&a.loss)?;
+    if a.classifier && (crate::continuous::is_continuous(&a.schedule.schedule) || a.conditional || a.learn_variance) {
+        return Err(input("train-classifier: takes a discrete --schedule and no --conditional or --learn-variance"));
+    }
+    let loss = Loss::parse(a.loss_name())?;
+    if crate::continuous::is_continuous(&a.schedule.schedule) {
+        if !matches!(loss, Loss::Vlb | Loss::Weighted(_)) {
+            return Err(input(format!(
+                "--loss {}: continuous-time schedules train vlb (VDM's bound) or weighted:NAME",
+                a.loss_name()
+            )));
+        }
+        if a.learn_variance {
+            return Err(input("--learn-variance: continuous-time models have no reverse variance to learn"));
+        }
+        if a.t_sampling == "importance" || a.t_sampling == "antithetic" {
+            return Err(input("--t-sampling: continuous time takes uniform or stratified"));
+        }
+        if a.schedule.schedule == "learned" && (loss != Loss::Vlb || a.prediction != "eps") {
+            return Err(input("--schedule learned: trains with --loss vlb and --prediction eps"));
+        }
+        // the end points (and, for fixed schedules, the schedule itself)
+        let linear = crate::cli::ScheduleOpts { schedule: "vdm".into(), ..a.schedule.clone() };
+        linear.continuous(&[])?;
+    }
     if a.learn_variance && !matches!(loss, Loss::Hybrid | Loss::Vlb | Loss::Mc) {
         return Err(input(
             "--learn-variance: needs --loss hybrid, vlb or mc (the other losses do not train the variance)",
@@ -183,7 +220,8 @@ fn training_data(args: &TrainArgs) -> Result<crate::data::Dataset> {
 
 /// A fresh run of the command line's arguments (step 0).
 pub(super) fn new_trainer(a: &TrainCliArgs) -> Result<Trainer> {
-    let schedule = a.schedule.build()?;
+    let schedule =
+        if crate::continuous::is_continuous(&a.schedule.schedule) { None } else { Some(a.schedule.build()?) };
     let train = TrainArgs {
         data: a.data.clone(),
         n_train: a.n_train,
@@ -194,7 +232,7 @@ pub(super) fn new_trainer(a: &TrainCliArgs) -> Result<Trainer> {
         weight_decay: a.weight_decay,
         grad_clip: a.grad_clip,
         ema_decay: a.ema_decay,
-        loss: a.loss.clone(),
+        loss: if a.classifier { "cross-entropy".into() } else { a.loss_name().to_string() },
         t_sampling: a.t_sampling.clone(),
         variance: a.variance.clone(),
         cond_dropout: a.cond_dropout,
@@ -202,7 +240,10 @@ pub(super) fn new_trainer(a: &TrainCliArgs) -> Result<Trainer> {
         checkpoint_every: a.checkpoint_every,
     };
     let mut data = training_data(&train)?;
-    if a.conditional && data.classes == 0 {
+    if (a.conditional || a.classifier) && data.classes == 0 {
+        if a.classifier {
+            return Err(input(format!("--data {}: a classifier needs class labels (gmm: or a labelled CSV)", a.data)));
+        }
         return Err(input(format!("--conditional: the data '{}' has no class labels", a.data)));
     }
     let normalization =
@@ -217,16 +258,22 @@ pub(super) fn new_trainer(a: &TrainCliArgs) -> Result<Trainer> {
             width: a.width,
             depth: a.depth,
             embed: a.embed,
-            classes: if a.conditional { data.classes } else { 0 },
-            out: if a.learn_variance { 2 * data.dim } else { data.dim },
+            classes: if a.conditional && !a.classifier { data.classes } else { 0 },
+            out: match (a.classifier, a.learn_variance) {
+                (true, _) => data.classes,
+                (false, true) => 2 * data.dim,
+                (false, false) => data.dim,
+            },
         },
-        prediction: a.prediction.clone(),
+        prediction: if a.classifier { crate::train::CLASS_LOGITS.into() } else { a.prediction.clone() },
         schedule: ScheduleConfig {
             name: a.schedule.schedule.clone(),
             timesteps: a.schedule.timesteps,
             beta_start: a.schedule.beta_start,
             beta_end: a.schedule.beta_end,
             zero_terminal_snr: a.schedule.zero_terminal_snr,
+            log_snr_range: crate::continuous::is_continuous(&a.schedule.schedule)
+                .then_some([a.schedule.log_snr_max, a.schedule.log_snr_min]),
         },
         normalization,
         train,
@@ -255,7 +302,8 @@ fn train(a: &TrainCliArgs) -> Result<()> {
         eprintln!("resuming {} from step {}", a.out.display(), ckpt.config.step);
         let mut data = training_data(&ckpt.config.train)?;
         ckpt.config.normalization.apply(&mut data.x);
-        let schedule = build_schedule(&ckpt.config.schedule)?;
+        let schedule =
+            if ckpt.config.schedule.is_continuous() { None } else { Some(build_schedule(&ckpt.config.schedule)?) };
         Trainer::resume(ckpt, schedule, data)?
     } else {
         new_trainer(a)?

@@ -180,6 +180,7 @@ pub fn schedule_from_diffusers(text: &str, what: &str) -> Result<ScheduleConfig>
         beta_start: f("beta_start", 1e-4),
         beta_end: f("beta_end", 0.02),
         zero_terminal_snr: v.get("rescale_betas_zero_snr").and_then(serde_json::Value::as_bool).unwrap_or(false),
+        log_snr_range: None,
     })
 }
 

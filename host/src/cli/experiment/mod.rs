@@ -7,9 +7,12 @@
 //! - `invariance` (seed 002 eq. 12): for a fixed denoiser, every weighted loss under two
 //!   schedules of different shape with the same end points agrees within Monte Carlo error,
 //!   while the variance of the estimator differs (the schedule is an importance distribution).
+//! - `weighting`, `parameterization`, `vdm`, `guidance`: see [`trained`].
 //! - `rb-variance` (seed 000): the per-timestep variance of the Rao-Blackwellised and the Monte
 //!   Carlo estimator of `L_{t-1}` with a single sample, at initialisation and after training, and
 //!   the training curves (loss, MMD) of a model trained with each, same seed and budget.
+
+mod trained;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -32,7 +35,7 @@ use crate::io::write_atomic;
 /// Arguments of `elbo experiment`.
 #[derive(Debug, Args)]
 pub struct ExperimentArgs {
-    /// The experiment: likelihood.
+    /// likelihood, invariance, rb-variance, weighting, parameterization, vdm or guidance.
     pub name: String,
     /// Output folder.
     #[arg(long, default_value = "elbo-experiment")]
@@ -43,7 +46,7 @@ pub struct ExperimentArgs {
     /// Examples.
     #[arg(long, default_value_t = 2000)]
     pub n: usize,
-    /// Training steps (rb-variance).
+    /// Training steps of every model (rb-variance, weighting, parameterization, vdm, guidance).
     #[arg(long, default_value_t = 3000)]
     pub steps: u64,
     /// Seed.
@@ -56,7 +59,13 @@ pub fn run(a: &ExperimentArgs) -> Result<()> {
         "likelihood" => likelihood(a),
         "rb-variance" => rb_variance(a),
         "invariance" => invariance(a),
-        other => Err(input(format!("experiment: unknown '{other}' (expected likelihood, invariance or rb-variance)"))),
+        "weighting" => trained::weighting(a),
+        "parameterization" => trained::parameterization(a),
+        "vdm" => trained::vdm(a),
+        "guidance" => trained::guidance(a),
+        other => Err(input(format!(
+            "experiment: unknown '{other}' (expected likelihood, invariance, rb-variance, weighting, parameterization, vdm or guidance)"
+        ))),
     }
 }
 
