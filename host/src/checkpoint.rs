@@ -53,6 +53,9 @@ impl ScheduleConfig {
 /// length: the network's (see [`Mlp::tensors`]), then `schedule.params` of a learned schedule
 /// (see [`crate::continuous::LearnedGamma`]).
 pub fn tensors(config: &ModelConfig) -> (Vec<(String, Vec<usize>, usize)>, usize) {
+    if let Some(v) = config.vae_net() {
+        return (v.tensors(), v.n_params());
+    }
     let mlp = Mlp::new(config.mlp.clone());
     let mut v = mlp.tensors();
     let mut n = mlp.n_params();
@@ -117,6 +120,16 @@ pub struct ModelConfig {
     pub normalization: Normalization,
     /// How it was trained.
     pub train: TrainArgs,
+    /// A VAE baseline (`prediction` is then `vae`; `mlp` gives the hidden layers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vae: Option<crate::vae::VaeConfig>,
+}
+
+impl ModelConfig {
+    /// The VAE of a VAE checkpoint.
+    pub fn vae_net(&self) -> Option<crate::vae::Vae> {
+        self.vae.as_ref().map(|v| crate::vae::Vae::new(self.mlp.dim, v, self.mlp.width, self.mlp.depth))
+    }
 }
 
 /// `state.json`.

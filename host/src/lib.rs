@@ -8,6 +8,7 @@
 //! - [`data`]: the built-in data sets and Gaussian mixtures;
 //! - [`nn`], [`train`], [`checkpoint`], [`model`]: the network, its training and its files;
 //! - [`continuous`]: continuous-time (VDM) schedules, the learned one included;
+//! - [`vae`]: the VAE and two-level HVAE baselines;
 //! - [`metrics`]: sample quality (MMD);
 //! - [`io`]: atomic file writes;
 //! - [`error`]: bad input (exit code 2) versus internal failures (exit code 1).
@@ -24,6 +25,7 @@ pub mod nn;
 pub mod onnx;
 pub mod plot;
 pub mod train;
+pub mod vae;
 
 /// The largest number of timesteps a host schedule holds.
 pub const MAX_STEPS: usize = 4096;

@@ -63,6 +63,11 @@ fn build_schedule_with(s: &ScheduleConfig, params: &[f32]) -> Result<Box<HostSch
 impl Trained {
     /// Wraps a network and weights.
     pub fn new(config: ModelConfig, params: Vec<f32>) -> Result<Self> {
+        if config.vae.is_some() {
+            return Err(input(
+                "config.json: this checkpoint is a VAE baseline (elbo eval reports its bound; it has no denoiser)",
+            ));
+        }
         if config.prediction == crate::train::CLASS_LOGITS {
             return Err(input("config.json: this checkpoint is a classifier (give it as --classifier)"));
         }

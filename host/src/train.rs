@@ -380,7 +380,10 @@ impl Trainer {
     pub fn new(config: ModelConfig, schedule: Option<Box<HostSchedule>>, data: Dataset) -> Result<Self> {
         let mut rng = Pcg32::seed_from_u64(config.train.seed);
         let mlp = Mlp::new(config.mlp.clone());
-        let mut params = mlp.init(&mut rng);
+        let mut params = match config.vae_net() {
+            Some(v) => v.init(&mut rng),
+            None => mlp.init(&mut rng),
+        };
         if config.schedule.name == "learned" {
             let [hi, lo] = config.schedule.log_snr_range.ok_or_else(|| input("schedule learned: no log-SNR range"))?;
             let mut noise = vec![0.0f32; 3 * crate::continuous::FEATURES];
@@ -403,7 +406,11 @@ impl Trainer {
     pub fn resume(ckpt: Checkpoint, schedule: Option<Box<HostSchedule>>, data: Dataset) -> Result<Self> {
         let train = &ckpt.config.train;
         // (a classifier's cross-entropy is not a diffusion loss: its value here is unused)
-        let loss = if ckpt.config.prediction == CLASS_LOGITS { Loss::Simple } else { Loss::parse(&train.loss)? };
+        let loss = if ckpt.config.prediction == CLASS_LOGITS || ckpt.config.vae.is_some() {
+            Loss::Simple
+        } else {
+            Loss::parse(&train.loss)?
+        };
         let variance = ReverseVariance::from_name(&train.variance)
             .ok()
             .filter(|v| *v != ReverseVariance::LearnedRange)
@@ -448,7 +455,9 @@ impl Trainer {
 
     /// One optimisation step; returns the batch loss.
     pub fn step(&mut self) -> Result<f64> {
-        let (loss, grad) = if self.ckpt.config.prediction == CLASS_LOGITS {
+        let (loss, grad) = if let Some(v) = self.ckpt.config.vae_net() {
+            self.grad_vae(&v)
+        } else if self.ckpt.config.prediction == CLASS_LOGITS {
             self.grad_classifier()?
         } else {
             let kind =
@@ -467,6 +476,19 @@ impl Trainer {
         }
         self.update(grad);
         Ok(loss)
+    }
+
+    /// A VAE baseline: the single-sample reparameterised `-ELBO` per coordinate.
+    fn grad_vae(&mut self, v: &crate::vae::Vae) -> (f64, Vec<f32>) {
+        let (b, dim) = (self.ckpt.config.train.batch, self.data.dim);
+        let rng = &mut self.ckpt.state.rng;
+        let n = self.data.len() as u32;
+        let idx: Vec<usize> = (0..b).map(|_| uniform_below(rng, n) as usize).collect();
+        let mut eps = vec![0.0f32; b * v.normals_per_example()];
+        elbo_core::rng::fill_standard_normal(rng, &mut eps);
+        let x: Vec<f32> = idx.iter().flat_map(|&i| self.data.x[i * dim..(i + 1) * dim].iter().copied()).collect();
+        let r = v.loss(&self.ckpt.params, &x, &eps, true);
+        (r.loss, r.grad)
     }
 
     /// A noise-conditional classifier (for classifier guidance, seed 004 eq. 166): the
@@ -632,7 +654,7 @@ impl Trainer {
     /// AdamW step and updates the EMA.
     fn update(&mut self, mut grad: Vec<f32>) {
         let args = &self.ckpt.config.train;
-        let n_net = self.mlp.n_params();
+        let n_net = if self.ckpt.config.schedule.name == "learned" { self.mlp.n_params() } else { grad.len() };
         let norm = grad[..n_net].iter().map(|g| f64::from(*g) * f64::from(*g)).sum::<f64>().sqrt();
         if args.grad_clip > 0.0 && norm > args.grad_clip {
             let s = (args.grad_clip / norm) as f32;

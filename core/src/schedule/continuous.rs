@@ -16,6 +16,20 @@ pub trait LogSnrSchedule {
     fn end_points(&self) -> (f64, f64) {
         (self.log_snr(0.0), self.log_snr(1.0))
     }
+    /// The time at which the log-SNR is `lambda` (bisection, 64 halvings of `[0, 1]`; values
+    /// outside the end points give 0 or 1).
+    fn time_at(&self, lambda: f64) -> f64 {
+        let (mut lo, mut hi) = (0.0f64, 1.0f64);
+        for _ in 0..64 {
+            let mid = 0.5 * (lo + hi);
+            if self.log_snr(mid) > lambda {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        0.5 * (lo + hi)
+    }
 }
 
 /// VDM's linear schedule of `gamma = -lambda`: `gamma(t) = gamma_min + (gamma_max - gamma_min) t`

@@ -102,6 +102,12 @@ pub struct TrainCliArgs {
     /// Write the loss curve to this PNG at the end.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// diffusion, or a baseline of the family: vae or hvae (two-level Markovian).
+    #[arg(long, default_value = "diffusion")]
+    pub family: String,
+    /// Latent dimension of the vae/hvae baselines (per level).
+    #[arg(long, default_value_t = 2)]
+    pub latent: usize,
     /// Train a noise-conditional classifier instead (`elbo train-classifier`).
     #[arg(skip)]
     pub classifier: bool,
@@ -168,6 +174,12 @@ fn validate(a: &TrainCliArgs) -> Result<()> {
     }
     if a.classifier && (crate::continuous::is_continuous(&a.schedule.schedule) || a.conditional || a.learn_variance) {
         return Err(input("train-classifier: takes a discrete --schedule and no --conditional or --learn-variance"));
+    }
+    if !matches!(a.family.as_str(), "diffusion" | "vae" | "hvae") {
+        return Err(input(format!("--family: expected diffusion, vae or hvae, found '{}'", a.family)));
+    }
+    if a.family != "diffusion" && (a.conditional || a.classifier || a.latent == 0) {
+        return Err(input("--family vae|hvae: unconditional, with --latent at least 1"));
     }
     let loss = Loss::parse(a.loss_name())?;
     if crate::continuous::is_continuous(&a.schedule.schedule) {
@@ -265,7 +277,15 @@ pub(super) fn new_trainer(a: &TrainCliArgs) -> Result<Trainer> {
                 (false, false) => data.dim,
             },
         },
-        prediction: if a.classifier { crate::train::CLASS_LOGITS.into() } else { a.prediction.clone() },
+        prediction: if a.classifier {
+            crate::train::CLASS_LOGITS.into()
+        } else if a.family != "diffusion" {
+            "vae".into()
+        } else {
+            a.prediction.clone()
+        },
+        vae: (a.family != "diffusion")
+            .then(|| crate::vae::VaeConfig { latent: a.latent, levels: if a.family == "hvae" { 2 } else { 1 } }),
         schedule: ScheduleConfig {
             name: a.schedule.schedule.clone(),
             timesteps: a.schedule.timesteps,

@@ -35,7 +35,7 @@ use crate::io::write_atomic;
 /// Arguments of `elbo experiment`.
 #[derive(Debug, Args)]
 pub struct ExperimentArgs {
-    /// likelihood, invariance, rb-variance, weighting, parameterization, vdm or guidance.
+    /// likelihood, invariance, rb-variance, weighting, parameterization, vdm, guidance or vae.
     pub name: String,
     /// Output folder.
     #[arg(long, default_value = "elbo-experiment")]
@@ -63,8 +63,9 @@ pub fn run(a: &ExperimentArgs) -> Result<()> {
         "parameterization" => trained::parameterization(a),
         "vdm" => trained::vdm(a),
         "guidance" => trained::guidance(a),
+        "vae" => trained::vae(a),
         other => Err(input(format!(
-            "experiment: unknown '{other}' (expected likelihood, invariance, rb-variance, weighting, parameterization, vdm or guidance)"
+            "experiment: unknown '{other}' (expected likelihood, invariance, rb-variance, weighting, parameterization, vdm, guidance or vae)"
         ))),
     }
 }
