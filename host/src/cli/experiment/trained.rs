@@ -166,8 +166,9 @@ pub(super) fn parameterization(a: &ExperimentArgs) -> Result<()> {
          (L_simple in its parameterisation), and, separately, every kind on the same ELBO-weighted \
          loss (`weighted:elbo`, which only changes how the output maps to eps_hat). The four are \
          affine in one another at fixed x_t (seed 004 eqs. 124-148), so with the ELBO loss they \
-         should agree; with their own L_simple they weight the timesteps differently (x0: by \
-         SNR_t, v: by SNR_t + 1, score: by 1 / sigma_t^2) and so differ.\n\n\
+         share one optimum, though not how hard it is for the network to reach (x0 must be \
+         exact to within sigma_t at low noise); with their own L_simple they weight the \
+         timesteps differently (x0: by SNR_t, v: by SNR_t + 1, score: by 1 / sigma_t^2).\n\n\
          | prediction | loss | -ELBO (bits/dim) | MMD^2 | training s |\n|---|---|---|---|---|",
         a.steps, a.seed
     );
