@@ -37,4 +37,7 @@ cargo build --locked -p elbo-core --target riscv32imac-unknown-none-elf
 echo "== tests"
 cargo test --workspace --locked
 
+echo "== benches compile (benches/compare.sh runs them against the peers; no timing in tests)"
+cargo bench --workspace --locked --no-run
+
 echo "== all tests passed"

@@ -12,13 +12,14 @@
 //! Forward and backward run on fixed chunks of [`CHUNK`] rows, in parallel with rayon; chunk
 //! gradients are summed in chunk order, so the result does not depend on the number of threads.
 
-use ndarray::{Array2, ArrayView2, Axis, s};
+use ndarray::linalg::general_mat_mul;
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, s};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Rows per chunk of the data-parallel forward/backward pass (fixed: results do not depend on
 /// the thread count).
-pub const CHUNK: usize = 64;
+pub const CHUNK: usize = 128;
 
 /// The architecture.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,6 +54,8 @@ pub struct Mlp {
     layers: Vec<Layer>,
     class_table: Option<usize>,
     n_params: usize,
+    /// The time embedding of the whole-number times `0 .. MAX_STEPS` (made on first use).
+    embeddings: std::sync::OnceLock<Vec<f32>>,
 }
 
 /// One chunk's inputs.
@@ -82,7 +85,7 @@ impl Mlp {
             off += (cfg.classes + 1) * cfg.embed;
             o
         });
-        Mlp { cfg, layers, class_table, n_params: off }
+        Mlp { cfg, layers, class_table, n_params: off, embeddings: std::sync::OnceLock::new() }
     }
 
     /// The configuration.
@@ -125,15 +128,29 @@ impl Mlp {
         p
     }
 
-    /// The input matrix `[x, emb(t) + emb(class)]` of a chunk.
+    /// The input matrix `[x, emb(t) + emb(class)]` of a chunk. Whole-number times below
+    /// [`crate::MAX_STEPS`] (every discrete model's) read a table of the same embedding.
     fn input(&self, params: &[f32], b: &Batch<'_>) -> Array2<f32> {
         let (d, e) = (self.cfg.dim, self.cfg.embed);
         let rows = b.t.len();
+        let table = self.embeddings.get_or_init(|| {
+            let mut v = vec![0.0f32; crate::MAX_STEPS * e];
+            for (k, row) in v.chunks_exact_mut(e.max(1)).enumerate() {
+                elbo_core::mlp::time_embedding(k as f32, row);
+            }
+            v
+        });
         let mut h = Array2::<f32>::zeros((rows, d + e));
         for (r, mut row) in h.axis_iter_mut(Axis(0)).enumerate() {
             let row = row.as_slice_mut().expect("standard layout");
             row[..d].copy_from_slice(&b.x[r * d..(r + 1) * d]);
-            elbo_core::mlp::time_embedding(b.t[r], &mut row[d..d + e]);
+            let tau = b.t[r];
+            if tau >= 0.0 && tau.fract() == 0.0 && (tau as usize) < crate::MAX_STEPS {
+                let k = tau as usize;
+                row[d..d + e].copy_from_slice(&table[k * e..(k + 1) * e]);
+            } else {
+                elbo_core::mlp::time_embedding(tau, &mut row[d..d + e]);
+            }
             if let (Some(o), Some(labels)) = (self.class_table, b.labels) {
                 let c = labels[r] as usize;
                 for (v, &p) in row[d..d + e].iter_mut().zip(&params[o + c * e..o + (c + 1) * e]) {
@@ -148,26 +165,43 @@ impl Mlp {
         ArrayView2::from_shape((l.n_in, l.n_out), &params[l.w..l.w + l.n_in * l.n_out]).expect("layout")
     }
 
-    /// Forward pass of one chunk; returns the output and the activations backward needs
-    /// (inputs of every layer, and the pre-activations of the hidden layers).
-    fn forward_chunk(&self, params: &[f32], b: &Batch<'_>) -> (Array2<f32>, Vec<Array2<f32>>, Vec<Array2<f32>>) {
+    /// Forward pass of one chunk; returns the output, and for training (`keep`) the
+    /// activations backward needs: the input of every layer and `SiLU'` at each hidden
+    /// pre-activation. Bias, activation and its derivative are one pass over the layer.
+    fn forward_chunk(
+        &self,
+        params: &[f32],
+        b: &Batch<'_>,
+        keep: bool,
+    ) -> (Array2<f32>, Vec<Array2<f32>>, Vec<Array2<f32>>) {
         let mut h = self.input(params, b);
+        let rows = h.nrows();
         let mut inputs = Vec::with_capacity(self.layers.len());
-        let mut pre = Vec::with_capacity(self.layers.len());
+        let mut slopes = Vec::with_capacity(self.layers.len());
         for (i, l) in self.layers.iter().enumerate() {
-            let mut z = h.dot(&self.weight(params, l));
+            let mut z = Array2::<f32>::zeros((rows, l.n_out));
+            general_mat_mul(1.0, &h, &self.weight(params, l), 0.0, &mut z);
             let bias = &params[l.b..l.b + l.n_out];
-            for mut row in z.axis_iter_mut(Axis(0)) {
-                for (v, &bb) in row.iter_mut().zip(bias) {
-                    *v += bb;
+            let last = i + 1 == self.layers.len();
+            let zs = z.as_slice_mut().expect("standard layout");
+            if last {
+                for row in zs.chunks_exact_mut(l.n_out) {
+                    row.iter_mut().zip(bias).for_each(|(v, &bb)| *v += bb);
                 }
+            } else if keep {
+                let mut slope = Array2::<f32>::zeros((rows, l.n_out));
+                bias_silu(zs, Some(slope.as_slice_mut().expect("standard layout")), bias);
+                slopes.push(slope);
+            } else {
+                bias_silu(zs, None, bias);
             }
-            inputs.push(h);
-            if i + 1 == self.layers.len() {
-                return (z, inputs, pre);
+            if keep {
+                inputs.push(h);
             }
-            h = z.mapv(silu);
-            pre.push(z);
+            if last {
+                return (z, inputs, slopes);
+            }
+            h = z;
         }
         unreachable!("the network has an output layer")
     }
@@ -184,7 +218,7 @@ impl Mlp {
                 t: &t[r0..r0 + rows],
                 labels: labels.map(|l| &l[r0..r0 + rows]),
             };
-            let (y, _, _) = self.forward_chunk(params, &b);
+            let (y, _, _) = self.forward_chunk(params, &b, false);
             out_chunk.copy_from_slice(y.as_slice().expect("standard layout"));
         });
     }
@@ -224,9 +258,13 @@ impl Mlp {
     {
         let (d, o) = (self.cfg.dim, self.cfg.out);
         let n = t.len();
-        let chunks: Vec<(f64, Vec<f32>, Option<Array2<f32>>)> = (0..n.div_ceil(CHUNK))
-            .into_par_iter()
-            .map(|c| {
+        let n_chunks = n.div_ceil(CHUNK);
+        // one gradient buffer per chunk, summed in chunk order afterwards
+        let mut grads = vec![0.0f32; n_chunks * self.n_params];
+        let chunks: Vec<(f64, Option<Array2<f32>>)> = grads
+            .par_chunks_mut(self.n_params.max(1))
+            .enumerate()
+            .map(|(c, g)| {
                 let r0 = c * CHUNK;
                 let rows = CHUNK.min(n - r0);
                 let b = Batch {
@@ -234,22 +272,28 @@ impl Mlp {
                     t: &t[r0..r0 + rows],
                     labels: labels.map(|l| &l[r0..r0 + rows]),
                 };
-                let (y, inputs, pre) = self.forward_chunk(params, &b);
+                let (y, inputs, slopes) = self.forward_chunk(params, &b, true);
                 let mut dy = Array2::<f32>::zeros((rows, o));
                 let loss =
                     loss_grad(r0, y.as_slice().expect("standard layout"), dy.as_slice_mut().expect("standard layout"));
-                let (g, dx) = self.backward_chunk(params, &b, dy, &inputs, &pre, want_input);
-                (loss, g, dx)
+                let dx = self.backward_chunk(params, &b, dy, &inputs, &slopes, want_input, g);
+                (loss, dx)
             })
             .collect();
-        let mut grad = vec![0.0f32; self.n_params];
+        // the chunks' sum, in chunk order, in parallel over blocks of parameters
+        let np = self.n_params;
+        let mut grad = grads[..np].to_vec();
+        grad.par_chunks_mut(4096).enumerate().for_each(|(k, block)| {
+            let o = k * 4096;
+            for c in 1..n_chunks {
+                let g = &grads[c * np + o..c * np + o + block.len()];
+                block.iter_mut().zip(g).for_each(|(a, &b)| *a += b);
+            }
+        });
         let mut loss = 0.0;
         let mut input = want_input.then(|| Vec::with_capacity(n * d));
-        for (l, g, dx) in chunks {
+        for (l, dx) in chunks {
             loss += l;
-            for (a, b) in grad.iter_mut().zip(&g) {
-                *a += b;
-            }
             if let (Some(v), Some(dx)) = (&mut input, dx) {
                 v.extend(dx.slice(s![.., ..d]).iter());
             }
@@ -257,28 +301,36 @@ impl Mlp {
         Grads { loss, params: grad, input }
     }
 
+    /// Backward pass of one chunk: writes the chunk's parameter gradient into `g` (zeroed) and
+    /// returns the gradient with respect to the input matrix when asked.
+    #[allow(clippy::too_many_arguments)]
     fn backward_chunk(
         &self,
         params: &[f32],
         b: &Batch<'_>,
         mut dy: Array2<f32>,
         inputs: &[Array2<f32>],
-        pre: &[Array2<f32>],
+        slopes: &[Array2<f32>],
         want_input: bool,
-    ) -> (Vec<f32>, Option<Array2<f32>>) {
-        let mut g = vec![0.0f32; self.n_params];
+        g: &mut [f32],
+    ) -> Option<Array2<f32>> {
         for i in (0..self.layers.len()).rev() {
             let l = &self.layers[i];
             if i + 1 < self.layers.len() {
                 // through the SiLU of this layer's output
-                dy.zip_mut_with(&pre[i], |d, &z| *d *= silu_grad(z));
+                dy.zip_mut_with(&slopes[i], |d, &s| *d *= s);
             }
-            let dw = inputs[i].t().dot(&dy);
-            g[l.w..l.w + l.n_in * l.n_out].copy_from_slice(dw.as_slice().expect("standard layout"));
-            let db = dy.sum_axis(Axis(0));
-            g[l.b..l.b + l.n_out].copy_from_slice(db.as_slice().expect("standard layout"));
+            let mut dw =
+                ArrayViewMut2::from_shape((l.n_in, l.n_out), &mut g[l.w..l.w + l.n_in * l.n_out]).expect("layout");
+            general_mat_mul(1.0, &inputs[i].t(), &dy, 0.0, &mut dw);
+            let db = &mut g[l.b..l.b + l.n_out];
+            for row in dy.as_slice().expect("standard layout").chunks_exact(l.n_out) {
+                db.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
+            }
             if i > 0 || self.class_table.is_some() || want_input {
-                dy = dy.dot(&self.weight(params, l).t());
+                let mut prev = Array2::<f32>::zeros((dy.nrows(), l.n_in));
+                general_mat_mul(1.0, &dy, &self.weight(params, l).t(), 0.0, &mut prev);
+                dy = prev;
             }
         }
         if let (Some(o), Some(labels)) = (self.class_table, b.labels) {
@@ -291,7 +343,7 @@ impl Mlp {
                 }
             }
         }
-        (g, want_input.then_some(dy))
+        want_input.then_some(dy)
     }
 }
 
@@ -315,18 +367,68 @@ pub fn continuous_tau(t: f64) -> f32 {
     (1000.0 * t) as f32
 }
 
-use elbo_core::mlp::silu;
-
-#[inline]
-fn sigmoid(z: f32) -> f32 {
-    1.0 / (1.0 + (-z).exp())
+/// Adds `bias` to every row of `z` and applies SiLU in place; with `slope`, writes `SiLU'`
+/// at each pre-activation there. Compiled for the CPU's widest vectors, chosen at run time
+/// (the same operations in every version: results do not depend on the CPU).
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx", "aarch64+neon"))]
+fn bias_silu(z: &mut [f32], slope: Option<&mut [f32]>, bias: &[f32]) {
+    let w = bias.len();
+    match slope {
+        Some(ds) => {
+            for (row, drow) in z.chunks_exact_mut(w).zip(ds.chunks_exact_mut(w)) {
+                for ((v, dv), &bb) in row.iter_mut().zip(drow.iter_mut()).zip(bias) {
+                    let zz = *v + bb;
+                    let sg = sigmoid(zz);
+                    *v = zz * sg;
+                    *dv = sg * (1.0 + zz * (1.0 - sg));
+                }
+            }
+        }
+        None => {
+            for row in z.chunks_exact_mut(w) {
+                for (v, &bb) in row.iter_mut().zip(bias) {
+                    let zz = *v + bb;
+                    *v = zz * sigmoid(zz);
+                }
+            }
+        }
+    }
 }
 
-/// `d SiLU / dz = sigmoid(z) (1 + z (1 - sigmoid(z)))`.
-#[inline]
-fn silu_grad(z: f32) -> f32 {
-    let s = sigmoid(z);
-    s * (1.0 + z * (1.0 - s))
+/// `sigmoid(z) = 1 / (1 + e^-z)`, with [`exp`]; SiLU is `z sigmoid(z)` and its derivative
+/// `sigmoid(z) (1 + z (1 - sigmoid(z)))`.
+#[inline(always)]
+fn sigmoid(z: f32) -> f32 {
+    1.0 / (1.0 + exp(-z))
+}
+
+/// `e^x` in f32 without a library call, so that loops over it vectorise: Cephes' `expf`
+/// (`x = n ln 2 + r`, `|r| <= ln 2 / 2`, `e^r` by its degree-7 minimax polynomial, `2^n` put
+/// into the exponent bits), within 2 ulp of the exact value (tested against f64). Arguments
+/// are clamped to `[-87.3, 88.3]`, where `2^n` stays a normal f32: below that the result is
+/// ~1e-38 (not 0), above it ~2e38 (not infinity), which the sigmoid does not tell apart.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split so that n * LN2_HI is exact
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // 1.5 * 2^23: adding and subtracting it rounds to the nearest integer
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.3, 88.3);
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
+    // the integer n read off the mantissa bits (an `as` cast would not vectorise)
+    let n_int = (shifted.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5; // Cephes: 5.0000001201e-1, which rounds to 0.5 in f32
+    let er = p * r * r + r + 1.0;
+    er * f32::from_bits(((n_int + 127) as u32) << 23)
 }
 
 #[cfg(test)]
@@ -401,6 +503,24 @@ mod tests {
                 assert!((fd - an).abs() <= 1e-2 * an.abs().max(fd.abs()).max(1e-2), "x[{k}]: {an} vs {fd}");
             }
         }
+    }
+
+    /// `exp` against f64's `exp` over its whole range (and at the clamps): within 2 ulp.
+    #[test]
+    fn exp_is_within_two_ulp() {
+        let mut worst = 0.0f64;
+        let n = 2_000_000;
+        for k in 0..=n {
+            let x = -87.3 + (88.3 + 87.3) * k as f32 / n as f32;
+            let exact = f64::from(x).exp();
+            let ulp = f64::from(f32::EPSILON) * 2f64.powi(exact.log2().floor() as i32);
+            worst = worst.max((f64::from(exp(x)) - exact).abs() / ulp);
+        }
+        assert!(worst <= 2.0, "worst error {worst} ulp");
+        assert!(exp(-1000.0) > 0.0 && exp(-1000.0) < 1.3e-38);
+        assert!(exp(1000.0).is_finite() && exp(1000.0) > 1e38);
+        assert!(exp(f32::NAN).is_nan());
+        assert!(sigmoid(-200.0) < 1e-37 && sigmoid(200.0) == 1.0);
     }
 
     /// The same results with 1 and 3 threads, bit for bit.

@@ -5,6 +5,7 @@
 //! a fixed order before the data-parallel part, so results do not depend on `--threads`; the
 //! full state is checkpointed, so a resumed run ends bit-identical to an uninterrupted one.
 
+use rayon::prelude::*;
 use std::path::Path;
 use std::time::Instant;
 
@@ -593,9 +594,14 @@ impl Trainer {
             .map_err(|e| input(format!("{e}")))?;
             step_of.push(st);
         }
+        // (only the weighted losses read it)
+        let weighted = matches!(self.loss, Loss::Weighted(_));
         let snr_ratio: Vec<f64> = t
             .iter()
             .map(|&ti| {
+                if !weighted {
+                    return 0.0;
+                }
                 let tt = ti.max(2).min(steps);
                 match (schedule.step(tt), schedule.step(tt - 1)) {
                     (Ok(cur), Ok(prev)) => (f64::from(prev.log_snr) - f64::from(cur.log_snr)).exp_m1(),
@@ -652,34 +658,51 @@ impl Trainer {
 
     /// Clips the network's gradient (a learned schedule's is left to Adam's scaling), takes an
     /// AdamW step and updates the EMA.
-    fn update(&mut self, mut grad: Vec<f32>) {
+    fn update(&mut self, grad: Vec<f32>) {
         let args = &self.ckpt.config.train;
         let n_net = if self.ckpt.config.schedule.name == "learned" { self.mlp.n_params() } else { grad.len() };
-        let norm = grad[..n_net].iter().map(|g| f64::from(*g) * f64::from(*g)).sum::<f64>().sqrt();
-        if args.grad_clip > 0.0 && norm > args.grad_clip {
-            let s = (args.grad_clip / norm) as f32;
-            grad[..n_net].iter_mut().for_each(|g| *g *= s);
-        }
+        // the norm in fixed blocks, summed in order (the same for any thread count)
+        let norm = grad[..n_net]
+            .par_chunks(UPDATE_BLOCK)
+            .map(|b| b.iter().map(|g| f64::from(*g) * f64::from(*g)).sum::<f64>())
+            .collect::<Vec<f64>>()
+            .iter()
+            .sum::<f64>()
+            .sqrt();
+        // the clipping factor of the network's part, applied in the optimiser's pass
+        let clip = (args.grad_clip > 0.0 && norm > args.grad_clip).then_some((args.grad_clip / norm) as f32);
         let k = self.ckpt.state.step + 1;
         let lr = learning_rate(args, k);
-        let (b1, b2, eps_adam) = (0.9f64, 0.999f64, 1e-8f64);
-        let (c1, c2) = (1.0 - b1.powi(k as i32), 1.0 - b2.powi(k as i32));
+        let b = (0.9f64, 0.999f64);
+        let h = AdamW {
+            lr,
+            b1: b.0,
+            b2: b.1,
+            c1: 1.0 - b.0.powi(k as i32),
+            c2: 1.0 - b.1.powi(k as i32),
+            eps: 1e-8,
+            weight_decay: args.weight_decay,
+            ema: args.ema_decay.min((1.0 + k as f64) / (10.0 + k as f64)) as f32,
+        };
         let c = &mut self.ckpt;
-        let args = &c.config.train;
-        for (((&g, m), v), p) in grad.iter().zip(&mut c.adam_m).zip(&mut c.adam_v).zip(&mut c.params) {
-            let g = f64::from(g);
-            let m1 = b1 * f64::from(*m) + (1.0 - b1) * g;
-            let v1 = b2 * f64::from(*v) + (1.0 - b2) * g * g;
-            *m = m1 as f32;
-            *v = v1 as f32;
-            let p0 = f64::from(*p);
-            let update = (m1 / c1) / ((v1 / c2).sqrt() + eps_adam) + args.weight_decay * p0;
-            *p = (p0 - lr * update) as f32;
-        }
-        let decay = args.ema_decay.min((1.0 + k as f64) / (10.0 + k as f64)) as f32;
-        for (e, &p) in c.ema.iter_mut().zip(&c.params) {
-            *e = decay * *e + (1.0 - decay) * p;
-        }
+        c.params
+            .par_chunks_mut(UPDATE_BLOCK)
+            .zip(c.adam_m.par_chunks_mut(UPDATE_BLOCK))
+            .zip(c.adam_v.par_chunks_mut(UPDATE_BLOCK))
+            .zip(c.ema.par_chunks_mut(UPDATE_BLOCK))
+            .zip(grad.par_chunks(UPDATE_BLOCK))
+            .enumerate()
+            .for_each(|(k, ((((p, m), v), e), g))| {
+                // blocks past the network's parameters (a learned schedule's) are not clipped
+                let net = n_net.saturating_sub(k * UPDATE_BLOCK).min(g.len());
+                let (gn, gs) = g.split_at(net);
+                let (pn, ps) = p.split_at_mut(net);
+                let (mn, ms) = m.split_at_mut(net);
+                let (vn, vs) = v.split_at_mut(net);
+                let (en, es) = e.split_at_mut(net);
+                adamw_ema(&h, clip, gn, mn, vn, pn, en);
+                adamw_ema(&h, None, gs, ms, vs, ps, es);
+            });
         c.state.step = k;
         c.config.step = k;
     }
@@ -711,6 +734,46 @@ impl Trainer {
             }
         }
         Ok(())
+    }
+}
+
+/// Parameters per block of the parallel optimiser step.
+const UPDATE_BLOCK: usize = 4096;
+
+/// The constants of one AdamW step (Loshchilov & Hutter: decoupled weight decay) and the EMA
+/// decay.
+struct AdamW {
+    lr: f64,
+    b1: f64,
+    b2: f64,
+    /// `1 - b1^k`, `1 - b2^k`: the bias corrections at step `k`.
+    c1: f64,
+    c2: f64,
+    eps: f64,
+    weight_decay: f64,
+    ema: f32,
+}
+
+/// One AdamW step on a block of parameters (the gradient scaled by `clip` first, if given;
+/// moments in f32, arithmetic in f64), then the EMA
+/// of the new parameters. Element by element, so any split into blocks gives the same bits;
+/// compiled for the CPU's widest vectors, chosen at run time.
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx", "aarch64+neon"))]
+fn adamw_ema(h: &AdamW, clip: Option<f32>, grad: &[f32], m: &mut [f32], v: &mut [f32], p: &mut [f32], ema: &mut [f32]) {
+    for ((((&g, m), v), p), e) in grad.iter().zip(m.iter_mut()).zip(v.iter_mut()).zip(p.iter_mut()).zip(ema.iter_mut())
+    {
+        let g = f64::from(match clip {
+            Some(c) => g * c,
+            None => g,
+        });
+        let m1 = h.b1 * f64::from(*m) + (1.0 - h.b1) * g;
+        let v1 = h.b2 * f64::from(*v) + (1.0 - h.b2) * g * g;
+        *m = m1 as f32;
+        *v = v1 as f32;
+        let p0 = f64::from(*p);
+        let update = (m1 / h.c1) / ((v1 / h.c2).sqrt() + h.eps) + h.weight_decay * p0;
+        *p = (p0 - h.lr * update) as f32;
+        *e = h.ema * *e + (1.0 - h.ema) * *p;
     }
 }
 

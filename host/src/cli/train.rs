@@ -136,7 +136,7 @@ impl TrainCliArgs {
     }
 }
 
-fn validate(a: &TrainCliArgs) -> Result<()> {
+pub(super) fn validate(a: &TrainCliArgs) -> Result<()> {
     let positive = [
         ("--steps", a.steps as f64),
         ("--batch", a.batch as f64),

@@ -1,0 +1,191 @@
+"""Runs our benchmarks and the peers' side by side, alternately, and writes benches/RESULTS.md.
+
+    benches/compare.sh            (sets up the peers' environment, builds, then runs this)
+
+Each row is measured by `measure` (ours, benches/src/bin/measure.rs) and `peers/peers.py`
+(PyTorch, diffusers, onnxruntime) in the same run, on the same machine and threads, taking
+turns: ours, theirs, ours, theirs, ... (--rounds times). A side's figure is the median over
+rounds of its per-round medians.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+MEASURE = os.path.join(ROOT, "target", "release", "measure")
+ELBO = os.path.join(ROOT, "target", "release", "elbo")
+PEERS = [sys.executable, os.path.join(HERE, "peers", "peers.py")]
+
+
+def call(cmd):
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def pair(args_ours, args_theirs, rounds):
+    ours, theirs = [], []
+    for _ in range(rounds):
+        ours.append(call([MEASURE] + args_ours))
+        theirs.append(call(PEERS + args_theirs))
+    return ours, theirs
+
+
+def med(rows, key):
+    return statistics.median(r[key] for r in rows)
+
+
+def machine():
+    model = "unknown CPU"
+    flags = ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name") and model == "unknown CPU":
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
+                flags = line
+    except OSError:
+        pass
+    simd = "AVX-512" if "avx512f" in flags else ("AVX2 + FMA" if "avx2" in flags and "fma" in flags else "SSE")
+    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    return f"{model}, {os.cpu_count()} logical cores, {simd}; {platform.system()} {platform.release()}; {rustc}"
+
+
+def fmt_t(s):
+    if s < 1e-6:
+        return f"{s * 1e9:.0f} ns"
+    if s < 1e-3:
+        return f"{s * 1e6:.1f} us"
+    if s < 1:
+        return f"{s * 1e3:.2f} ms"
+    return f"{s:.2f} s"
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
+    a = p.parse_args()
+    th = str(a.threads)
+    rows = []  # (work, ours, peer, ratio text, goal text, met)
+    log = lambda *m: print(*m, file=sys.stderr, flush=True)
+
+    # 1. training
+    log("training ...")
+    o2, p2 = pair(["train", "--threads", th], ["train", "--threads", th], a.rounds)
+    o1, p1 = pair(["train", "--threads", "1"], ["train", "--threads", "1"], a.rounds)
+    ours2, peer2, ours1, peer1 = (med(r, "examples_per_s") for r in (o2, p2, o1, p1))
+    versions = {"torch": p2[0]["torch"]}
+    rows.append((f"training, default two-moons MLP, batch 512, examples/s, {th} threads", f"{ours2:,.0f}/s",
+                 f"PyTorch {peer2:,.0f}/s", ours2 / peer2, ">= 2x", ours2 / peer2 >= 2))
+    rows.append(("training, 1 thread, examples/s", f"{ours1:,.0f}/s", f"PyTorch {peer1:,.0f}/s", ours1 / peer1,
+                 "(information)", None))
+    rows.append((f"training, {th} threads vs 1 (scaling)", f"{ours2 / ours1:.2f}x", f"PyTorch {peer2 / peer1:.2f}x",
+                 None, ">= 1.8x", ours2 / ours1 >= 1.8))
+
+    # 2. sampler updates
+    log("sampler steps ...")
+    bw = statistics.median(call([MEASURE, "bandwidth"])["bytes_per_s"] for _ in range(3))
+    for n in (1, 1000, 1_000_000):
+        o, t = pair(["step", "--n", str(n)], ["step", "--n", str(n), "--threads", th], a.rounds)
+        versions["diffusers"] = t[0]["diffusers"]
+        bound = 12.0 * n / bw  # read x and eps, write x (f32)
+        for kind in ("ddpm", "ddim"):
+            ours, peer = med(o, kind + "_s"), med(t, kind + "_s")
+            ratio = peer / ours
+            if n < 1_000_000:
+                goal, met = ">= 50x", ratio >= 50
+            else:
+                in_bw = ours <= 2 * bound
+                if kind == "ddpm":
+                    goal, met = f">= 10x, and <= 2x the bandwidth bound {fmt_t(bound)}", ratio >= 10 and in_bw
+                else:
+                    goal, met = f"<= 2x the bandwidth bound {fmt_t(bound)}", in_bw
+            what = f"one {kind.upper()} update (eps), {n:,} elements"
+            if kind == "ddpm" and n == 1_000_000:
+                what += (f" (drawing the {n:,} normals alone: {fmt_t(med(o, 'noise_s'))}; the update "
+                         f"without them: {fmt_t(med(o, 'ddpm_s') - med(o, 'noise_s'))})")
+            rows.append((what, fmt_t(ours),
+                         f"diffusers {fmt_t(peer)}", ratio, goal, met))
+
+    # 3. ONNX sampling
+    log("ONNX sampling ...")
+    goals = {1: 3.0, 512: 1.4, 10_000: 1.05}
+    for b, g in goals.items():
+        o, t = pair(["onnx-sample", "--batch", str(b), "--threads", th],
+                    ["onnx-sample", "--batch", str(b), "--threads", th], a.rounds)
+        versions["onnxruntime"] = t[0]["onnxruntime"]
+        ours, peer = med(o, "step_s"), med(t, "step_s")
+        out_o, out_p = med(o, "outside_run"), med(t, "outside_run")
+        met = peer / ours >= g
+        goal = f">= {g}x"
+        if b == 10_000:
+            goal += ", < 5% outside run"
+            met = met and out_o < 0.05
+        rows.append((f"1000-step DDPM sampling, ONNX MLP, batch {b:,}: per step (outside Session::run)",
+                     f"{fmt_t(ours)} ({100 * out_o:.1f}%)", f"Python loop {fmt_t(peer)} ({100 * out_p:.0f}%)",
+                     peer / ours, goal, met))
+
+    # 4. native forward vs ONNX Runtime
+    log("forward ...")
+    o, t = pair(["forward", "--batch", "10000", "--threads", th], ["forward", "--batch", "10000", "--threads", th],
+                a.rounds)
+    ours, peer = med(o, "native_s"), med(t, "ort_s")
+    rows.append(("native MLP forward vs ONNX Runtime run, same weights, batch 10,000", fmt_t(ours),
+                 f"ONNX Runtime {fmt_t(peer)}", peer / ours, ">= 1x", peer / ours >= 1))
+
+    # 5. the full bound
+    log("bound ...")
+    data = os.path.join(ROOT, "target", "bench-moons-2000.npy")
+    subprocess.run([ELBO, "data", "--data", "two-moons", "--n", "2000", "--seed", "1", "--out", data], check=True,
+                   capture_output=True)
+    o, t = pair(["bound", "--data", data, "--threads", th], ["bound", "--data", data, "--threads", th], a.rounds)
+    ours, peer = med(o, "bound_s"), med(t, "bound_s")
+    bpd_o, bpd_p = med(o, "bpd_normalised"), med(t, "bpd_normalised")
+    rows.append((f"full bound, T = 1000, 2,000 points, ONNX MLP (bits/dim of the normalised data: ours {bpd_o:.4f}, "
+                 f"theirs {bpd_p:.4f})", fmt_t(ours), f"calc_bpd_loop {fmt_t(peer)}", peer / ours, ">= 2x",
+                 peer / ours >= 2))
+
+    lines = [
+        "# Benchmarks against the peers",
+        "",
+        "Regenerate (installs the peers into `.local/peers`, builds, runs both sides alternately; about 10 minutes):",
+        "",
+        "```sh",
+        "benches/compare.sh",
+        "```",
+        "",
+        f"- Machine: {machine()}",
+        f"- Peers: PyTorch {versions['torch']}, diffusers {versions['diffusers']}, onnxruntime {versions['onnxruntime']} "
+        f"(ours loads the same onnxruntime library); {th} threads on both sides unless the row says otherwise.",
+        f"- Memory bandwidth (STREAM-style triad over 3 x 64 MiB, measured in this run): {bw / 1e9:.1f} GB/s.",
+        f"- {a.rounds} rounds, ours and theirs in turn; each figure is the median over rounds of per-round medians.",
+        f"- Written {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.",
+        "",
+        "| work | elbo | peer | ratio (peer time / ours) | goal | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for work, ours, peer, ratio, goal, met in rows:
+        r = "" if ratio is None else f"{ratio:.2f}x"
+        m = "" if met is None else ("yes" if met else "**no**")
+        lines.append(f"| {work} | {ours} | {peer} | {r} | {goal} | {m} |")
+    lines.append("")
+    notes = os.path.join(HERE, "RESULTS-notes.md")
+    if os.path.exists(notes):
+        lines.append(open(notes).read())
+    tmp = a.out + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("\n".join(lines))
+    os.replace(tmp, a.out)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+//! Our side of the comparison with the peers: one workload per call, printed as one JSON object
+//! (times in seconds, medians over repetitions). `benches/compare.py` runs it alternately with
+//! `benches/peers/peers.py` and writes `benches/RESULTS.md`.
+//!
+//! ```text
+//! measure train      --threads N [--reps R]          training steps of the default two-moons run
+//! measure step       --n ELEMENTS [--threads N]       one DDPM and one DDIM update (eps prediction)
+//! measure bandwidth                                    STREAM-style triad over 3 x 64 MiB
+//! measure onnx-sample --batch B --threads N           1000-step DDPM sampling with the shipped ONNX MLP
+//! measure forward    --batch B --threads N            native MLP forward of the shipped weights
+//! measure bound      --data FILE.npy --threads N      the full bound, T = 1000, with the ONNX MLP
+//! ```
+
+use std::time::{Duration, Instant};
+
+use elbo::onnx::{OnnxDenoiser, OnnxOpts};
+use elbo_benches::{median, shipped, times, two_moons_trainer};
+use elbo_core::denoiser::{Condition, Denoiser, NoiseLevel};
+use elbo_core::elbo::{Decoder, ElboOptions, ElboOutput, ElboScratch, Estimator, ReverseVariance, neg_elbo};
+use elbo_core::rng::{fill_standard_normal, standard_normal};
+use elbo_core::sampler::{DdimCoefficients, Sigma, ddim_update, ddpm_sigma, ddpm_update};
+use elbo_core::{BetaSchedule, NoiseSchedule, Prediction, Schedule};
+use rand_core::SeedableRng;
+use rand_pcg::Pcg32;
+use serde_json::json;
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name}: not a valid value")))
+        .unwrap_or(default)
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new().num_threads(threads).stack_size(64 << 20).build().expect("a thread pool")
+}
+
+fn onnx(threads: usize) -> OnnxDenoiser {
+    let opts = OnnxOpts { ort_threads: Some(threads), ..OnnxOpts::default() };
+    OnnxDenoiser::open(&shipped().1, &opts).expect("the shipped model opens (is ONNX Runtime installed? see README)")
+}
+
+fn linear() -> Box<Schedule<1000>> {
+    Box::new(Schedule::<1000>::new(&BetaSchedule::Linear { beta_start: 1e-4, beta_end: 0.02 }, 1000, false).unwrap())
+}
+
+fn train(args: &[String]) -> serde_json::Value {
+    let threads = arg(args, "--threads", 1usize);
+    let reps = arg(args, "--reps", 200usize);
+    pool(threads).install(|| {
+        let mut tr = two_moons_trainer(100_000);
+        for _ in 0..20 {
+            tr.step().unwrap();
+        }
+        let t = median(times(reps, || {
+            tr.step().unwrap();
+        }));
+        json!({"work": "train", "threads": threads, "step_s": secs(t), "examples_per_s": 512.0 / secs(t)})
+    })
+}
+
+fn step(args: &[String]) -> serde_json::Value {
+    let n = arg(args, "--n", 1000usize);
+    let reps = arg(args, "--reps", if n >= 100_000 { 200 } else { 20_000 });
+    let s = linear();
+    let st = s.step(500).unwrap();
+    let sigma = Sigma::Fixed(ddpm_sigma(&st, ReverseVariance::Small).unwrap());
+    let ddim = DdimCoefficients::new(&st.cur, &s.marginal(480).unwrap(), 0.0);
+    let mut rng = Pcg32::seed_from_u64(0);
+    let (mut x, mut eps) = (vec![0.0f32; n], vec![0.0f32; n]);
+    fill_standard_normal(&mut rng, &mut x);
+    fill_standard_normal(&mut rng, &mut eps);
+    let x_init = x.clone();
+    let ddpm = median(times(reps, || {
+        ddpm_update(&st, Prediction::Eps, std::hint::black_box(&eps), &mut x, sigma, None, || {
+            standard_normal(&mut rng)
+        })
+        .unwrap();
+        if n >= 100_000 {
+            x.copy_from_slice(&x_init);
+        }
+    }));
+    // (the reset copy is timed with the update at large n: subtract its own median)
+    let reset = if n >= 100_000 {
+        median(times(reps, || x.copy_from_slice(std::hint::black_box(&x_init))))
+    } else {
+        Duration::ZERO
+    };
+    let ddim_t = median(times(reps, || {
+        ddim_update(&ddim, Prediction::Eps, std::hint::black_box(&eps), &mut x, None, || 0.0).unwrap();
+    }));
+    // the DDPM update's share that is drawing the noise
+    let mut z = vec![0.0f32; n];
+    let noise = median(times(reps, || fill_standard_normal(&mut rng, &mut z)));
+    json!({"work": "step", "n": n, "ddpm_s": secs(ddpm.saturating_sub(reset)), "ddim_s": secs(ddim_t),
+           "noise_s": secs(noise)})
+}
+
+fn bandwidth() -> serde_json::Value {
+    let n = 16 << 20;
+    let (a, b) = (vec![1.0f32; n], vec![2.0f32; n]);
+    let mut c = vec![0.0f32; n];
+    let t = median(times(21, || {
+        for ((c, &a), &b) in c.iter_mut().zip(std::hint::black_box(&a)).zip(&b) {
+            *c = a + 0.5 * b;
+        }
+        std::hint::black_box(&mut c);
+    }));
+    json!({"work": "bandwidth", "bytes_per_s": 12.0 * n as f64 / secs(t)})
+}
+
+fn onnx_sample(args: &[String]) -> serde_json::Value {
+    let batch = arg(args, "--batch", 1usize);
+    let threads = arg(args, "--threads", 1usize);
+    let steps = arg(args, "--steps", 1000usize);
+    let mut den = onnx(threads);
+    let s = linear();
+    let mut rng = Pcg32::seed_from_u64(0);
+    let (mut x, mut pred) = (vec![0.0f32; 2 * batch], vec![0.0f32; 2 * batch]);
+    let mut run = || {
+        fill_standard_normal(&mut rng, &mut x);
+        let before = den.run_time;
+        let start = Instant::now();
+        for t in (1..=steps).rev() {
+            let st = s.step(t).unwrap();
+            den.predict(&x, NoiseLevel::of(&st), Condition::Unconditional, &mut pred).unwrap();
+            let sigma = Sigma::Fixed(ddpm_sigma(&st, ReverseVariance::Small).unwrap());
+            ddpm_update(&st, den.prediction(), &pred, &mut x, sigma, None, || standard_normal(&mut rng)).unwrap();
+        }
+        (start.elapsed(), den.run_time - before)
+    };
+    run();
+    let mut all: Vec<(Duration, Duration)> = (0..3).map(|_| run()).collect();
+    all.sort();
+    let (total, inside) = all[1];
+    json!({"work": "onnx-sample", "batch": batch, "threads": threads, "step_s": secs(total) / steps as f64,
+           "outside_run": 1.0 - secs(inside) / secs(total)})
+}
+
+fn forward(args: &[String]) -> serde_json::Value {
+    let batch = arg(args, "--batch", 10_000usize);
+    let threads = arg(args, "--threads", 1usize);
+    let reps = arg(args, "--reps", 200usize);
+    let mut model = elbo::model::Trained::load(&shipped().0).expect("the shipped checkpoint loads");
+    let s = model.schedule().unwrap();
+    let level = NoiseLevel::of(&s.step(500).unwrap());
+    let mut rng = Pcg32::seed_from_u64(0);
+    let (mut x, mut out) = (vec![0.0f32; 2 * batch], vec![0.0f32; 2 * batch]);
+    fill_standard_normal(&mut rng, &mut x);
+    pool(threads).install(|| {
+        model.predict(&x, level, Condition::Unconditional, &mut out).unwrap();
+        let t = median(times(reps, || model.predict(&x, level, Condition::Unconditional, &mut out).unwrap()));
+        json!({"work": "forward", "batch": batch, "threads": threads, "native_s": secs(t)})
+    })
+}
+
+fn bound(args: &[String]) -> serde_json::Value {
+    let threads = arg(args, "--threads", 1usize);
+    let path: String = arg(args, "--data", String::new());
+    let data = elbo::data::load_file(std::path::Path::new(&path)).expect("--data: a .npy file of 2-D points");
+    let mut den = onnx(threads);
+    let mut x = data.x.clone();
+    den.normalization.clone().expect("the shipped model is normalised").apply(&mut x);
+    let s = linear();
+    let n = x.len() / 2;
+    let opts = ElboOptions {
+        variance: ReverseVariance::Small,
+        estimator: Estimator::RaoBlackwell,
+        decoder: Decoder::Continuous,
+    };
+    let mut rng = Pcg32::seed_from_u64(0);
+    let (mut xt, mut eps, mut pred) = (vec![0.0; x.len()], vec![0.0; x.len()], vec![0.0; x.len()]);
+    let (mut per_example, mut per_step) = (vec![0.0; n], vec![0.0; 1000]);
+    let mut value = 0.0;
+    let mut run = || {
+        let start = Instant::now();
+        let parts = neg_elbo(
+            &mut den,
+            &*s,
+            &x,
+            Condition::Unconditional,
+            opts,
+            &mut rng,
+            ElboScratch { xt: &mut xt, eps: &mut eps, pred: &mut pred },
+            ElboOutput { per_example: &mut per_example, per_step: &mut per_step },
+        )
+        .unwrap();
+        value = parts.total;
+        start.elapsed()
+    };
+    run();
+    let t = median((0..3).map(|_| run()).collect());
+    // nats per example of the normalised data -> bits/dim
+    json!({"work": "bound", "n": n, "threads": threads, "bound_s": secs(t), "bpd_normalised": value / (2.0 * std::f64::consts::LN_2)})
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let out = match args.first().map(String::as_str) {
+        Some("train") => train(&args),
+        Some("step") => step(&args),
+        Some("bandwidth") => bandwidth(),
+        Some("onnx-sample") => onnx_sample(&args),
+        Some("forward") => forward(&args),
+        Some("bound") => bound(&args),
+        _ => {
+            eprintln!(
+                "usage: measure train|step|bandwidth|onnx-sample|forward|bound [flags] (see the source's header)"
+            );
+            std::process::exit(2);
+        }
+    };
+    println!("{out}");
+}
