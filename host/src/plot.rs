@@ -128,7 +128,7 @@ pub fn curves(
         macro_rules! draw {
             ($chart:expr) => {{
                 let mut chart = $chart;
-                chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw()?;
+                chart.configure_mesh().x_desc(x_label).y_desc(y_label).y_label_formatter(&tick).draw()?;
                 for (i, (label, pts)) in series.iter().enumerate() {
                     let c = COLOURS[i % COLOURS.len()];
                     let s = chart.draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))?;
@@ -150,6 +150,12 @@ pub fn curves(
         root.present()?;
         Ok(())
     })
+}
+
+/// A tick label with few digits (plotters prints log-scale ticks with all of theirs).
+fn tick(v: &f64) -> String {
+    let a = v.abs();
+    if a == 0.0 || (1e-2..1e4).contains(&a) { format!("{}", (v * 1e3).round() / 1e3) } else { format!("{v:.0e}") }
 }
 
 /// The first `rows x cols` images of `data` (shape `[C, H, W]` each, C = 1 grey or 3 RGB, values

@@ -97,8 +97,13 @@ fn step(args: &[String]) -> serde_json::Value {
     // the DDPM update's share that is drawing the noise
     let mut z = vec![0.0f32; n];
     let noise = median(times(reps, || fill_standard_normal(&mut rng, &mut z)));
+    // and the floor under any transform of a caller-supplied generator: its raw 32-bit draws
+    // (one per normal at the least), one after another as its state dictates
+    let mut bits = vec![0u32; n];
+    let raw = median(times(reps, || bits.iter_mut().for_each(|b| *b = rand_core::Rng::next_u32(&mut rng))));
+    std::hint::black_box(&bits);
     json!({"work": "step", "n": n, "ddpm_s": secs(ddpm.saturating_sub(reset)), "ddim_s": secs(ddim_t),
-           "noise_s": secs(noise)})
+           "noise_s": secs(noise), "bits_s": secs(raw)})
 }
 
 fn bandwidth() -> serde_json::Value {

@@ -227,7 +227,8 @@ pub(super) fn parameterization(a: &ExperimentArgs) -> Result<()> {
                 fig.bpd.0, fig.bpd.1, fig.mmd
             );
             if loss == "simple" {
-                let pts = fig.per_step.iter().enumerate().map(|(t, &v)| ((t + 1) as f64, v / held_out.dim as f64));
+                let pts =
+                    fig.per_step.iter().enumerate().map(|(t, &v)| (((t + 1) as f64).log10(), v / held_out.dim as f64));
                 terms.push((kind, pts.collect::<Vec<_>>()));
             }
         }
@@ -238,7 +239,7 @@ pub(super) fn parameterization(a: &ExperimentArgs) -> Result<()> {
          Where the bound goes: the term L_(t-1) of each L_simple model per timestep (nats/dim, log \
          scale); a kind whose L_simple neglects the low-noise steps pays there.\n\n![terms](terms.png)"
     );
-    crate::plot::curves(&a.out.join("terms.png"), "L_(t-1) per timestep", "t", "nats/dim", &terms, true)?;
+    crate::plot::curves(&a.out.join("terms.png"), "L_(t-1) per timestep", "log10 t", "nats/dim", &terms, true)?;
     write_report(a, &md)
 }
 
