@@ -110,13 +110,6 @@ pub trait Classifier {
         labels: &[u32],
         out: &mut [f32],
     ) -> Result<(), Self::Error>;
-    /// For models that also predict their reverse variance (improved-diffusion's
-    /// `learned_range`): the variance output `v` (one per coordinate, `[-1, 1]` spans
-    /// `[log btilde_t, log beta_t]`) of the last [`predict`](Self::predict) call. `None` for
-    /// fixed-variance models.
-    fn learned_variance(&self) -> Option<&[f32]> {
-        None
-    }
 }
 
 impl<C: Classifier + ?Sized> Classifier for &mut C {
