@@ -21,6 +21,11 @@ use serde::{Deserialize, Serialize};
 /// the thread count).
 pub const CHUNK: usize = 128;
 
+/// Parameters per block of the element-wise parallel passes over the parameter vector (the
+/// chunk gradients' sum here, the optimiser step in [`crate::train`]); any split gives the same
+/// bits.
+pub const PARAM_BLOCK: usize = 4096;
+
 /// The architecture.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MlpConfig {
@@ -283,8 +288,8 @@ impl Mlp {
         // the chunks' sum, in chunk order, in parallel over blocks of parameters
         let np = self.n_params;
         let mut grad = grads[..np].to_vec();
-        grad.par_chunks_mut(4096).enumerate().for_each(|(k, block)| {
-            let o = k * 4096;
+        grad.par_chunks_mut(PARAM_BLOCK).enumerate().for_each(|(k, block)| {
+            let o = k * PARAM_BLOCK;
             for c in 1..n_chunks {
                 let g = &grads[c * np + o..c * np + o + block.len()];
                 block.iter_mut().zip(g).for_each(|(a, &b)| *a += b);
@@ -408,7 +413,7 @@ fn sigmoid(z: f32) -> f32 {
 /// are clamped to `[-87.3, 88.3]`, where `2^n` stays a normal f32: below that the result is
 /// ~1e-38 (not 0), above it ~2e38 (not infinity), which the sigmoid does not tell apart.
 #[inline(always)]
-pub fn exp(x: f32) -> f32 {
+fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     // ln 2 split so that n * LN2_HI is exact
     const LN2_HI: f32 = 0.693_359_4;

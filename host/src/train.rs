@@ -23,7 +23,7 @@ use crate::checkpoint::{Checkpoint, ModelConfig, RunState, TrainArgs};
 use crate::continuous::Continuous;
 use crate::data::Dataset;
 use crate::error::{Result, input};
-use crate::nn::{Mlp, discrete_tau};
+use crate::nn::{Mlp, PARAM_BLOCK, discrete_tau};
 use crate::{HostSchedule, MAX_STEPS};
 
 /// The training objective.
@@ -663,7 +663,7 @@ impl Trainer {
         let n_net = if self.ckpt.config.schedule.name == "learned" { self.mlp.n_params() } else { grad.len() };
         // the norm in fixed blocks, summed in order (the same for any thread count)
         let norm = grad[..n_net]
-            .par_chunks(UPDATE_BLOCK)
+            .par_chunks(PARAM_BLOCK)
             .map(|b| b.iter().map(|g| f64::from(*g) * f64::from(*g)).sum::<f64>())
             .collect::<Vec<f64>>()
             .iter()
@@ -686,15 +686,15 @@ impl Trainer {
         };
         let c = &mut self.ckpt;
         c.params
-            .par_chunks_mut(UPDATE_BLOCK)
-            .zip(c.adam_m.par_chunks_mut(UPDATE_BLOCK))
-            .zip(c.adam_v.par_chunks_mut(UPDATE_BLOCK))
-            .zip(c.ema.par_chunks_mut(UPDATE_BLOCK))
-            .zip(grad.par_chunks(UPDATE_BLOCK))
+            .par_chunks_mut(PARAM_BLOCK)
+            .zip(c.adam_m.par_chunks_mut(PARAM_BLOCK))
+            .zip(c.adam_v.par_chunks_mut(PARAM_BLOCK))
+            .zip(c.ema.par_chunks_mut(PARAM_BLOCK))
+            .zip(grad.par_chunks(PARAM_BLOCK))
             .enumerate()
             .for_each(|(k, ((((p, m), v), e), g))| {
                 // blocks past the network's parameters (a learned schedule's) are not clipped
-                let net = n_net.saturating_sub(k * UPDATE_BLOCK).min(g.len());
+                let net = n_net.saturating_sub(k * PARAM_BLOCK).min(g.len());
                 let (gn, gs) = g.split_at(net);
                 let (pn, ps) = p.split_at_mut(net);
                 let (mn, ms) = m.split_at_mut(net);
@@ -736,9 +736,6 @@ impl Trainer {
         Ok(())
     }
 }
-
-/// Parameters per block of the parallel optimiser step.
-const UPDATE_BLOCK: usize = 4096;
 
 /// The constants of one AdamW step (Loshchilov & Hutter: decoupled weight decay) and the EMA
 /// decay.

@@ -51,32 +51,30 @@ pub fn ddpm_update(
     let (a, s) = (step.cur.sqrt_abar, step.cur.sqrt_one_minus_abar);
     let (c0, ct) = (step.posterior_mean_coef_x0, step.posterior_mean_coef_xt);
     let last = step.prev.log_abar == 0.0;
-    if let Sigma::Fixed(sd) = sigma {
-        // Two passes with the same operations per element (so the same bits): the mean, which
-        // vectorises, then the noise, drawn in element order.
-        for (xv, &p) in x.iter_mut().zip(pred) {
-            let (x0, _) = to_x0_eps(kind, p, *xv, a, s);
-            *xv = c0 * clip_x0(x0, clip) + ct * *xv;
-        }
-        if !last {
-            for xv in x.iter_mut() {
-                *xv += sd * noise();
+    let v = match sigma {
+        Sigma::LearnedRange(v) => v,
+        Sigma::Fixed(sd) => {
+            // Two passes with the same operations per element (so the same bits): the mean, which
+            // vectorises, then the noise, drawn in element order.
+            for (xv, &p) in x.iter_mut().zip(pred) {
+                let (x0, _) = to_x0_eps(kind, p, *xv, a, s);
+                *xv = c0 * clip_x0(x0, clip) + ct * *xv;
             }
+            if !last {
+                for xv in x.iter_mut() {
+                    *xv += sd * noise();
+                }
+            }
+            return Ok(());
         }
-        return Ok(());
-    }
-    for (i, (xv, &p)) in x.iter_mut().zip(pred).enumerate() {
+    };
+    for (xv, (&p, &vi)) in x.iter_mut().zip(pred.iter().zip(v)) {
         let (x0, _) = to_x0_eps(kind, p, *xv, a, s);
         let mean = c0 * clip_x0(x0, clip) + ct * *xv;
         *xv = if last {
             mean
         } else {
-            let sd = match sigma {
-                Sigma::Fixed(sd) => sd,
-                Sigma::LearnedRange(v) => {
-                    libm::exp(0.5 * reverse_log_variance(step, ReverseVariance::LearnedRange, v[i])) as f32
-                }
-            };
+            let sd = libm::exp(0.5 * reverse_log_variance(step, ReverseVariance::LearnedRange, vi)) as f32;
             mean + sd * noise()
         };
     }
