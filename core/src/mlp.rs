@@ -80,17 +80,23 @@ pub struct Shape {
 impl Shape {
     /// The number of parameters.
     pub fn n_params(&self) -> usize {
-        let mut n = 0;
-        let mut n_in = self.dim + self.embed;
+        self.checked_n_params().unwrap_or(usize::MAX)
+    }
+
+    /// [`Shape::n_params`], or `None` where the count overflows `usize` (a damaged header on a
+    /// 32-bit device).
+    pub fn checked_n_params(&self) -> Option<usize> {
+        let mut n = 0usize;
+        let mut n_in = self.dim.checked_add(self.embed)?;
         for i in 0..=self.depth {
             let n_out = if i == self.depth { self.out } else { self.width };
-            n += n_in * n_out + n_out;
+            n = n.checked_add(n_in.checked_mul(n_out)?.checked_add(n_out)?)?;
             n_in = n_out;
         }
         if self.classes > 0 {
-            n += (self.classes + 1) * self.embed;
+            n = n.checked_add(self.classes.checked_add(1)?.checked_mul(self.embed)?)?;
         }
-        n
+        Some(n)
     }
 }
 
@@ -144,9 +150,17 @@ impl<'a> ModelBlob<'a> {
         if shape.width > MAX_WIDTH || shape.dim + shape.embed > MAX_WIDTH || shape.out > MAX_WIDTH {
             return Err(Error::Capacity { requested: shape.width.max(shape.dim + shape.embed), capacity: MAX_WIDTH });
         }
+        // sizes from the header are checked against the length with checked arithmetic: a
+        // damaged header must not overflow on a 32-bit device
+        let too_long = || Error::DimensionMismatch { expected: usize::MAX, got: bytes.len() };
         let params_at = HEADER + 8 * shape.dim;
-        let schedule_at = params_at + 4 * shape.n_params();
-        check_len(schedule_at + STEP_BYTES * steps, bytes.len())?;
+        let schedule_at = shape
+            .checked_n_params()
+            .and_then(|n| n.checked_mul(4))
+            .and_then(|n| n.checked_add(params_at))
+            .ok_or_else(too_long)?;
+        let end = STEP_BYTES.checked_mul(steps).and_then(|n| n.checked_add(schedule_at)).ok_or_else(too_long)?;
+        check_len(end, bytes.len())?;
         Ok(ModelBlob { bytes, shape, prediction, steps, params_at, schedule_at })
     }
 

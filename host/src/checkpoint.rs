@@ -5,10 +5,18 @@
 //! - `model.safetensors`: the EMA weights under the layer names (`layers.0.weight` `[in, out]`,
 //!   `layers.0.bias`, ..., `class_embedding`), the raw weights under `raw.` + name;
 //! - `optimizer.safetensors`: AdamW's moments `adam.m`, `adam.v`;
-//! - `state.json`: the generator state, the importance sampler's history and the loss log.
+//! - `state.json`: the generator state, the importance sampler's history and the loss log;
+//! - `loss.csv`: the loss log as a table.
 //!
-//! Every file is written atomically (temporary file, fsync, rename) and carries the step;
-//! loading checks that all four agree, so an interrupted write is detected, never half-read.
+//! **One atomic set.** The five files of a step are written into a fresh hidden folder `.next/`
+//! (each file fsynced, then the folder), which one atomic rename turns into `.commit/`: from
+//! that moment the new set is complete and it is the checkpoint. Its files are then moved into
+//! the directory one by one and `.commit/` is removed. A reader sees, for each name, the file in
+//! `.commit/` if there is one and the directory's otherwise, so at every moment it sees either
+//! the whole previous set or the whole new one; a writer that finds a `.commit/` left by a
+//! killed run finishes the move first ("roll forward"), and removes a `.next/` (an unfinished
+//! write, whose step is simply lost). Each file also carries the step, and loading checks that
+//! all agree. The writer holds the directory's lock ([`crate::io::OutputLock`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -19,8 +27,62 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Normalization;
 use crate::error::{Result, input};
-use crate::io::write_atomic;
+use crate::io::sync_dir;
 use crate::nn::{Mlp, MlpConfig};
+
+/// The hidden folder a new checkpoint is written into.
+pub const NEXT: &str = ".next";
+/// The hidden folder of a complete checkpoint whose files are being moved into place.
+pub const COMMIT: &str = ".commit";
+/// The files of one checkpoint, in the order they are written.
+pub const FILES: [&str; 5] = ["state.json", "optimizer.safetensors", "model.safetensors", "loss.csv", "config.json"];
+
+/// The path of checkpoint file `name` in `dir` as a reader must see it: the one in `.commit/`
+/// while a commit is being moved into place, the directory's otherwise.
+pub fn file_path(dir: &Path, name: &str) -> std::path::PathBuf {
+    let committed = dir.join(COMMIT).join(name);
+    if committed.exists() { committed } else { dir.join(name) }
+}
+
+/// Whether `dir` holds a checkpoint.
+pub fn exists(dir: &Path) -> bool {
+    file_path(dir, "config.json").is_file()
+}
+
+/// Reads checkpoint file `name` of `dir` (retrying once, should the file move out of
+/// `.commit/` between the look and the read).
+fn read_file(dir: &Path, name: &str) -> std::io::Result<Vec<u8>> {
+    std::fs::read(file_path(dir, name)).or_else(|_| std::fs::read(file_path(dir, name)))
+}
+
+/// Finishes the commit of a complete checkpoint left in `.commit/` by a killed writer and
+/// removes an unfinished `.next/`. Only the holder of the directory's lock may call this.
+pub fn recover(dir: &Path) -> std::io::Result<()> {
+    let commit = dir.join(COMMIT);
+    if commit.is_dir() {
+        for name in FILES {
+            let src = commit.join(name);
+            if src.exists() {
+                std::fs::rename(&src, dir.join(name))?;
+            }
+        }
+        sync_dir(dir)?;
+        std::fs::remove_dir_all(&commit)?;
+        sync_dir(dir)?;
+    }
+    match std::fs::remove_dir_all(dir.join(NEXT)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The loss log as CSV (`step,loss,lr`).
+fn loss_csv(log: &[(u64, f64, f64)]) -> Vec<u8> {
+    std::iter::once("step,loss,lr\n".to_string())
+        .chain(log.iter().map(|(s, l, r)| format!("{s},{l},{r}\n")))
+        .collect::<String>()
+        .into_bytes()
+}
 
 /// The schedule a model was trained with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,7 +187,79 @@ pub struct ModelConfig {
     pub vae: Option<crate::vae::VaeConfig>,
 }
 
+/// The largest number of parameters a model may have (a limit against absurd sizes in flags
+/// and files: 2^28 parameters are 1 GiB per copy of the weights).
+pub const MAX_PARAMS: usize = 1 << 28;
+
 impl ModelConfig {
+    /// Checks every size and value a loader or trainer relies on, with checked arithmetic, so
+    /// that a damaged or hand-edited `config.json` is refused instead of crashing a run.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let m = &self.mlp;
+        if m.dim == 0 || m.width == 0 || m.out == 0 {
+            return Err("mlp: dim, width and out must be at least 1".into());
+        }
+        if m.embed < 2 || !m.embed.is_multiple_of(2) {
+            return Err("mlp: embed must be an even number >= 2".into());
+        }
+        if m.depth > 64 {
+            return Err(format!("mlp: depth {} is above the limit of 64", m.depth));
+        }
+        if let Some(v) = &self.vae
+            && (v.latent == 0 || !(1..=2).contains(&v.levels) || v.latent > MAX_PARAMS)
+        {
+            return Err("vae: latent must be at least 1 and levels 1 or 2".into());
+        }
+        m.checked_n_params().filter(|&n| n <= MAX_PARAMS).ok_or_else(|| {
+            format!("mlp: {} x {} x {} is above the limit of {MAX_PARAMS} parameters", m.dim, m.width, m.depth)
+        })?;
+        if let Some(v) = &self.vae {
+            // every VAE network is at most as large as an MLP of the widest in/out sizes
+            let widest = m.dim.max(2 * v.latent);
+            let one = MlpConfig { dim: widest, out: widest, classes: 0, ..m.clone() };
+            one.checked_n_params()
+                .and_then(|k| k.checked_mul(5))
+                .filter(|&k| k <= MAX_PARAMS)
+                .ok_or("vae: too large")?;
+        }
+        let nz = &self.normalization;
+        if nz.mean.len() != m.dim || nz.std.len() != m.dim {
+            return Err(format!(
+                "normalization: expected {} means and stds (the data's dimension), found {} and {}",
+                m.dim,
+                nz.mean.len(),
+                nz.std.len()
+            ));
+        }
+        if nz.mean.iter().any(|v| !v.is_finite()) || nz.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err("normalization: expected finite means and positive finite stds".into());
+        }
+        let s = &self.schedule;
+        if s.timesteps == 0 || s.timesteps > crate::MAX_STEPS {
+            return Err(format!("schedule: timesteps must be 1..={}", crate::MAX_STEPS));
+        }
+        if !(s.beta_start.is_finite() && s.beta_end.is_finite()) {
+            return Err("schedule: beta_start and beta_end must be finite".into());
+        }
+        if let Some([hi, lo]) = s.log_snr_range
+            && !(hi.is_finite() && lo.is_finite() && lo < hi)
+        {
+            return Err("schedule: log_snr_range must be finite and decreasing".into());
+        }
+        let t = &self.train;
+        if t.steps == 0 || t.batch == 0 || t.n_train == 0 {
+            return Err("train: steps, batch and n_train must be at least 1".into());
+        }
+        let finite = [("lr", t.lr), ("weight_decay", t.weight_decay), ("grad_clip", t.grad_clip)];
+        if let Some((k, _)) = finite.iter().find(|(_, v)| !(v.is_finite() && *v >= 0.0)) {
+            return Err(format!("train: {k} must be a finite number >= 0"));
+        }
+        if !(0.0..1.0).contains(&t.ema_decay) || !(0.0..=1.0).contains(&t.cond_dropout) {
+            return Err("train: ema_decay must be in [0, 1) and cond_dropout in [0, 1]".into());
+        }
+        Ok(())
+    }
+
     /// The VAE of a VAE checkpoint.
     pub fn vae_net(&self) -> Option<crate::vae::Vae> {
         self.vae.as_ref().map(|v| crate::vae::Vae::new(self.mlp.dim, v, self.mlp.width, self.mlp.depth))
@@ -143,6 +277,10 @@ pub struct RunState {
     pub resampler: Option<(Vec<Vec<f64>>, Vec<usize>)>,
     /// `(step, mean loss since the previous entry, learning rate)`.
     pub loss_log: Vec<(u64, f64, f64)>,
+    /// The sum and count of the losses since the last loss-log entry (so that a resumed run
+    /// logs the same means as an uninterrupted one).
+    #[serde(default)]
+    pub pending_loss: (f64, u64),
 }
 
 /// Everything a checkpoint holds.
@@ -182,9 +320,44 @@ fn safetensors_bytes(tensors: Vec<(String, Vec<usize>, Vec<u8>)>, step: u64) -> 
 }
 
 impl Checkpoint {
-    /// Writes the four files atomically (state and optimizer first, `config.json` last).
+    /// Writes the checkpoint as one atomic set (see the module's documentation). On failure
+    /// (a full disk, say) the previous checkpoint is left whole and the error says so.
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
+        let step = self.config.step;
+        let files = self.encode()?;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        recover(dir).with_context(|| format!("finishing the previous checkpoint in {}", dir.display()))?;
+        let next = dir.join(NEXT);
+        let written = (|| -> std::io::Result<()> {
+            std::fs::create_dir(&next)?;
+            for (name, bytes) in &files {
+                let mut f = std::fs::File::create(next.join(name))?;
+                std::io::Write::write_all(&mut f, bytes)?;
+                f.sync_all()?;
+            }
+            sync_dir(&next)?;
+            std::fs::rename(&next, dir.join(COMMIT))?;
+            sync_dir(dir)
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_dir_all(&next);
+            let kept = match Checkpoint::stored_step(dir) {
+                Some(s) => format!("the checkpoint of step {s} is kept"),
+                None => "no earlier checkpoint".to_string(),
+            };
+            return Err(anyhow::anyhow!("writing the checkpoint of step {step} in {}: {e} ({kept})", dir.display()));
+        }
+        recover(dir).with_context(|| format!("moving the checkpoint of step {step} into {}", dir.display()))
+    }
+
+    /// The step of the checkpoint in `dir`, if it holds a readable one.
+    pub fn stored_step(dir: &Path) -> Option<u64> {
+        let v: serde_json::Value = serde_json::from_slice(&read_file(dir, "config.json").ok()?).ok()?;
+        v.get("step")?.as_u64()
+    }
+
+    /// The bytes of every file of the set, by name.
+    fn encode(&self) -> anyhow::Result<Vec<(&'static str, Vec<u8>)>> {
         let step = self.config.step;
         let mut model = Vec::new();
         for (name, shape, off) in tensors(&self.config).0 {
@@ -196,27 +369,52 @@ impl Checkpoint {
             ("adam.m".to_string(), vec![self.adam_m.len()], bytes(&self.adam_m)),
             ("adam.v".to_string(), vec![self.adam_v.len()], bytes(&self.adam_v)),
         ];
-        write_atomic(&dir.join("state.json"), &serde_json::to_vec(&self.state)?)?;
-        write_atomic(&dir.join("optimizer.safetensors"), &safetensors_bytes(opt, step)?)?;
-        write_atomic(&dir.join("model.safetensors"), &safetensors_bytes(model, step)?)?;
-        write_atomic(&dir.join("config.json"), &serde_json::to_vec_pretty(&self.config)?)?;
-        Ok(())
+        let mut out = Vec::new();
+        for name in FILES {
+            let b = match name {
+                "state.json" => serde_json::to_vec(&self.state)?,
+                "optimizer.safetensors" => safetensors_bytes(opt.clone(), step)?,
+                "model.safetensors" => safetensors_bytes(model.clone(), step)?,
+                "loss.csv" => loss_csv(&self.state.loss_log),
+                _ => serde_json::to_vec_pretty(&self.config)?,
+            };
+            out.push((name, b));
+        }
+        Ok(out)
     }
 
-    /// Reads a checkpoint directory; with `training`, also the optimizer and run state.
+    /// Reads a checkpoint directory; with `training`, also the optimizer and run state. A read
+    /// that races a writer's commit (the step changed while reading) is repeated.
     pub fn load(dir: &Path, training: bool) -> Result<Self> {
+        let mut attempt = 0;
+        loop {
+            let before = Checkpoint::stored_step(dir);
+            match Checkpoint::load_once(dir, training) {
+                Err(_) if attempt < 3 && Checkpoint::stored_step(dir) != before => attempt += 1,
+                r => return r,
+            }
+        }
+    }
+
+    fn load_once(dir: &Path, training: bool) -> Result<Self> {
         let bad = |what: &str| input(format!("{}: {what}", dir.display()));
         let read = |name: &str| {
-            std::fs::read(dir.join(name))
-                .map_err(|e| bad(&format!("{name}: {e} (expected an elbo checkpoint directory)")))
+            read_file(dir, name).map_err(|e| bad(&format!("{name}: {e} (expected an elbo checkpoint directory)")))
         };
         let config: ModelConfig = serde_json::from_slice(&read("config.json")?)
             .map_err(|e| bad(&format!("config.json: not an elbo checkpoint config ({e})")))?;
         if config.format != "elbo-checkpoint" || config.version != 1 {
             return Err(bad("config.json: not an elbo checkpoint (format elbo-checkpoint, version 1)"));
         }
-        let (layout, n_params) = tensors(&config);
+        config.validate().map_err(|e| bad(&format!("config.json: {e}")))?;
         let model_bytes = read("model.safetensors")?;
+        let (layout, n_params) = tensors(&config);
+        if n_params.saturating_mul(8) > model_bytes.len() {
+            return Err(bad(&format!(
+                "model.safetensors: holds {} bytes, too few for the {n_params} weights (twice) config.json describes",
+                model_bytes.len()
+            )));
+        }
         let st = SafeTensors::deserialize(&model_bytes)
             .map_err(|e| bad(&format!("model.safetensors: corrupt or truncated ({e})")))?;
         check_step(&model_bytes, config.step).map_err(|e| bad(&format!("model.safetensors: {e}")))?;
@@ -242,6 +440,7 @@ impl Checkpoint {
             rng: rand_core::SeedableRng::seed_from_u64(0),
             resampler: None,
             loss_log: vec![],
+            pending_loss: (0.0, 0),
         };
         if training {
             let ob = read("optimizer.safetensors")?;

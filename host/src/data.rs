@@ -233,9 +233,62 @@ pub fn load_file(path: &Path) -> Result<Dataset> {
     Ok(Dataset { x, dim, shape, labels: None, classes: 0 })
 }
 
+/// Reads a `.npy` header (format versions 1 to 3) and checks it against the file's length
+/// before anything is allocated: returns the shape and the item size (4 or 8 bytes).
+fn npy_header(path: &Path) -> Result<(Vec<usize>, usize)> {
+    use std::io::Read;
+    let bad = |what: &str| input(format!("{}: {what}", path.display()));
+    let mut f = std::fs::File::open(path).map_err(|e| bad(&e.to_string()))?;
+    let len = f.metadata().map_err(|e| bad(&e.to_string()))?.len();
+    let mut head = [0u8; 12];
+    f.read_exact(&mut head[..10]).map_err(|_| bad("expected a .npy file (too short)"))?;
+    if &head[..6] != b"\x93NUMPY" {
+        return Err(bad("expected a .npy file (no \\x93NUMPY magic)"));
+    }
+    let (hlen, pre) = match head[6] {
+        1 => (usize::from(u16::from_le_bytes([head[8], head[9]])), 10),
+        2 | 3 => {
+            f.read_exact(&mut head[10..12]).map_err(|_| bad("truncated .npy header"))?;
+            (u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize, 12)
+        }
+        v => return Err(bad(&format!("unsupported .npy format version {v}"))),
+    };
+    if (pre + hlen) as u64 > len || hlen > 1 << 20 {
+        return Err(bad("truncated .npy header"));
+    }
+    let mut h = vec![0u8; hlen];
+    f.read_exact(&mut h).map_err(|_| bad("truncated .npy header"))?;
+    let h = String::from_utf8_lossy(&h);
+    let item = if h.contains("'<f4'") {
+        4
+    } else if h.contains("'<f8'") {
+        8
+    } else {
+        return Err(bad("expected a little-endian float32 or float64 .npy array ('<f4' or '<f8')"));
+    };
+    let shape_at = h.find("'shape':").ok_or_else(|| bad("the .npy header has no shape"))?;
+    let rest = &h[shape_at + 8..];
+    let (open, close) = (rest.find('(').ok_or_else(|| bad("bad .npy shape"))?, rest.find(')'));
+    let close = close.filter(|&c| c > open).ok_or_else(|| bad("bad .npy shape"))?;
+    let shape = rest[open + 1..close]
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| d.parse::<usize>().map_err(|_| bad(&format!("bad .npy shape entry '{d}'"))))
+        .collect::<Result<Vec<usize>>>()?;
+    let want = crate::io::product(&shape).and_then(|n| n.checked_mul(item)).and_then(|b| b.checked_add(pre + hlen));
+    if want != Some(len as usize) {
+        return Err(bad(&format!(
+            "the .npy header's shape {shape:?} does not match the file's length of {len} bytes (truncated or corrupt)"
+        )));
+    }
+    Ok((shape, item))
+}
+
 fn read_npy(path: &Path) -> Result<(Vec<f32>, Vec<usize>)> {
     use ndarray::ArrayD;
     use ndarray_npy::ReadNpyExt;
+    npy_header(path)?;
     let open = || std::fs::File::open(path).map_err(|e| input(format!("{}: {e}", path.display())));
     let bad = |e: ndarray_npy::ReadNpyError| {
         input(format!("{}: expected a float32 or float64 .npy array of shape [N, ...] ({e})", path.display()))
@@ -249,24 +302,42 @@ fn read_npy(path: &Path) -> Result<(Vec<f32>, Vec<usize>)> {
     Ok((arr.iter().copied().collect(), example))
 }
 
+/// Whether a CSV line is a header: every field non-empty and none of them a number.
+fn is_header(fields: &[&str]) -> bool {
+    fields.iter().all(|f| !f.is_empty() && f.parse::<f64>().is_err())
+}
+
 fn read_csv(path: &Path) -> Result<(Vec<f32>, Vec<usize>)> {
     let text = std::fs::read_to_string(path).map_err(|e| input(format!("{}: {e}", path.display())))?;
     let mut x = Vec::new();
     let mut dim = None;
+    let mut first = true;
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() {
             continue;
         }
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        let first_line = first;
         let parsed: std::result::Result<Vec<f32>, _> = fields.iter().map(|f| f.parse::<f32>()).collect();
         let row = match parsed {
             Ok(r) => r,
-            Err(_) if i == 0 => continue, // a header
+            // The header rule: the first line is a header when it holds no number at all
+            // (column names); any other line must be all numbers.
+            Err(_) if first && is_header(&fields) => {
+                first = false;
+                continue;
+            }
             Err(_) => {
-                return Err(input(format!("{}: line {}: expected comma-separated numbers", path.display(), i + 1)));
+                return Err(input(format!(
+                    "{}: line {}: expected comma-separated numbers{}",
+                    path.display(),
+                    i + 1,
+                    if first_line { " (or a header of column names, none of them a number)" } else { "" }
+                )));
             }
         };
+        first = false;
         match dim {
             None => dim = Some(row.len()),
             Some(d) if d != row.len() => {

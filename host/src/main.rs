@@ -1,5 +1,17 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    elbo::cli::main()
+    // A panic is a bug, never an answer to input: should one happen, say so in one line and
+    // exit 1 (internal error) rather than print a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        eprintln!("error: internal error (a bug in elbo, please report it){at}: {msg}");
+    }));
+    std::panic::catch_unwind(elbo::cli::main).unwrap_or(ExitCode::FAILURE)
 }

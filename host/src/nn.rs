@@ -43,6 +43,23 @@ pub struct MlpConfig {
     pub out: usize,
 }
 
+impl MlpConfig {
+    /// The number of parameters of [`Mlp::new`]'s layout, or `None` if it overflows `usize`.
+    pub fn checked_n_params(&self) -> Option<usize> {
+        let mut n = 0usize;
+        let mut n_in = self.dim.checked_add(self.embed)?;
+        for i in 0..=self.depth {
+            let n_out = if i == self.depth { self.out } else { self.width };
+            n = n.checked_add(n_in.checked_mul(n_out)?.checked_add(n_out)?)?;
+            n_in = n_out;
+        }
+        if self.classes > 0 {
+            n = n.checked_add(self.classes.checked_add(1)?.checked_mul(self.embed)?)?;
+        }
+        Some(n)
+    }
+}
+
 /// One layer's place in the flat parameter vector.
 #[derive(Debug, Clone, Copy)]
 struct Layer {

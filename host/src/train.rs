@@ -398,7 +398,7 @@ impl Trainer {
             params,
             adam_m: vec![0.0; n],
             adam_v: vec![0.0; n],
-            state: RunState { step: 0, rng, resampler: None, loss_log: vec![] },
+            state: RunState { step: 0, rng, resampler: None, loss_log: vec![], pending_loss: (0.0, 0) },
         };
         Trainer::resume(ckpt, schedule, data)
     }
@@ -471,11 +471,18 @@ impl Trainer {
         };
         if !loss.is_finite() {
             return Err(crate::error::Error::Internal(anyhow::anyhow!(
-                "the loss became {loss} at step {}: lower --lr or change --loss",
+                "the loss became {loss} at step {}: lower --lr or change --loss (the last checkpoint is kept)",
                 self.ckpt.state.step + 1
             )));
         }
         self.update(grad);
+        if let Some(i) = self.ckpt.params.iter().position(|p| !p.is_finite()) {
+            return Err(crate::error::Error::Internal(anyhow::anyhow!(
+                "weight {i} became non-finite at step {}: lower --lr or raise --grad-clip \
+                 (the last checkpoint is kept)",
+                self.ckpt.state.step
+            )));
+        }
         Ok(loss)
     }
 
@@ -711,26 +718,22 @@ impl Trainer {
     pub fn run(&mut self, dir: &Path, log_every: u64, mut progress: impl FnMut(u64, f64, f64)) -> Result<()> {
         let total = self.ckpt.config.train.steps;
         let every = self.ckpt.config.train.checkpoint_every.max(1);
-        let (mut acc, mut count) = (0.0, 0u64);
         let start = Instant::now();
         while self.ckpt.state.step < total {
             let l = self.step()?;
-            acc += l;
-            count += 1;
+            let (acc, count) = &mut self.ckpt.state.pending_loss;
+            *acc += l;
+            *count += 1;
+            let (acc, count) = (*acc, *count);
             let k = self.ckpt.state.step;
             if k.is_multiple_of(log_every) || k == total {
                 let lr = learning_rate(&self.ckpt.config.train, k);
                 self.ckpt.state.loss_log.push((k, acc / count as f64, lr));
                 progress(k, acc / count as f64, k as f64 / start.elapsed().as_secs_f64().max(1e-9));
-                acc = 0.0;
-                count = 0;
+                self.ckpt.state.pending_loss = (0.0, 0);
             }
             if k.is_multiple_of(every) || k == total {
                 self.ckpt.save(dir)?;
-                let csv: String = std::iter::once("step,loss,lr\n".to_string())
-                    .chain(self.ckpt.state.loss_log.iter().map(|(s, l, r)| format!("{s},{l},{r}\n")))
-                    .collect();
-                crate::io::write_atomic(&dir.join("loss.csv"), csv.as_bytes())?;
             }
         }
         Ok(())

@@ -29,6 +29,7 @@ pub fn run(a: &DataArgs) -> Result<()> {
     if a.n == 0 {
         return Err(input("--n: expected at least one example"));
     }
+    let _lock = crate::io::sample_output(&a.out, "--out")?;
     let d = DataSpec::parse(&a.data)?.load(a.n, a.seed)?;
     write_samples(&a.out, &d.x, &d.shape)?;
     eprintln!("wrote {} examples of dimension {} to {}", d.len(), d.dim, a.out.display());

@@ -52,6 +52,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     if a.n < 2 {
         return Err(input("--n: expected at least 2 points"));
     }
+    let _lock = crate::io::OutputLock::dir(&a.out, "--out")?;
     let start = Instant::now();
     let model_dir = a.out.join("model");
     let steps = a.steps.to_string();
@@ -152,7 +153,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     write_atomic(&a.out.join("summary.md"), summary.as_bytes())?;
     eprintln!("{summary}");
     eprintln!("done in {:.1} s; the report is in {}", start.elapsed().as_secs_f64(), a.out.display());
-    println!("{}", a.out.join("summary.md").display());
+    super::print_line(a.out.join("summary.md").display())?;
     Ok(())
 }
 

@@ -239,10 +239,11 @@ where
 }
 
 pub fn run(a: &EvalArgs) -> Result<()> {
-    if let Some(p) = &a.plot
-        && p.extension().is_none_or(|e| e != "png")
-    {
-        return Err(input(format!("--plot {}: expected a .png file name", p.display())));
+    if let Some(p) = &a.plot {
+        super::train::check_png(p, "--plot")?;
+    }
+    if a.n == 0 || a.times == 0 {
+        return Err(input("--n, --times: expected at least 1"));
     }
     let dir = std::path::Path::new(&a.model);
     if dir.join("config.json").is_file() {
@@ -256,10 +257,16 @@ pub fn run(a: &EvalArgs) -> Result<()> {
                 )));
             }
             let (nats, se) = vae_bound(&v, &c.ema, &c.config.normalization, &data.x, a.seed)?;
+            if !(nats.is_finite() && se.is_finite()) {
+                return Err(input(format!(
+                    "--data {}: the bound is not finite (the data overflows the model)",
+                    a.data
+                )));
+            }
             let per_dim = data.dim as f64 * std::f64::consts::LN_2;
             if a.json {
                 let j = serde_json::json!({"neg_elbo_nats": nats, "neg_elbo_nats_se": se, "bpd": nats / per_dim, "bpd_se": se / per_dim, "n": data.len(), "dims": data.dim});
-                println!("{j}");
+                super::print_line(j)?;
             }
             eprintln!(
                 "-ELBO   {nats:.4} +- {se:.4} nats/example   {:.4} +- {:.4} bits/dim   (n = {}, D = {}, VAE, 16 draws)",
@@ -391,12 +398,24 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         estimator: a.estimator.clone(),
         variance: format!("{variance:?}"),
     };
+    let finite = [report.neg_elbo_nats, report.neg_elbo_nats_se, report.prior_nats, report.decoder_nats]
+        .into_iter()
+        .chain(report.terms_nats.iter().copied())
+        .chain([report.mmd, report.exact_nll_nats].into_iter().flatten())
+        .all(f64::is_finite);
+    if !finite {
+        return Err(input(format!(
+            "--model {} on --data {}: the bound is not finite (the data or the model's outputs overflow \
+             float32; check that the data is in the model's units)",
+            a.model, a.data
+        )));
+    }
     if let (Some(p), false) = (&a.plot, report.terms_nats.is_empty()) {
         let pts: Vec<(f64, f64)> = report.terms_nats.iter().enumerate().map(|(i, &v)| ((i + 2) as f64, v)).collect();
         crate::plot::curve(p, "per-step terms L_{t-1} of -ELBO (nats)", "t", "nats", &pts, true)?;
     }
     if a.json {
-        println!("{}", serde_json::to_string(&report).map_err(anyhow::Error::from)?);
+        super::print_line(serde_json::to_string(&report).map_err(anyhow::Error::from)?)?;
     }
     eprintln!(
         "-ELBO   {:.4} +- {:.4} nats/example   {:.4} +- {:.4} bits/dim   (n = {n}, D = {dim}, {} / {})",

@@ -57,11 +57,27 @@ pub fn run(a: &ExportArgs) -> Result<()> {
         Some("onnx") => true,
         _ => return Err(input(format!("--out {}: expected FILE.onnx or FILE.bin", a.out.display()))),
     };
+    let _lock = crate::io::OutputLock::file(&a.out, "--out")?;
     let model = Trained::load(&a.model)?;
     if onnx && model.has_learned_variance() {
         return Err(input("--model: learned-variance models are not exported to ONNX yet"));
     }
+    if model.config.schedule.is_continuous() {
+        // neither target can express it: the device blob and ONNX's timestep input (with its
+        // diffusers schedule metadata) describe integer timesteps of a discrete schedule
+        return Err(input(format!(
+            "--model {}: a continuous-time model (--schedule {}) cannot be exported yet: FILE.bin and FILE.onnx \
+             hold discrete schedules with integer timesteps",
+            a.model.display(),
+            model.config.schedule.name
+        )));
+    }
     let bytes = if onnx { crate::onnx::export::onnx_bytes(&model) } else { blob(&model)? };
+    if !onnx {
+        // what is written must load on the device
+        elbo_core::mlp::ModelBlob::parse(&bytes)
+            .map_err(|e| input(format!("--model {}: the device cannot load this model ({e})", a.model.display())))?;
+    }
     write_atomic(&a.out, &bytes)?;
     eprintln!("wrote {} ({} bytes)", a.out.display(), bytes.len());
     Ok(())

@@ -11,6 +11,7 @@ mod sample;
 mod schedule;
 mod train;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
@@ -67,14 +68,25 @@ pub fn trainer(flags: &[&str]) -> Result<crate::train::Trainer> {
 
 /// Runs the tool; returns the exit code (0 success, 2 bad input, 1 internal error).
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
+    let parsed = Cli::command().try_get_matches().and_then(|m| Cli::from_arg_matches(&m).map(|c| (c, m)));
+    let (mut cli, matches) = match parsed {
+        Ok(p) => p,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
             let _ = e.print();
             return ExitCode::from(code);
         }
     };
+    if let (Command::Train(a) | Command::TrainClassifier(a), Some((_, sub))) = (&mut cli.command, matches.subcommand())
+    {
+        a.explicit = sub
+            .ids()
+            .filter(|id| sub.try_get_raw(id.as_str()).is_ok())
+            .filter(|id| sub.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+            .map(|id| id.to_string())
+            .collect();
+    }
     let result = match cli.command {
         Command::Data(a) => data::run(&a),
         Command::Train(a) => train::run(&a),
@@ -92,9 +104,28 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // one line, with the cause of an internal error (e.g. "No space left on device")
+            let msg = format!("{e:#}").replace('\n', " ");
+            let _ = writeln!(std::io::stderr(), "error: {msg}");
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+/// Checks that a flag's value is finite and within `[lo, hi]` (`what` says what is expected).
+pub(crate) fn check_range(flag: &str, v: f64, lo: f64, hi: f64, what: &str) -> Result<()> {
+    if v.is_finite() && v >= lo && v <= hi { Ok(()) } else { Err(input(format!("{flag}: expected {what}, found {v}"))) }
+}
+
+/// Writes one line to standard output. A reader that went away (`elbo schedule --json | head`)
+/// is not an error: the rest of the output is simply not wanted.
+pub(crate) fn print_line(line: impl std::fmt::Display) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(crate::error::Error::Internal(anyhow::anyhow!("writing to standard output: {e}")))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -148,11 +148,22 @@ where
 }
 
 pub fn run(a: &SampleArgs) -> Result<()> {
-    if let Some(p) = &a.plot
-        && p.extension().is_none_or(|e| e != "png")
-    {
-        return Err(input(format!("--plot {}: expected a .png file name", p.display())));
+    if let Some(p) = &a.plot {
+        super::train::check_png(p, "--plot")?;
     }
+    use super::check_range;
+    check_range("--eta", f64::from(a.eta), 0.0, f64::MAX, "a finite number >= 0")?;
+    if let Some(g) = a.guidance {
+        check_range("--guidance", f64::from(g), f64::from(f32::MIN), f64::from(f32::MAX), "a finite number")?;
+    }
+    if let Some(c) = a.clip {
+        check_range("--clip", f64::from(c), f64::from(f32::MIN_POSITIVE), f64::from(f32::MAX), "a positive number")?;
+    }
+    check_range("--langevin-step-size", f64::from(a.langevin_step_size), 1e-30, 1e30, "a positive number")?;
+    if a.langevin_steps == 0 || a.steps == Some(0) {
+        return Err(input("--steps, --langevin-steps: expected at least 1"));
+    }
+    let _lock = crate::io::sample_output(&a.out, "--out")?;
     let mut source = Source::load(&a.model, a.data.as_deref(), &a.onnx)?;
     let data_spec = match &source {
         Source::Trained(t) => t.config.train.data.clone(),
@@ -187,6 +198,7 @@ pub fn run(a: &SampleArgs) -> Result<()> {
             if a.n == 0 {
                 return Err(input("--n: expected at least one sample"));
             }
+            crate::io::check_memory("--n", crate::io::product(&[a.n, dim, 4]))?;
             let mut x = vec![0.0f32; a.n * dim];
             fill_standard_normal(&mut rng, &mut x);
             x

@@ -52,7 +52,7 @@ pub fn run(args: &ScheduleArgs) -> Result<()> {
             posterior_mean_coef_x0: col(|s| s.posterior_mean_coef_x0),
             posterior_mean_coef_xt: col(|s| s.posterior_mean_coef_xt),
         };
-        println!("{}", serde_json::to_string(&tables).map_err(anyhow::Error::from)?);
+        super::print_line(serde_json::to_string(&tables).map_err(anyhow::Error::from)?)?;
         return Ok(());
     }
     eprintln!("{} schedule, T = {}", args.schedule.schedule, s.steps());

@@ -111,6 +111,77 @@ pub struct TrainCliArgs {
     /// Train a noise-conditional classifier instead (`elbo train-classifier`).
     #[arg(skip)]
     pub classifier: bool,
+    /// The ids of the flags given on the command line (for `--resume`'s comparison with the
+    /// stored arguments); empty when built in code.
+    #[arg(skip)]
+    pub explicit: Vec<String>,
+}
+
+/// Flags that `--resume` accepts with a value other than the stored one: they change how the
+/// run is watched, not what it computes (`--steps` may also grow: see [`resume_differences`]).
+const SAFE_ON_RESUME: [&str; 5] = ["threads", "log_every", "plot", "resume", "out"];
+
+/// The explicitly given flags of `a` whose values differ from the run stored in `config`, as
+/// `--flag: given X, stored Y`. `--steps` may grow (the extra steps are trained; the cosine
+/// learning-rate decay is then laid over the new total) but not shrink.
+fn resume_differences(a: &TrainCliArgs, config: &ModelConfig) -> Vec<String> {
+    let t = &config.train;
+    let m = &config.mlp;
+    let family = match &config.vae {
+        None => "diffusion",
+        Some(v) if v.levels == 2 => "hvae",
+        Some(_) => "vae",
+    };
+    let identity = config.normalization == Normalization::identity(m.dim);
+    let range = config.schedule.log_snr_range;
+    let pairs: Vec<(&str, String, String)> = vec![
+        ("data", a.data.clone(), t.data.clone()),
+        ("n_train", a.n_train.to_string(), t.n_train.to_string()),
+        ("batch", a.batch.to_string(), t.batch.to_string()),
+        ("lr", a.lr.to_string(), t.lr.to_string()),
+        ("warmup", a.warmup.min(t.steps).to_string(), t.warmup.to_string()),
+        ("weight_decay", a.weight_decay.to_string(), t.weight_decay.to_string()),
+        ("grad_clip", a.grad_clip.to_string(), t.grad_clip.to_string()),
+        ("ema_decay", a.ema_decay.to_string(), t.ema_decay.to_string()),
+        ("loss", a.loss_name().to_string(), t.loss.clone()),
+        ("t_sampling", a.t_sampling.clone(), t.t_sampling.clone()),
+        ("variance", a.variance.clone(), t.variance.clone()),
+        ("cond_dropout", a.cond_dropout.to_string(), t.cond_dropout.to_string()),
+        ("seed", a.seed.to_string(), t.seed.to_string()),
+        ("checkpoint_every", a.checkpoint_every.to_string(), t.checkpoint_every.to_string()),
+        ("schedule", a.schedule.schedule.clone(), config.schedule.name.clone()),
+        ("timesteps", a.schedule.timesteps.to_string(), config.schedule.timesteps.to_string()),
+        ("beta_start", a.schedule.beta_start.to_string(), config.schedule.beta_start.to_string()),
+        ("beta_end", a.schedule.beta_end.to_string(), config.schedule.beta_end.to_string()),
+        ("zero_terminal_snr", a.schedule.zero_terminal_snr.to_string(), config.schedule.zero_terminal_snr.to_string()),
+        ("log_snr_max", a.schedule.log_snr_max.to_string(), range.map_or("-".into(), |r| r[0].to_string())),
+        ("log_snr_min", a.schedule.log_snr_min.to_string(), range.map_or("-".into(), |r| r[1].to_string())),
+        ("width", a.width.to_string(), m.width.to_string()),
+        ("depth", a.depth.to_string(), m.depth.to_string()),
+        ("embed", a.embed.to_string(), m.embed.to_string()),
+        ("prediction", a.prediction.clone(), config.prediction.clone()),
+        ("learn_variance", a.learn_variance.to_string(), (m.out == 2 * m.dim && config.vae.is_none()).to_string()),
+        ("conditional", a.conditional.to_string(), (m.classes > 0).to_string()),
+        ("normalize", a.normalize.clone(), if identity { "none".into() } else { "standard".into() }),
+        ("family", a.family.clone(), family.to_string()),
+        ("latent", a.latent.to_string(), config.vae.as_ref().map_or("-".into(), |v| v.latent.to_string())),
+    ];
+    let mut out = Vec::new();
+    for id in &a.explicit {
+        if SAFE_ON_RESUME.contains(&id.as_str()) {
+            continue;
+        }
+        if id == "steps" {
+            if a.steps < t.steps {
+                out.push(format!("--steps: given {}, stored {} (it may only grow)", a.steps, t.steps));
+            }
+            continue;
+        }
+        if let Some((_, given, stored)) = pairs.iter().find(|(k, g, s)| k == id && g != s) {
+            out.push(format!("--{}: given {given}, stored {stored}", id.replace('_', "-")));
+        }
+    }
+    out
 }
 
 impl TrainCliArgs {
@@ -154,6 +225,31 @@ pub(super) fn validate(a: &TrainCliArgs) -> Result<()> {
     if !(a.lr > 0.0 && a.lr.is_finite()) {
         return Err(input("--lr: expected a positive number"));
     }
+    use super::check_range;
+    check_range("--weight-decay", a.weight_decay, 0.0, 1e6, "a finite number >= 0")?;
+    check_range("--grad-clip", a.grad_clip, 0.0, f64::MAX, "a finite number >= 0 (0: off)")?;
+    if a.depth > 64 {
+        return Err(input("--depth: expected at most 64 layers"));
+    }
+    // the network's size with the smallest data (one value per example), then the training
+    // set and a batch's activations: refused before any data is made if the machine lacks it
+    let smallest = MlpConfig { dim: 1, width: a.width, depth: a.depth, embed: a.embed, classes: 0, out: 1 };
+    match smallest.checked_n_params() {
+        Some(n) if n <= crate::checkpoint::MAX_PARAMS => {
+            crate::io::check_memory("--width/--depth", n.checked_mul(6))?;
+        }
+        _ => {
+            return Err(input(format!(
+                "--width/--depth/--embed: above the limit of {} parameters",
+                crate::checkpoint::MAX_PARAMS
+            )));
+        }
+    }
+    crate::io::check_memory("--n-train", a.n_train.checked_mul(2))?;
+    crate::io::check_memory(
+        "--batch/--width/--depth",
+        crate::io::product(&[a.batch, a.width.saturating_add(a.embed), a.depth + 2, 4]),
+    )?;
     if !(0.0..1.0).contains(&a.ema_decay) {
         return Err(input("--ema-decay: expected a value in [0, 1)"));
     }
@@ -298,36 +394,70 @@ pub(super) fn new_trainer(a: &TrainCliArgs) -> Result<Trainer> {
         normalization,
         train,
     };
+    config.validate().map_err(|e| input(format!("--data {}: {e}", a.data)))?;
     Trainer::new(config, schedule, data)
 }
 
 fn train(a: &TrainCliArgs) -> Result<()> {
-    let has_ckpt = a.out.join("config.json").exists();
+    if let Some(p) = &a.plot {
+        check_png(p, "--plot")?;
+    }
+    let has_ckpt = crate::checkpoint::exists(&a.out);
     if has_ckpt && !a.resume {
         return Err(input(format!(
             "--out {}: already holds a checkpoint (use --resume, or another folder)",
             a.out.display()
         )));
     }
-    let mut trainer = if has_ckpt {
-        let ckpt = Checkpoint::load(&a.out, true)?;
-        if ckpt.config.train.data != a.data {
-            return Err(input(format!(
-                "--data: the checkpoint in {} was trained on '{}', not '{}'",
-                a.out.display(),
-                ckpt.config.train.data,
-                a.data
-            )));
+    // A fresh run reads its data before it touches the output.
+    let fresh = if has_ckpt { None } else { Some(new_trainer(a)?) };
+    let (_lock, created) = crate::io::OutputLock::dir(&a.out, "--out")?;
+    crate::checkpoint::recover(&a.out).map_err(|e| input(format!("--out {}: {e}", a.out.display())))?;
+    let mut trainer = match fresh {
+        Some(t) if !crate::checkpoint::exists(&a.out) => t,
+        Some(_) => {
+            return Err(input(format!("--out {}: another run wrote a checkpoint there meanwhile", a.out.display())));
         }
-        eprintln!("resuming {} from step {}", a.out.display(), ckpt.config.step);
-        let mut data = training_data(&ckpt.config.train)?;
-        ckpt.config.normalization.apply(&mut data.x);
-        let schedule =
-            if ckpt.config.schedule.is_continuous() { None } else { Some(build_schedule(&ckpt.config.schedule)?) };
-        Trainer::resume(ckpt, schedule, data)?
-    } else {
-        new_trainer(a)?
+        None => {
+            let mut ckpt = Checkpoint::load(&a.out, true)?;
+            let diff = resume_differences(a, &ckpt.config);
+            if !diff.is_empty() {
+                return Err(input(format!(
+                    "--resume: the flags differ from the run stored in {}: {} (leave them out to continue it)",
+                    a.out.display(),
+                    diff.join("; ")
+                )));
+            }
+            if a.explicit.iter().any(|f| f == "steps") {
+                ckpt.config.train.steps = a.steps;
+            }
+            eprintln!("resuming {} from step {}", a.out.display(), ckpt.config.step);
+            let mut data = training_data(&ckpt.config.train)?;
+            ckpt.config.normalization.apply(&mut data.x);
+            let schedule =
+                if ckpt.config.schedule.is_continuous() { None } else { Some(build_schedule(&ckpt.config.schedule)?) };
+            Trainer::resume(ckpt, schedule, data)?
+        }
     };
+    let result = run_trainer(a, &mut trainer);
+    if result.is_err() && created && !crate::checkpoint::exists(&a.out) {
+        let _ = std::fs::remove_dir_all(&a.out);
+    }
+    result
+}
+
+/// Checks an output PNG path before any work: its extension and its folder.
+pub(crate) fn check_png(p: &std::path::Path, flag: &str) -> Result<()> {
+    if p.extension().and_then(|e| e.to_str()) != Some("png") {
+        return Err(input(format!("{flag} {}: expected a .png file name", p.display())));
+    }
+    if !crate::io::lock::parent_of(p).is_dir() || p.is_dir() {
+        return Err(input(format!("{flag} {}: expected a file name in an existing folder", p.display())));
+    }
+    Ok(())
+}
+
+fn run_trainer(a: &TrainCliArgs, trainer: &mut Trainer) -> Result<()> {
     let total = trainer.ckpt.config.train.steps;
     let bar = ProgressBar::new(total).with_position(trainer.ckpt.state.step);
     bar.set_style(

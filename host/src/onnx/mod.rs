@@ -53,6 +53,10 @@ pub struct OnnxOpts {
     /// ONNX Runtime intra-op threads (default: ONNX Runtime's choice).
     #[arg(long = "threads")]
     pub ort_threads: Option<usize>,
+    /// Show ONNX Runtime's own log on stderr (off by default: its failures are reported in
+    /// one line).
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 impl Default for OnnxOpts {
@@ -68,6 +72,7 @@ impl Default for OnnxOpts {
             scheduler_config: None,
             ep: "cpu".into(),
             ort_threads: None,
+            verbose: false,
         }
     }
 }
@@ -120,12 +125,20 @@ pub fn find_runtime() -> Result<PathBuf> {
 
 static ENV: OnceLock<std::result::Result<Environment, String>> = OnceLock::new();
 
+/// Whether ONNX Runtime's own log reaches stderr (`--verbose`).
+static VERBOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn environment() -> Result<&'static Environment> {
     let lib = find_runtime()?;
     ENV.get_or_init(|| {
+        let logger: ort::logging::LoggerFunction = std::sync::Arc::new(|level, category, _, location, message| {
+            if VERBOSE.load(std::sync::atomic::Ordering::Relaxed) {
+                eprintln!("onnxruntime {level:?} [{category}] {location}: {message}");
+            }
+        });
         ort::init_from(&lib)
             .map_err(|e| format!("loading {}: {e}", lib.display()))
-            .and_then(|b| b.with_name("elbo").build().map_err(|e| e.to_string()))
+            .and_then(|b| b.with_name("elbo").with_logger(logger).build().map_err(|e| e.to_string()))
     })
     .as_ref()
     .map_err(|e| Error::Internal(anyhow::anyhow!("ONNX Runtime: {e}")))
@@ -135,8 +148,14 @@ fn ort_err(e: impl std::fmt::Display) -> Error {
     Error::Internal(anyhow::anyhow!("ONNX Runtime: {e}"))
 }
 
+/// The first line of an ONNX Runtime message (its messages can span many lines).
+fn first_line(e: impl std::fmt::Display) -> String {
+    e.to_string().lines().next().unwrap_or_default().trim().to_string()
+}
+
 /// An ONNX model as the core's [`Denoiser`].
 pub struct OnnxDenoiser {
+    path: PathBuf,
     session: Session,
     sample: String,
     timestep: String,
@@ -169,17 +188,41 @@ fn builder(threads: Option<usize>) -> Result<ort::session::builder::SessionBuild
 
 /// Reads a diffusers `scheduler_config.json` (or the `elbo.schedule` metadata).
 pub fn schedule_from_diffusers(text: &str, what: &str) -> Result<ScheduleConfig> {
-    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| input(format!("{what}: not JSON ({e})")))?;
-    let f = |k: &str, d: f64| v.get(k).and_then(serde_json::Value::as_f64).unwrap_or(d);
-    if v.get("trained_betas").is_some_and(|b| !b.is_null()) {
+    use serde_json::Value;
+    let v: Value = serde_json::from_str(text).map_err(|e| input(format!("{what}: not JSON ({e})")))?;
+    let obj = v.as_object().ok_or_else(|| input(format!("{what}: expected a JSON object")))?;
+    // a present key of the wrong type is an error, never a default
+    let typed = |k: &str, want: &str, ok: fn(&Value) -> bool| -> Result<Option<&Value>> {
+        match obj.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(x) if ok(x) => Ok(Some(x)),
+            Some(x) => Err(input(format!("{what}: {k} should be {want}, found {x}"))),
+        }
+    };
+    let num = |k: &str, d: f64| -> Result<f64> {
+        let x = typed(k, "a finite number", |x| x.as_f64().is_some_and(f64::is_finite))?;
+        Ok(x.and_then(Value::as_f64).unwrap_or(d))
+    };
+    if typed("trained_betas", "null", |_| false)?.is_some() {
         return Err(input(format!("{what}: trained_betas are not supported")));
     }
+    let timesteps = typed("num_train_timesteps", "a positive whole number", |x| x.as_u64().is_some_and(|t| t > 0))?
+        .and_then(Value::as_u64)
+        .unwrap_or(1000);
+    if timesteps > crate::MAX_STEPS as u64 {
+        return Err(input(format!("{what}: num_train_timesteps {timesteps} is above {}", crate::MAX_STEPS)));
+    }
     Ok(ScheduleConfig {
-        name: v.get("beta_schedule").and_then(|s| s.as_str()).unwrap_or("linear").to_string(),
-        timesteps: v.get("num_train_timesteps").and_then(serde_json::Value::as_u64).unwrap_or(1000) as usize,
-        beta_start: f("beta_start", 1e-4),
-        beta_end: f("beta_end", 0.02),
-        zero_terminal_snr: v.get("rescale_betas_zero_snr").and_then(serde_json::Value::as_bool).unwrap_or(false),
+        name: typed("beta_schedule", "a string", Value::is_string)?
+            .and_then(Value::as_str)
+            .unwrap_or("linear")
+            .to_string(),
+        timesteps: timesteps as usize,
+        beta_start: num("beta_start", 1e-4)?,
+        beta_end: num("beta_end", 0.02)?,
+        zero_terminal_snr: typed("rescale_betas_zero_snr", "true or false", Value::is_boolean)?
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
         log_snr_range: None,
     })
 }
@@ -191,25 +234,28 @@ impl OnnxDenoiser {
         if !path.is_file() {
             return Err(bad("no such file".into()));
         }
+        VERBOSE.store(o.verbose, std::sync::atomic::Ordering::Relaxed);
         let (session, provider) = match o.ep.as_str() {
             "cpu" => (
                 builder(o.ort_threads)?
                     .commit_from_file(path)
-                    .map_err(|e| bad(format!("not a loadable ONNX model ({e})")))?,
+                    .map_err(|e| bad(format!("not a loadable ONNX model ({})", first_line(e))))?,
                 "cpu",
             ),
             "cuda" | "auto" => {
                 let cuda = ort::ep::CUDA::default().build().error_on_failure();
                 match builder(o.ort_threads)?.with_execution_providers([cuda]) {
-                    Ok(mut b) => {
-                        (b.commit_from_file(path).map_err(|e| bad(format!("not a loadable ONNX model ({e})")))?, "cuda")
-                    }
+                    Ok(mut b) => (
+                        b.commit_from_file(path)
+                            .map_err(|e| bad(format!("not a loadable ONNX model ({})", first_line(e))))?,
+                        "cuda",
+                    ),
                     Err(e) if o.ep == "auto" => {
                         eprintln!("--ep auto: CUDA is not available ({e}); using the CPU");
                         (
                             builder(o.ort_threads)?
                                 .commit_from_file(path)
-                                .map_err(|e| bad(format!("not a loadable ONNX model ({e})")))?,
+                                .map_err(|e| bad(format!("not a loadable ONNX model ({})", first_line(e))))?,
                             "cpu",
                         )
                     }
@@ -233,7 +279,11 @@ impl OnnxDenoiser {
             ValueType::Tensor { ty: TensorElementType::Float32, shape, .. } => {
                 let dims: Vec<i64> = shape.iter().copied().collect();
                 if dims.len() >= 2 && dims[1..].iter().all(|&d| d > 0) {
-                    dims[1..].iter().map(|&d| d as usize).collect()
+                    let shape: Vec<usize> = dims[1..].iter().map(|&d| d as usize).collect();
+                    if crate::io::product(&shape).is_none_or(|n| n > 1 << 31) {
+                        return Err(bad(format!("input '{}' has an absurd example shape {shape:?}", o.input_sample)));
+                    }
+                    shape
                 } else {
                     vec![]
                 }
@@ -269,6 +319,8 @@ impl OnnxDenoiser {
             .map_err(|_| input(format!("--prediction: expected eps, x0 or v, found '{prediction_name}'")))?;
         let schedule = match &o.scheduler_config {
             Some(p) => {
+                // diffusers users name the folder: its scheduler_config.json
+                let p = &if p.is_dir() { p.join("scheduler_config.json") } else { p.clone() };
                 let text = std::fs::read_to_string(p)
                     .map_err(|e| input(format!("--scheduler-config {}: {e}", p.display())))?;
                 Some(schedule_from_diffusers(&text, &format!("--scheduler-config {}", p.display()))?)
@@ -278,19 +330,35 @@ impl OnnxDenoiser {
                 None => None,
             },
         };
-        let normalization = match get("elbo.normalization") {
+        let normalization: Option<Normalization> = match get("elbo.normalization") {
             Some(t) => Some(
                 serde_json::from_str(&t).map_err(|e| bad(format!("elbo.normalization metadata is not valid ({e})")))?,
             ),
             None => None,
         };
-        let classes = match get("elbo.classes") {
-            Some(c) => c.parse().map_err(|_| bad("elbo.classes metadata is not a number".into()))?,
+        if let Some(nz) = &normalization {
+            let dim: usize = shape.iter().product();
+            let ok_len = nz.mean.len() == nz.std.len() && (shape.is_empty() || nz.mean.len() == dim);
+            let ok_values = nz.mean.iter().all(|v| v.is_finite()) && nz.std.iter().all(|s| s.is_finite() && *s > 0.0);
+            if nz.mean.is_empty() || !ok_len || !ok_values {
+                return Err(bad(format!(
+                    "elbo.normalization metadata: expected {} finite means and as many positive stds",
+                    if shape.is_empty() { "the data's number of".to_string() } else { dim.to_string() }
+                )));
+            }
+        }
+        let classes: usize = match get("elbo.classes") {
+            Some(c) => c
+                .parse()
+                .ok()
+                .filter(|&c: &usize| c < 1 << 24)
+                .ok_or_else(|| bad("elbo.classes metadata is not a number of classes".into()))?,
             None if class.is_some() => return Err(bad("has a class input but no elbo.classes metadata".into())),
             None => 0,
         };
         let null_class = o.null_class.unwrap_or(classes as i64);
         Ok(OnnxDenoiser {
+            path: path.to_path_buf(),
             session,
             sample: o.input_sample.clone(),
             timestep: o.input_timestep.clone(),
@@ -343,16 +411,35 @@ impl Denoiser for OnnxDenoiser {
                 Condition::Unconditional => self.labels.resize(n, self.null_class),
                 Condition::Class(l) => self.labels.extend(l.iter().map(|&v| i64::from(v))),
             }
+            let (classes, null) = (self.classes as i64, self.null_class);
+            if let Some(&l) = self.labels.iter().find(|&&l| l < 0 || (l >= classes && l != null)) {
+                return Err(input(format!(
+                    "--model {}: class label {l} is out of range (expected 0..{classes}, or the null class {null})",
+                    self.path.display(),
+                )));
+            }
             inputs.push((c.clone().into(), Tensor::from_array(([n], self.labels.clone())).map_err(ort_err)?.into()));
         }
         let start = std::time::Instant::now();
-        let outputs = self.session.run(inputs).map_err(ort_err)?;
+        let model = self.path.display();
+        let outputs = self.session.run(inputs).map_err(|e| {
+            input(format!(
+                "--model {model}: ONNX Runtime refused the input (expected sample {:?} float32 and timestep [N] {}): {}",
+                std::iter::once(n).chain(self.shape.iter().copied()).collect::<Vec<_>>(),
+                if self.timestep_int { "int64" } else { "float32" },
+                first_line(e)
+            ))
+        })?;
         self.run_time += start.elapsed();
-        let value = outputs.get(&self.output).ok_or_else(|| ort_err("the output is missing"))?;
-        let (_, data) = value.try_extract_tensor::<f32>().map_err(ort_err)?;
+        let value = outputs
+            .get(&self.output)
+            .ok_or_else(|| input(format!("--model {model}: the output '{}' is missing", self.output)))?;
+        let (_, data) = value
+            .try_extract_tensor::<f32>()
+            .map_err(|e| input(format!("--model {model}: expected a float32 prediction output ({})", first_line(e))))?;
         if data.len() != out.len() {
             return Err(input(format!(
-                "the model's output has {} values for {} inputs (is the output the prediction?)",
+                "--model {model}: the output has {} values for {} inputs (expected the prediction, shaped as the sample)",
                 data.len(),
                 out.len()
             )));

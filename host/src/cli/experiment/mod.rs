@@ -55,6 +55,15 @@ pub struct ExperimentArgs {
 }
 
 pub fn run(a: &ExperimentArgs) -> Result<()> {
+    const NAMES: [&str; 8] =
+        ["likelihood", "rb-variance", "invariance", "weighting", "parameterization", "vdm", "guidance", "vae"];
+    if !NAMES.contains(&a.name.as_str()) {
+        return Err(input(format!("experiment: unknown '{}' (expected {})", a.name, NAMES.join(", "))));
+    }
+    if a.n < 2 || a.steps == 0 {
+        return Err(input("--n, --steps: expected at least 2 points and 1 step"));
+    }
+    let _lock = crate::io::OutputLock::dir(&a.out, "--out")?;
     match a.name.as_str() {
         "likelihood" => likelihood(a),
         "rb-variance" => rb_variance(a),
@@ -74,7 +83,7 @@ pub fn run(a: &ExperimentArgs) -> Result<()> {
 fn write_report(a: &ExperimentArgs, md: &str) -> Result<()> {
     write_atomic(&a.out.join("report.md"), md.as_bytes())?;
     eprintln!("{md}");
-    println!("{}", a.out.join("report.md").display());
+    super::print_line(a.out.join("report.md").display())?;
     Ok(())
 }
 
