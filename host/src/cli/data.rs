@@ -29,8 +29,11 @@ pub fn run(a: &DataArgs) -> Result<()> {
     if a.n == 0 {
         return Err(input("--n: expected at least one example"));
     }
+    let spec = DataSpec::parse(&a.data)?;
+    let dim = spec.mixture().map_or(2, |m| m.dim());
+    crate::io::check_memory("--n", crate::io::product(&[a.n, dim, 2]))?;
     let _lock = crate::io::sample_output(&a.out, "--out")?;
-    let d = DataSpec::parse(&a.data)?.load(a.n, a.seed)?;
+    let d = spec.load(a.n, a.seed)?;
     write_samples(&a.out, &d.x, &d.shape)?;
     eprintln!("wrote {} examples of dimension {} to {}", d.len(), d.dim, a.out.display());
     Ok(())

@@ -245,6 +245,9 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     if a.n == 0 || a.times == 0 {
         return Err(input("--n, --times: expected at least 1"));
     }
+    // generated sets are 2-D or a mixture's dimension (files are checked as they are read)
+    crate::io::check_memory("--n", crate::io::product(&[a.n, 64]))?;
+    crate::io::check_memory("--mmd-samples", crate::io::product(&[a.mmd_samples, 64]))?;
     let dir = std::path::Path::new(&a.model);
     if dir.join("config.json").is_file() {
         let c = crate::checkpoint::Checkpoint::load(dir, false)?;

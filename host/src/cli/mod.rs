@@ -72,10 +72,15 @@ pub fn main() -> ExitCode {
     let parsed = Cli::command().try_get_matches().and_then(|m| Cli::from_arg_matches(&m).map(|c| (c, m)));
     let (mut cli, matches) = match parsed {
         Ok(p) => p,
+        Err(e) if e.use_stderr() => {
+            // one line, as every bad input gets (clap adds usage and a hint below it)
+            let text = e.render().to_string();
+            let _ = writeln!(std::io::stderr(), "{}", text.lines().next().unwrap_or("error: bad arguments"));
+            return ExitCode::from(2);
+        }
         Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
             let _ = e.print();
-            return ExitCode::from(code);
+            return ExitCode::SUCCESS;
         }
     };
     if let (Command::Train(a) | Command::TrainClassifier(a), Some((_, sub))) = (&mut cli.command, matches.subcommand())
@@ -193,6 +198,12 @@ impl ScheduleOpts {
                 return Err(input("--schedule learned: only a trained model has one (elbo train --schedule learned)"));
             }
             return crate::model::discretise(&self.continuous(&[])?, self.timesteps);
+        }
+        if !(self.beta_start.is_finite() && self.beta_end.is_finite() && self.beta_start <= self.beta_end) {
+            return Err(input(format!(
+                "--beta-start/--beta-end: expected finite values with beta_start <= beta_end, found {} and {}",
+                self.beta_start, self.beta_end
+            )));
         }
         let kind = BetaSchedule::from_name(&self.schedule, self.beta_start, self.beta_end).map_err(|_| {
             input(format!(

@@ -21,7 +21,7 @@ pub const DIR_LOCK: &str = ".lock";
 #[derive(Debug)]
 pub struct OutputLock {
     _file: File,
-    /// The lock file, removed on drop for file outputs (a directory keeps its `.lock`).
+    /// The lock file, removed when the lock is dropped.
     remove: Option<PathBuf>,
 }
 
@@ -55,7 +55,7 @@ impl OutputLock {
                 true
             }
         };
-        let lock = Self::acquire(&dir.join(DIR_LOCK), &shown(), false).inspect_err(|_| {
+        let lock = Self::acquire(&dir.join(DIR_LOCK), &shown(), true).inspect_err(|_| {
             if created {
                 let _ = std::fs::remove_dir_all(dir);
             }
