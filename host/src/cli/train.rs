@@ -348,6 +348,9 @@ pub(super) fn new_trainer(a: &TrainCliArgs) -> Result<Trainer> {
         checkpoint_every: a.checkpoint_every,
     };
     let mut data = training_data(&train)?;
+    if a.classifier && data.classes == 1 {
+        return Err(input(format!("--data {}: a classifier needs at least two classes", a.data)));
+    }
     if (a.conditional || a.classifier) && data.classes == 0 {
         if a.classifier {
             return Err(input(format!("--data {}: a classifier needs class labels (gmm: or a labelled CSV)", a.data)));
@@ -357,6 +360,7 @@ pub(super) fn new_trainer(a: &TrainCliArgs) -> Result<Trainer> {
     let normalization =
         if a.normalize == "none" { Normalization::identity(data.dim) } else { Normalization::fit(&data.x, data.dim) };
     normalization.apply(&mut data.x);
+    check_normalized(&data.x, &a.data)?;
     let config = ModelConfig {
         format: "elbo-checkpoint".into(),
         version: 1,
@@ -434,6 +438,7 @@ fn train(a: &TrainCliArgs) -> Result<()> {
             eprintln!("resuming {} from step {}", a.out.display(), ckpt.config.step);
             let mut data = training_data(&ckpt.config.train)?;
             ckpt.config.normalization.apply(&mut data.x);
+            check_normalized(&data.x, &ckpt.config.train.data)?;
             let schedule =
                 if ckpt.config.schedule.is_continuous() { None } else { Some(build_schedule(&ckpt.config.schedule)?) };
             Trainer::resume(ckpt, schedule, data)?
@@ -444,6 +449,14 @@ fn train(a: &TrainCliArgs) -> Result<()> {
         let _ = std::fs::remove_dir_all(&a.out);
     }
     result
+}
+
+/// Refuses data whose normalised values overflow float32 (extreme but finite input).
+fn check_normalized(x: &[f32], data: &str) -> Result<()> {
+    if x.iter().any(|v| !v.is_finite()) {
+        return Err(input(format!("--data {data}: the values overflow float32 once normalised (rescale the data)")));
+    }
+    Ok(())
 }
 
 /// Checks an output PNG path before any work: its extension and its folder.
