@@ -31,6 +31,9 @@ pub enum Error {
     UnknownName { what: &'static str },
     /// A combination the method does not support; the text says which.
     Unsupported(&'static str),
+    /// A computation produced an infinity or NaN (from extreme or damaged input); `what` names
+    /// where.
+    NonFinite { what: &'static str },
 }
 
 impl fmt::Display for Error {
@@ -62,6 +65,7 @@ impl fmt::Display for Error {
             }
             Error::UnknownName { what } => write!(f, "unknown {what} name"),
             Error::Unsupported(what) => write!(f, "unsupported: {what}"),
+            Error::NonFinite { what } => write!(f, "{what} produced a non-finite value (extreme or damaged input)"),
         }
     }
 }

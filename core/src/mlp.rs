@@ -161,6 +161,12 @@ impl<'a> ModelBlob<'a> {
             .ok_or_else(too_long)?;
         let end = STEP_BYTES.checked_mul(steps).and_then(|n| n.checked_add(schedule_at)).ok_or_else(too_long)?;
         check_len(end, bytes.len())?;
+        for d in 0..shape.dim {
+            let (mean, std) = (f32_at(bytes, HEADER + 4 * d), f32_at(bytes, HEADER + 4 * (shape.dim + d)));
+            if !(mean.is_finite() && std.is_finite() && std > 0.0) {
+                return Err(bad("a finite normalisation with positive standard deviations"));
+            }
+        }
         Ok(ModelBlob { bytes, shape, prediction, steps, params_at, schedule_at })
     }
 
@@ -347,6 +353,9 @@ impl Denoiser for BlobMlp<'_> {
                 }
             };
             self.forward_one(xr, level.t, class, or);
+            if or.iter().any(|v| !v.is_finite()) {
+                return Err(Error::NonFinite { what: "the blob's network" });
+            }
         }
         Ok(())
     }

@@ -191,6 +191,12 @@ pub struct ModelConfig {
 /// and files: 2^28 parameters are 1 GiB per copy of the weights).
 pub const MAX_PARAMS: usize = 1 << 28;
 
+/// The largest batch a run may use.
+pub const MAX_BATCH: usize = 1 << 20;
+
+/// The largest number of examples a generated training set may have.
+pub const MAX_EXAMPLES: usize = 1 << 28;
+
 impl ModelConfig {
     /// Checks every size and value a loader or trainer relies on, with checked arithmetic, so
     /// that a damaged or hand-edited `config.json` is refused instead of crashing a run.
@@ -249,6 +255,9 @@ impl ModelConfig {
         let t = &self.train;
         if t.steps == 0 || t.batch == 0 || t.n_train == 0 {
             return Err("train: steps, batch and n_train must be at least 1".into());
+        }
+        if t.batch > MAX_BATCH || t.n_train > MAX_EXAMPLES {
+            return Err(format!("train: batch and n_train are limited to {MAX_BATCH} and {MAX_EXAMPLES}"));
         }
         let finite = [("lr", t.lr), ("weight_decay", t.weight_decay), ("grad_clip", t.grad_clip)];
         if let Some((k, _)) = finite.iter().find(|(_, v)| !(v.is_finite() && *v >= 0.0)) {

@@ -107,6 +107,7 @@ impl Ddim {
             denoiser.predict(x, NoiseLevel::of(&step), cond, scratch).map_err(RunError::Model)?;
             ddim_update(&c, kind, scratch, x, self.clip, || standard_normal(rng))?;
         }
+        super::check_finite(x)?;
         Ok(())
     }
 }

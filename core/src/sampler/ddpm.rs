@@ -130,6 +130,7 @@ impl Ddpm {
             };
             ddpm_update(&step, kind, scratch, x, sigma, self.clip, || standard_normal(rng))?;
         }
+        super::check_finite(x)?;
         Ok(())
     }
 }

@@ -71,6 +71,7 @@ impl AnnealedLangevin {
                 *xv = to_x0_eps(kind, p, *xv, a, s).0;
             }
         }
+        super::check_finite(x)?;
         Ok(())
     }
 }

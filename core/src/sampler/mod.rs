@@ -35,6 +35,12 @@ pub(crate) fn clip_x0(x0: f32, clip: Option<f32>) -> f32 {
 }
 
 /// Checks a batch and returns `n`.
+/// The end of every sampling run: samples that overflowed (extreme or damaged input: a
+/// model, a schedule table, a start) are an error, never an `Ok` with non-finite values.
+pub(crate) fn check_finite(x: &[f32]) -> Result<()> {
+    if x.iter().all(|v| v.is_finite()) { Ok(()) } else { Err(Error::NonFinite { what: "sampling" }) }
+}
+
 pub(crate) fn check_batch<D: Denoiser>(denoiser: &D, x: &[f32], scratch: &[f32], cond: Condition<'_>) -> Result<usize> {
     let dim = denoiser.dim();
     if dim == 0 || x.is_empty() || x.len() % dim != 0 {

@@ -287,7 +287,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     if let Source::Onnx(o) = &mut source
         && o.shape.is_empty()
     {
-        o.shape = data.shape.clone();
+        o.set_shape(&data.shape)?;
     }
     let dim = source.dim();
     if data.dim != dim {

@@ -177,7 +177,7 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     if let (Source::Onnx(o), Some(d)) = (&mut source, &init)
         && o.shape.is_empty()
     {
-        o.shape = d.shape.clone();
+        o.set_shape(&d.shape)?;
     }
     let dim = source.dim();
     if dim == 0 {

@@ -226,6 +226,10 @@ pub(super) fn validate(a: &TrainCliArgs) -> Result<()> {
         return Err(input("--lr: expected a positive number"));
     }
     use super::check_range;
+    use crate::checkpoint::{MAX_BATCH, MAX_EXAMPLES};
+    if a.batch > MAX_BATCH || a.n_train > MAX_EXAMPLES {
+        return Err(input(format!("--batch, --n-train: limited to {MAX_BATCH} and {MAX_EXAMPLES}")));
+    }
     check_range("--weight-decay", a.weight_decay, 0.0, 1e6, "a finite number >= 0")?;
     check_range("--grad-clip", a.grad_clip, 0.0, f64::MAX, "a finite number >= 0 (0: off)")?;
     if a.depth > 64 {

@@ -227,7 +227,101 @@ pub fn schedule_from_diffusers(text: &str, what: &str) -> Result<ScheduleConfig>
     })
 }
 
+/// The keys of elbo's ONNX metadata.
+pub const METADATA_KEYS: [&str; 4] = ["elbo.prediction", "elbo.schedule", "elbo.normalization", "elbo.classes"];
+
+/// What an ONNX model's `elbo.*` metadata says, completed or overridden by the flags.
+#[derive(Debug, Clone)]
+pub struct Metadata {
+    /// The prediction kind.
+    pub prediction: Prediction,
+    /// The schedule, if known.
+    pub schedule: Option<ScheduleConfig>,
+    /// The data normalisation, if given.
+    pub normalization: Option<Normalization>,
+    /// The number of classes (0: unconditional).
+    pub classes: usize,
+}
+
+impl Metadata {
+    /// Interprets and validates the metadata `meta` of the model at `path` whose example shape
+    /// is `shape` (empty when dynamic) and which has a class input or not.
+    pub fn interpret(
+        meta: &std::collections::HashMap<String, String>,
+        o: &OnnxOpts,
+        shape: &[usize],
+        has_class: bool,
+        path: &Path,
+    ) -> Result<Self> {
+        let bad = |what: String| input(format!("--model {}: {what}", path.display()));
+        let class = has_class.then_some(());
+        let get = |k: &str| meta.get(k).cloned();
+        let prediction_name = o.prediction.clone().or_else(|| get("elbo.prediction")).ok_or_else(|| {
+            bad("says nothing of its prediction (no elbo.prediction metadata): give --prediction eps|x0|v".into())
+        })?;
+        let prediction = Prediction::from_name(&prediction_name)
+            .map_err(|_| input(format!("--prediction: expected eps, x0 or v, found '{prediction_name}'")))?;
+        let schedule = match &o.scheduler_config {
+            Some(p) => {
+                // diffusers users name the folder: its scheduler_config.json
+                let p = &if p.is_dir() { p.join("scheduler_config.json") } else { p.clone() };
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| input(format!("--scheduler-config {}: {e}", p.display())))?;
+                Some(schedule_from_diffusers(&text, &format!("--scheduler-config {}", p.display()))?)
+            }
+            None => match get("elbo.schedule") {
+                Some(text) => Some(schedule_from_diffusers(&text, "elbo.schedule metadata")?),
+                None => None,
+            },
+        };
+        let normalization: Option<Normalization> = match get("elbo.normalization") {
+            Some(t) => Some(
+                serde_json::from_str(&t).map_err(|e| bad(format!("elbo.normalization metadata is not valid ({e})")))?,
+            ),
+            None => None,
+        };
+        if let Some(nz) = &normalization {
+            let dim: usize = shape.iter().product();
+            let ok_len = nz.mean.len() == nz.std.len() && (shape.is_empty() || nz.mean.len() == dim);
+            let ok_values = nz.mean.iter().all(|v| v.is_finite()) && nz.std.iter().all(|s| s.is_finite() && *s > 0.0);
+            if nz.mean.is_empty() || !ok_len || !ok_values {
+                return Err(bad(format!(
+                    "elbo.normalization metadata: expected {} finite means and as many positive stds",
+                    if shape.is_empty() { "the data's number of".to_string() } else { dim.to_string() }
+                )));
+            }
+        }
+        let classes: usize = match get("elbo.classes") {
+            Some(c) => c
+                .parse()
+                .ok()
+                .filter(|&c: &usize| c < 1 << 24)
+                .ok_or_else(|| bad("elbo.classes metadata is not a number of classes".into()))?,
+            None if class.is_some() => return Err(bad("has a class input but no elbo.classes metadata".into())),
+            None => 0,
+        };
+        Ok(Metadata { prediction, schedule, normalization, classes })
+    }
+}
+
 impl OnnxDenoiser {
+    /// Fixes the example shape of a model whose input is dynamic (from `--init` or the data),
+    /// checked against its normalisation.
+    pub fn set_shape(&mut self, shape: &[usize]) -> Result<()> {
+        let dim: usize = shape.iter().product();
+        if let Some(nz) = &self.normalization
+            && nz.mean.len() != dim
+        {
+            return Err(input(format!(
+                "--model {}: its elbo.normalization has {} values, the data's examples {dim}",
+                self.path.display(),
+                nz.mean.len()
+            )));
+        }
+        self.shape = shape.to_vec();
+        Ok(())
+    }
+
     /// Opens `path` with the options' names and execution provider.
     pub fn open(path: &Path, o: &OnnxOpts) -> Result<Self> {
         let bad = |what: String| input(format!("--model {}: {what}", path.display()));
@@ -306,56 +400,10 @@ impl OnnxDenoiser {
         };
         let meta: std::collections::HashMap<String, String> = {
             let m = session.metadata().map_err(ort_err)?;
-            ["elbo.prediction", "elbo.schedule", "elbo.normalization", "elbo.classes"]
-                .into_iter()
-                .filter_map(|k| m.custom(k).map(|v| (k.to_string(), v)))
-                .collect()
+            METADATA_KEYS.into_iter().filter_map(|k| m.custom(k).map(|v| (k.to_string(), v))).collect()
         };
-        let get = |k: &str| meta.get(k).cloned();
-        let prediction_name = o.prediction.clone().or_else(|| get("elbo.prediction")).ok_or_else(|| {
-            bad("says nothing of its prediction (no elbo.prediction metadata): give --prediction eps|x0|v".into())
-        })?;
-        let prediction = Prediction::from_name(&prediction_name)
-            .map_err(|_| input(format!("--prediction: expected eps, x0 or v, found '{prediction_name}'")))?;
-        let schedule = match &o.scheduler_config {
-            Some(p) => {
-                // diffusers users name the folder: its scheduler_config.json
-                let p = &if p.is_dir() { p.join("scheduler_config.json") } else { p.clone() };
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| input(format!("--scheduler-config {}: {e}", p.display())))?;
-                Some(schedule_from_diffusers(&text, &format!("--scheduler-config {}", p.display()))?)
-            }
-            None => match get("elbo.schedule") {
-                Some(text) => Some(schedule_from_diffusers(&text, "elbo.schedule metadata")?),
-                None => None,
-            },
-        };
-        let normalization: Option<Normalization> = match get("elbo.normalization") {
-            Some(t) => Some(
-                serde_json::from_str(&t).map_err(|e| bad(format!("elbo.normalization metadata is not valid ({e})")))?,
-            ),
-            None => None,
-        };
-        if let Some(nz) = &normalization {
-            let dim: usize = shape.iter().product();
-            let ok_len = nz.mean.len() == nz.std.len() && (shape.is_empty() || nz.mean.len() == dim);
-            let ok_values = nz.mean.iter().all(|v| v.is_finite()) && nz.std.iter().all(|s| s.is_finite() && *s > 0.0);
-            if nz.mean.is_empty() || !ok_len || !ok_values {
-                return Err(bad(format!(
-                    "elbo.normalization metadata: expected {} finite means and as many positive stds",
-                    if shape.is_empty() { "the data's number of".to_string() } else { dim.to_string() }
-                )));
-            }
-        }
-        let classes: usize = match get("elbo.classes") {
-            Some(c) => c
-                .parse()
-                .ok()
-                .filter(|&c: &usize| c < 1 << 24)
-                .ok_or_else(|| bad("elbo.classes metadata is not a number of classes".into()))?,
-            None if class.is_some() => return Err(bad("has a class input but no elbo.classes metadata".into())),
-            None => 0,
-        };
+        let Metadata { prediction, schedule, normalization, classes } =
+            Metadata::interpret(&meta, o, &shape, class.is_some(), path)?;
         let null_class = o.null_class.unwrap_or(classes as i64);
         Ok(OnnxDenoiser {
             path: path.to_path_buf(),
