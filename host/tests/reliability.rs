@@ -201,3 +201,35 @@ cp "{m}/run/"* "{d}/" || exit 93
     assert!(text.contains("resuming") && text.contains("from step 20"), "{text}");
     files_equal(&whole, &dir.path().join("after"));
 }
+
+/// `--resume` with a larger `--steps` trains the extra steps; without flags it continues the
+/// stored run; what a killed writer of a file output left (its temporary file and lock file)
+/// is removed by the next writer of that output.
+#[test]
+fn resume_trains_extra_steps_and_leftovers_are_cleaned() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let args = ["train", "--data", "two-moons", "--batch", "32", "--n-train", "300", "--width", "16"];
+    elbo().args(args).args(["--steps", "10", "--out"]).arg(&run).assert().success();
+    let step = |d: &Path| -> u64 {
+        let c: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("config.json")).unwrap()).unwrap();
+        c["step"].as_u64().unwrap()
+    };
+    assert_eq!(step(&run), 10);
+    let o = elbo().args(args).args(["--steps", "25", "--resume", "--out"]).arg(&run).output().unwrap();
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("resuming"));
+    assert_eq!(step(&run), 25);
+    // the stored run, with no flags but --data and --resume
+    elbo().args(["train", "--data", "two-moons", "--resume", "--out"]).arg(&run).assert().success();
+    assert_eq!(step(&run), 25);
+    no_leftovers(&run);
+
+    let out = dir.path().join("s.npy");
+    std::fs::write(dir.path().join(".s.npy.4242.tmp"), b"half").unwrap();
+    std::fs::write(dir.path().join(".s.npy.lock"), b"4242").unwrap();
+    elbo().args(["sample", "--n", "5", "--model"]).arg(&run).arg("--out").arg(&out).assert().success();
+    assert!(out.exists());
+    assert!(!dir.path().join(".s.npy.4242.tmp").exists(), "a killed writer's temporary file stayed");
+    assert!(!dir.path().join(".s.npy.lock").exists(), "a killed writer's lock file stayed");
+}
