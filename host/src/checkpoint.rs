@@ -161,6 +161,20 @@ pub struct TrainArgs {
     pub seed: u64,
     /// Checkpoint every this many steps.
     pub checkpoint_every: u64,
+    /// A fingerprint of the training data as read (FNV-1a of its values' bits), so that
+    /// `--resume` notices a data file that changed since the run began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_fingerprint: Option<String>,
+}
+
+/// The fingerprint of a data set's values (64-bit FNV-1a over the bits of every value, and its
+/// dimension), as hex.
+pub fn data_fingerprint(x: &[f32], dim: usize) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in (dim as u64).to_le_bytes().into_iter().chain(x.iter().flat_map(|v| v.to_bits().to_le_bytes())) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 /// `config.json`.

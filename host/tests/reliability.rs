@@ -224,6 +224,27 @@ fn resume_trains_extra_steps_and_leftovers_are_cleaned() {
     elbo().args(["train", "--data", "two-moons", "--resume", "--out"]).arg(&run).assert().success();
     assert_eq!(step(&run), 25);
     no_leftovers(&run);
+    // a data file that changed since the run began is refused on --resume
+    let csv = dir.path().join("d.csv");
+    std::fs::write(&csv, "1,2\n3,4\n5,7\n").unwrap();
+    let on_csv = dir.path().join("on-csv");
+    elbo()
+        .args(["train", "--steps", "3", "--batch", "4", "--data"])
+        .arg(&csv)
+        .arg("--out")
+        .arg(&on_csv)
+        .assert()
+        .success();
+    std::fs::write(&csv, "1,2\n3,4\n5,8\n").unwrap();
+    let o = elbo()
+        .args(["train", "--steps", "6", "--resume", "--data"])
+        .arg(&csv)
+        .arg("--out")
+        .arg(&on_csv)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("the data differs"));
 
     let out = dir.path().join("s.npy");
     std::fs::write(dir.path().join(".s.npy.4242.tmp"), b"half").unwrap();

@@ -250,6 +250,7 @@ pub fn run(a: &SampleArgs) -> Result<()> {
         Some("all") => {
             // n of every class, class after class; x_T is drawn anew for the larger batch.
             let k = classes;
+            crate::io::check_memory("--n with --class all", crate::io::product(&[n, k, dim, 4]))?;
             x = vec![0.0f32; n * k * dim];
             fill_standard_normal(&mut rng, &mut x);
             Some((0..k as u32).flat_map(|c| std::iter::repeat_n(c, n)).collect())

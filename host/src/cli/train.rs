@@ -260,6 +260,9 @@ pub(super) fn validate(a: &TrainCliArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&a.cond_dropout) {
         return Err(input("--cond-dropout: expected a probability"));
     }
+    if a.checkpoint_every == 0 || a.log_every == 0 {
+        return Err(input("--checkpoint-every, --log-every: expected at least 1"));
+    }
     if a.threads == Some(0) {
         return Err(input("--threads: expected at least 1"));
     }
@@ -350,8 +353,11 @@ pub(super) fn new_trainer(a: &TrainCliArgs) -> Result<Trainer> {
         cond_dropout: a.cond_dropout,
         seed: a.seed,
         checkpoint_every: a.checkpoint_every,
+        data_fingerprint: None,
     };
     let mut data = training_data(&train)?;
+    let mut train = train;
+    train.data_fingerprint = Some(crate::checkpoint::data_fingerprint(&data.x, data.dim));
     if a.classifier && data.classes == 1 {
         return Err(input(format!("--data {}: a classifier needs at least two classes", a.data)));
     }
@@ -439,13 +445,24 @@ fn train(a: &TrainCliArgs) -> Result<()> {
             if a.explicit.iter().any(|f| f == "steps") {
                 ckpt.config.train.steps = a.steps;
             }
-            eprintln!("resuming {} from step {}", a.out.display(), ckpt.config.step);
             let mut data = training_data(&ckpt.config.train)?;
+            if let Some(stored) = &ckpt.config.train.data_fingerprint
+                && *stored != crate::checkpoint::data_fingerprint(&data.x, data.dim)
+            {
+                return Err(input(format!(
+                    "--data {}: the data differs from what the run in {} was trained on (the file changed?)",
+                    ckpt.config.train.data,
+                    a.out.display()
+                )));
+            }
             ckpt.config.normalization.apply(&mut data.x);
             check_normalized(&data.x, &ckpt.config.train.data)?;
             let schedule =
                 if ckpt.config.schedule.is_continuous() { None } else { Some(build_schedule(&ckpt.config.schedule)?) };
-            Trainer::resume(ckpt, schedule, data)?
+            let step = ckpt.config.step;
+            let t = Trainer::resume(ckpt, schedule, data)?;
+            eprintln!("resuming {} from step {step}", a.out.display());
+            t
         }
     };
     let result = run_trainer(a, &mut trainer);
