@@ -270,6 +270,12 @@ impl ModelConfig {
         if t.steps == 0 || t.batch == 0 || t.n_train == 0 {
             return Err("train: steps, batch and n_train must be at least 1".into());
         }
+        if t.warmup > t.steps || self.step > t.steps {
+            return Err(format!(
+                "train: warmup ({}) and the step done ({}) cannot exceed steps ({})",
+                t.warmup, self.step, t.steps
+            ));
+        }
         if t.batch > MAX_BATCH || t.n_train > MAX_EXAMPLES {
             return Err(format!("train: batch and n_train are limited to {MAX_BATCH} and {MAX_EXAMPLES}"));
         }

@@ -99,7 +99,7 @@ pub fn learning_rate(args: &TrainArgs, step: u64) -> f64 {
     if step <= args.warmup {
         return args.lr * step as f64 / args.warmup.max(1) as f64;
     }
-    let progress = (step - args.warmup) as f64 / (args.steps - args.warmup).max(1) as f64;
+    let progress = step.saturating_sub(args.warmup) as f64 / args.steps.saturating_sub(args.warmup).max(1) as f64;
     args.lr * 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())
 }
 

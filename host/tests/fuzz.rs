@@ -147,9 +147,22 @@ fn seed_of(target: &str) -> u64 {
     target.bytes().fold(base, |h, c| h.wrapping_mul(31).wrapping_add(u64::from(c)))
 }
 
-/// Runs `check` on mutations of the corpus' files; `check` returns whether the input loaded.
+/// Inputs that once crashed a target (`corpus/regressions/TARGET/`), replayed first.
+fn regressions(target: &str) -> Vec<Vec<u8>> {
+    let dir = corpus("regressions").join(target);
+    let mut v: Vec<_> = std::fs::read_dir(dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    v.sort();
+    v.iter().map(|p| std::fs::read(p).unwrap()).collect()
+}
+
+/// Runs `check` on the corpus' seeds, the target's regressions, then mutations of the seeds;
+/// `check` returns whether the input loaded.
 fn fuzz(target: &str, seeds: &[Vec<u8>], mut check: impl FnMut(&[u8]) -> bool) {
     assert!(!seeds.is_empty(), "{target}: empty corpus");
+    for (k, r) in regressions(target).iter().enumerate() {
+        let out = std::panic::catch_unwind(AssertUnwindSafe(|| check(r)));
+        assert!(out.is_ok(), "{target}: regression {k} panics again");
+    }
     let mut g = Gen(seed_of(target));
     let (mut execs, mut loaded) = (0usize, 0usize);
     std::panic::set_hook(Box::new(|_| {}));
