@@ -70,7 +70,7 @@ fn fifty_kills_at_random_moments_resume_to_the_same_bits() {
 
     let cut = dir.path().join("cut");
     let mut seed = 12345u64;
-    let (mut kills, mut runs) = (0, 0);
+    let (mut kills, mut runs, mut inside_write) = (0, 0, 0);
     let start = Instant::now();
     loop {
         runs += 1;
@@ -86,7 +86,13 @@ fn fifty_kills_at_random_moments_resume_to_the_same_bits() {
             std::thread::sleep(Duration::from_micros(next(&mut seed) % 40_000));
             if child.try_wait().unwrap().is_none() {
                 child.kill().unwrap(); // SIGKILL
+                child.try_wait().ok();
                 kills += 1;
+                // a write was under way: an unfinished or a half-moved set is there
+                std::thread::sleep(Duration::from_millis(1));
+                if cut.join(".next").exists() || cut.join(".commit").exists() {
+                    inside_write += 1;
+                }
             }
         }
         let out = child.wait_with_output().unwrap();
@@ -98,6 +104,8 @@ fn fifty_kills_at_random_moments_resume_to_the_same_bits() {
         assert!(start.elapsed() < Duration::from_secs(300), "no progress after {runs} runs");
     }
     assert!(kills >= 50, "only {kills} kills landed");
+    eprintln!("{kills} kills in {runs} runs, {inside_write} inside a checkpoint write");
+    assert!(inside_write >= 5, "only {inside_write} of {kills} kills landed inside a checkpoint write");
     files_equal(&whole, &cut);
     no_leftovers(&cut);
 }
