@@ -44,6 +44,31 @@ impl Weighting {
     /// All names, for help texts.
     pub const NAMES: [&'static str; 9] = ["elbo", "iddpm", "edm", "v", "fm-ot", "indi", "p2", "min-snr", "sigmoid"];
 
+    /// The name [`Weighting::from_name`] parses (`v` and `fm-ot` are the same function under
+    /// two names).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Weighting::Elbo => "elbo",
+            Weighting::Iddpm => "iddpm",
+            Weighting::Edm => "edm",
+            Weighting::VPrediction => "v",
+            Weighting::FlowMatchingOt => "fm-ot",
+            Weighting::Indi => "indi",
+            Weighting::P2 { .. } => "p2",
+            Weighting::MinSnr { .. } => "min-snr",
+            Weighting::Sigmoid { .. } => "sigmoid",
+        }
+    }
+
+    /// The parameter of a weighting that takes one (P2's and Min-SNR's gamma, sigmoid's bias).
+    pub fn param(&self) -> Option<f64> {
+        match *self {
+            Weighting::P2 { gamma } | Weighting::MinSnr { gamma } => Some(gamma),
+            Weighting::Sigmoid { bias } => Some(bias),
+            _ => None,
+        }
+    }
+
     /// Parses a name with its optional parameter (`p2` gamma default 1, `min-snr` gamma default 5,
     /// `sigmoid` bias default 0).
     pub fn from_name(name: &str, param: Option<f64>) -> Result<Self> {

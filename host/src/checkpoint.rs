@@ -28,7 +28,9 @@ use serde::{Deserialize, Serialize};
 use crate::data::Normalization;
 use crate::error::{Result, input};
 use crate::io::sync_dir;
+use crate::kinds::{FixedVariance, PredictionKind, ScheduleKind, TimestepSampling};
 use crate::nn::{Mlp, MlpConfig};
+use crate::train::Loss;
 
 /// The hidden folder a new checkpoint is written into.
 pub const NEXT: &str = ".next";
@@ -87,8 +89,8 @@ fn loss_csv(log: &[(u64, f64, f64)]) -> Vec<u8> {
 /// The schedule a model was trained with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScheduleConfig {
-    /// diffusers' name.
-    pub name: String,
+    /// The schedule (diffusers' names for the discrete ones).
+    pub name: ScheduleKind,
     /// T.
     pub timesteps: usize,
     /// First beta (linear-type schedules).
@@ -107,7 +109,7 @@ pub struct ScheduleConfig {
 impl ScheduleConfig {
     /// Whether the model is a continuous-time one.
     pub fn is_continuous(&self) -> bool {
-        crate::continuous::is_continuous(&self.name)
+        self.name.is_continuous()
     }
 }
 
@@ -121,7 +123,7 @@ pub fn tensors(config: &ModelConfig) -> (Vec<(String, Vec<usize>, usize)>, usize
     let mlp = Mlp::new(config.mlp.clone());
     let mut v = mlp.tensors();
     let mut n = mlp.n_params();
-    if config.schedule.name == "learned" {
+    if config.schedule.name == ScheduleKind::Learned {
         v.push(("schedule.params".into(), vec![crate::continuous::N_PARAMS], n));
         n += crate::continuous::N_PARAMS;
     }
@@ -150,11 +152,11 @@ pub struct TrainArgs {
     /// EMA decay.
     pub ema_decay: f64,
     /// `--loss`.
-    pub loss: String,
+    pub loss: Loss,
     /// `--t-sampling`.
-    pub t_sampling: String,
-    /// Reverse variance of the VLB terms (`small` or `large`).
-    pub variance: String,
+    pub t_sampling: TimestepSampling,
+    /// Reverse variance of the VLB terms.
+    pub variance: FixedVariance,
     /// Probability of replacing the label by the null class (classifier-free guidance).
     pub cond_dropout: f64,
     /// `--seed`.
@@ -177,28 +179,99 @@ pub fn data_fingerprint(x: &[f32], dim: usize) -> String {
     format!("{h:016x}")
 }
 
+/// What a checkpoint's network is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// A denoiser: its prediction, and whether it also predicts the reverse variance
+    /// (improved-diffusion's learned range: a second output per coordinate).
+    Denoiser {
+        /// What it predicts.
+        prediction: PredictionKind,
+        /// Whether it has the variance head.
+        learned_variance: bool,
+    },
+    /// A noise-conditional classifier (`elbo train-classifier`): one logit per class.
+    Classifier,
+    /// A VAE (one level) or a two-level Markovian HVAE baseline.
+    Vae(crate::vae::VaeConfig),
+}
+
+/// The current version of `config.json` (version 1, whose `prediction` string doubled as the
+/// model kind, still loads).
+pub const CONFIG_VERSION: u32 = 2;
+
 /// `config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "ConfigFile")]
 pub struct ModelConfig {
     /// Always `elbo-checkpoint`.
     pub format: String,
-    /// Format version (1).
+    /// Format version ([`CONFIG_VERSION`]).
     pub version: u32,
     /// Steps done.
     pub step: u64,
     /// The network.
     pub mlp: MlpConfig,
-    /// `eps`, `x0` or `v`.
-    pub prediction: String,
+    /// What the network is.
+    pub kind: ModelKind,
     /// The schedule.
     pub schedule: ScheduleConfig,
     /// Data normalisation (the model works on normalised data).
     pub normalization: Normalization,
     /// How it was trained.
     pub train: TrainArgs,
-    /// A VAE baseline (`prediction` is then `vae`; `mlp` gives the hidden layers).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vae: Option<crate::vae::VaeConfig>,
+}
+
+/// `config.json` as read: version 2 (`kind`) or version 1 (`prediction` and `vae`).
+#[derive(Deserialize)]
+struct ConfigFile {
+    format: String,
+    version: u32,
+    step: u64,
+    mlp: MlpConfig,
+    #[serde(default)]
+    kind: Option<ModelKind>,
+    #[serde(default)]
+    prediction: Option<String>,
+    #[serde(default)]
+    vae: Option<crate::vae::VaeConfig>,
+    schedule: ScheduleConfig,
+    normalization: Normalization,
+    train: TrainArgs,
+}
+
+impl TryFrom<ConfigFile> for ModelConfig {
+    type Error = String;
+
+    fn try_from(f: ConfigFile) -> std::result::Result<Self, String> {
+        if f.format != "elbo-checkpoint" || !(1..=CONFIG_VERSION).contains(&f.version) {
+            return Err(format!("not an elbo checkpoint (format elbo-checkpoint, version 1 to {CONFIG_VERSION})"));
+        }
+        let kind = match (f.version, f.kind, f.prediction.as_deref(), f.vae) {
+            (2, Some(k), None, None) => k,
+            (2, ..) => return Err("version 2 stores the model's kind, not prediction or vae".into()),
+            (_, None, Some("class-logits"), None) => ModelKind::Classifier,
+            (_, None, Some("vae"), Some(v)) => ModelKind::Vae(v),
+            (_, None, Some(p), None) => ModelKind::Denoiser {
+                prediction: elbo_core::Prediction::from_name(p)
+                    .map_err(|_| format!("unknown prediction '{p}'"))?
+                    .into(),
+                learned_variance: f.mlp.out == 2 * f.mlp.dim,
+            },
+            _ => return Err("version 1 needs prediction (and vae for a VAE)".into()),
+        };
+        Ok(ModelConfig {
+            format: f.format,
+            version: CONFIG_VERSION,
+            step: f.step,
+            mlp: f.mlp,
+            kind,
+            schedule: f.schedule,
+            normalization: f.normalization,
+            train: f.train,
+        })
+    }
 }
 
 /// The largest number of parameters a model may have (a limit against absurd sizes in flags
@@ -225,7 +298,7 @@ impl ModelConfig {
         if m.depth > 64 {
             return Err(format!("mlp: depth {} is above the limit of 64", m.depth));
         }
-        if let Some(v) = &self.vae
+        if let Some(v) = self.vae()
             && (v.latent == 0 || !(1..=2).contains(&v.levels) || v.latent > MAX_PARAMS)
         {
             return Err("vae: latent must be at least 1 and levels 1 or 2".into());
@@ -233,7 +306,7 @@ impl ModelConfig {
         m.checked_n_params().filter(|&n| n <= MAX_PARAMS).ok_or_else(|| {
             format!("mlp: {} x {} x {} is above the limit of {MAX_PARAMS} parameters", m.dim, m.width, m.depth)
         })?;
-        if let Some(v) = &self.vae {
+        if let Some(v) = self.vae() {
             // every VAE network is at most as large as an MLP of the widest in/out sizes
             let widest = m.dim.max(2 * v.latent);
             let one = MlpConfig { dim: widest, out: widest, classes: 0, ..m.clone() };
@@ -241,6 +314,15 @@ impl ModelConfig {
                 .and_then(|k| k.checked_mul(5))
                 .filter(|&k| k <= MAX_PARAMS)
                 .ok_or("vae: too large")?;
+        }
+        match self.kind {
+            ModelKind::Denoiser { learned_variance, .. } if m.out != m.dim * if learned_variance { 2 } else { 1 } => {
+                return Err("mlp: a denoiser has one output per coordinate (two with a learned variance)".into());
+            }
+            ModelKind::Classifier if m.classes > 0 => {
+                return Err("mlp: a classifier takes no class input".into());
+            }
+            _ => {}
         }
         let nz = &self.normalization;
         if nz.mean.len() != m.dim || nz.std.len() != m.dim {
@@ -289,9 +371,30 @@ impl ModelConfig {
         Ok(())
     }
 
+    /// The VAE configuration of a VAE checkpoint.
+    pub fn vae(&self) -> Option<&crate::vae::VaeConfig> {
+        match &self.kind {
+            ModelKind::Vae(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The prediction of a denoiser.
+    pub fn prediction(&self) -> Option<elbo_core::Prediction> {
+        match self.kind {
+            ModelKind::Denoiser { prediction, .. } => Some(prediction.into()),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a noise-conditional classifier.
+    pub fn is_classifier(&self) -> bool {
+        self.kind == ModelKind::Classifier
+    }
+
     /// The VAE of a VAE checkpoint.
     pub fn vae_net(&self) -> Option<crate::vae::Vae> {
-        self.vae.as_ref().map(|v| crate::vae::Vae::new(self.mlp.dim, v, self.mlp.width, self.mlp.depth))
+        self.vae().map(|v| crate::vae::Vae::new(self.mlp.dim, v, self.mlp.width, self.mlp.depth))
     }
 }
 
@@ -432,9 +535,6 @@ impl Checkpoint {
         };
         let config: ModelConfig = serde_json::from_slice(&read("config.json")?)
             .map_err(|e| bad(&format!("config.json: not an elbo checkpoint config ({e})")))?;
-        if config.format != "elbo-checkpoint" || config.version != 1 {
-            return Err(bad("config.json: not an elbo checkpoint (format elbo-checkpoint, version 1)"));
-        }
         config.validate().map_err(|e| bad(&format!("config.json: {e}")))?;
         let model_bytes = read("model.safetensors")?;
         let (layout, n_params) = tensors(&config);
@@ -500,4 +600,31 @@ fn check_step(bytes: &[u8], step: u64) -> std::result::Result<(), String> {
         return Err(format!("step {s:?} differs from config.json's {step} (interrupted write?)"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version-1 `config.json` (the shipped two-moons model's) loads, with its kind read off
+    /// its `prediction` string, and saves as version 2.
+    #[test]
+    fn version_1_configs_load_and_save_as_version_2() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/two-moons/config.json");
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(text.contains("\"version\": 1") && text.contains("\"prediction\": \"eps\""));
+        let c: ModelConfig = serde_json::from_str(&text).unwrap();
+        assert_eq!(c.kind, ModelKind::Denoiser { prediction: PredictionKind::Eps, learned_variance: false });
+        assert_eq!(c.schedule.name, ScheduleKind::Linear);
+        let v2 = serde_json::to_value(&c).unwrap();
+        assert_eq!(v2["version"], 2);
+        assert_eq!(v2["kind"]["denoiser"]["prediction"], "eps");
+        assert!(v2.get("prediction").is_none());
+        let back: ModelConfig = serde_json::from_value(v2).unwrap();
+        assert_eq!(back, c);
+        // a version-2 file may not carry the version-1 fields
+        let mut mixed = serde_json::to_value(&c).unwrap();
+        mixed["prediction"] = "eps".into();
+        assert!(serde_json::from_value::<ModelConfig>(mixed).is_err());
+    }
 }

@@ -14,16 +14,12 @@
 use elbo_core::schedule::{CosineLogSnr, LinearGamma, LogSnrSchedule};
 
 use crate::error::{Result, input};
+use crate::kinds::ScheduleKind;
 
 /// Features of the learned schedule's network.
 pub const FEATURES: usize = 32;
 /// Parameters of the learned schedule: `gamma_0`, `gap`, `a`, then `u`, `b`, `c` (`K` each).
 pub const N_PARAMS: usize = 3 + 3 * FEATURES;
-
-/// Whether a schedule name is a continuous-time one.
-pub fn is_continuous(name: &str) -> bool {
-    matches!(name, "vdm" | "cosine-logsnr" | "learned")
-}
 
 fn softplus(x: f64) -> f64 {
     if x > 30.0 { x } else { x.exp().ln_1p() }
@@ -216,13 +212,15 @@ pub enum Continuous {
 impl Continuous {
     /// The schedule `name` with log-SNR end points `(lambda_max, lambda_min)`; `learned` reads
     /// its parameters from `params`.
-    pub fn new(name: &str, lambda_max: f64, lambda_min: f64, params: &[f32]) -> Result<Self> {
-        let bad = |e: elbo_core::Error| input(format!("schedule {name}: {e}"));
-        match name {
-            "vdm" => Ok(Continuous::Linear(LinearGamma::new(-lambda_max, -lambda_min).map_err(bad)?)),
-            "cosine-logsnr" => Ok(Continuous::Cosine(CosineLogSnr::new(lambda_min, lambda_max).map_err(bad)?)),
-            "learned" => Ok(Continuous::Learned(Box::new(LearnedGamma::from_params(params)?))),
-            _ => Err(input(format!("schedule: '{name}' is not a continuous-time schedule"))),
+    pub fn new(kind: ScheduleKind, lambda_max: f64, lambda_min: f64, params: &[f32]) -> Result<Self> {
+        let bad = |e: elbo_core::Error| input(format!("schedule {kind}: {e}"));
+        match kind {
+            ScheduleKind::Vdm => Ok(Continuous::Linear(LinearGamma::new(-lambda_max, -lambda_min).map_err(bad)?)),
+            ScheduleKind::CosineLogsnr => {
+                Ok(Continuous::Cosine(CosineLogSnr::new(lambda_min, lambda_max).map_err(bad)?))
+            }
+            ScheduleKind::Learned => Ok(Continuous::Learned(Box::new(LearnedGamma::from_params(params)?))),
+            _ => Err(input(format!("schedule: '{kind}' is not a continuous-time schedule"))),
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod continuous;
 pub mod data;
 pub mod error;
 pub mod io;
+pub mod kinds;
 pub mod metrics;
 pub mod model;
 pub mod nn;

@@ -3,10 +3,10 @@
 
 use std::path::Path;
 
+use elbo_core::Prediction;
 use elbo_core::denoiser::{Condition, Denoiser, NoiseLevel};
-use elbo_core::{BetaSchedule, Prediction};
 
-use crate::checkpoint::{Checkpoint, ModelConfig, ScheduleConfig};
+use crate::checkpoint::{Checkpoint, ModelConfig, ModelKind, ScheduleConfig};
 use crate::continuous::Continuous;
 use crate::data::Normalization;
 use crate::error::{Result, flag, input};
@@ -43,7 +43,7 @@ pub fn build_schedule(s: &ScheduleConfig) -> Result<Box<HostSchedule>> {
 /// The continuous-time schedule of a configuration (`params`: the learned one's).
 pub fn continuous_schedule(s: &ScheduleConfig, params: &[f32]) -> Result<Continuous> {
     let [hi, lo] = s.log_snr_range.ok_or_else(|| input("config.json schedule: log_snr_range is missing"))?;
-    Continuous::new(&s.name, hi, lo, params)
+    Continuous::new(s.name, hi, lo, params)
 }
 
 /// A continuous-time schedule's table at `steps` steps (a frame of its own: the table is large).
@@ -56,22 +56,27 @@ fn build_schedule_with(s: &ScheduleConfig, params: &[f32]) -> Result<Box<HostSch
     if s.is_continuous() {
         return discretise(&continuous_schedule(s, params)?, s.timesteps);
     }
-    let kind = BetaSchedule::from_name(&s.name, s.beta_start, s.beta_end).map_err(|e| flag("schedule", e))?;
+    let kind = s
+        .name
+        .beta_schedule(s.beta_start, s.beta_end)
+        .ok_or_else(|| input(format!("config.json schedule: {} is not a discrete schedule", s.name)))?;
     Ok(Box::new(HostSchedule::new(&kind, s.timesteps, s.zero_terminal_snr).map_err(|e| flag("schedule", e))?))
 }
 
 impl Trained {
     /// Wraps a network and weights.
     pub fn new(config: ModelConfig, params: Vec<f32>) -> Result<Self> {
-        if config.vae.is_some() {
-            return Err(input(
-                "config.json: this checkpoint is a VAE baseline (elbo eval reports its bound; it has no denoiser)",
-            ));
-        }
-        if config.prediction == crate::train::CLASS_LOGITS {
-            return Err(input("config.json: this checkpoint is a classifier (give it as --classifier)"));
-        }
-        let prediction = Prediction::from_name(&config.prediction).map_err(|e| flag("config.json prediction", e))?;
+        let prediction = match &config.kind {
+            ModelKind::Denoiser { prediction, .. } => Prediction::from(*prediction),
+            ModelKind::Vae(_) => {
+                return Err(input(
+                    "config.json: this checkpoint is a VAE baseline (elbo eval reports its bound; it has no denoiser)",
+                ));
+            }
+            ModelKind::Classifier => {
+                return Err(input("config.json: this checkpoint is a classifier (give it as --classifier)"));
+            }
+        };
         let mlp = Mlp::new(config.mlp.clone());
         if params.len() != crate::checkpoint::tensors(&config).1 {
             return Err(input("config.json: the weights do not fit the architecture"));
@@ -131,7 +136,7 @@ impl TrainedClassifier {
     /// Loads a checkpoint directory written by `elbo train-classifier` (EMA weights).
     pub fn load(dir: &Path) -> Result<Self> {
         let c = Checkpoint::load(dir, false)?;
-        if c.config.prediction != crate::train::CLASS_LOGITS {
+        if !c.config.is_classifier() {
             return Err(input(format!("{}: not a classifier (train one with elbo train-classifier)", dir.display())));
         }
         let mlp = Mlp::new(c.config.mlp.clone());

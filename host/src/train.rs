@@ -19,10 +19,11 @@ use elbo_core::{NoiseSchedule, Prediction, Step};
 use rand_core::SeedableRng;
 use rand_pcg::Pcg32;
 
-use crate::checkpoint::{Checkpoint, ModelConfig, RunState, TrainArgs};
+use crate::checkpoint::{Checkpoint, ModelConfig, ModelKind, RunState, TrainArgs};
 use crate::continuous::Continuous;
 use crate::data::Dataset;
 use crate::error::{Result, input};
+use crate::kinds::{ScheduleKind, TimestepSampling};
 use crate::nn::{Mlp, PARAM_BLOCK, discrete_tau};
 use crate::{HostSchedule, MAX_STEPS};
 
@@ -42,6 +43,8 @@ pub enum Loss {
     /// `T/2 w(lambda_t) (SNR_{t-1}/SNR_t - 1) ||eps_hat - eps||^2 / D`, which for `w = 1` is the
     /// VLB term with `sigma^2 = btilde` exactly (at t = 1 the factor of t = 2 is used).
     Weighted(Weighting),
+    /// A noise-conditional classifier's cross-entropy (`elbo train-classifier`).
+    CrossEntropy,
 }
 
 /// The weight of the VLB in the hybrid loss.
@@ -61,6 +64,7 @@ impl Loss {
             "vlb" => Ok(Loss::Vlb),
             "mc" => Ok(Loss::Mc),
             "hybrid" => Ok(Loss::Hybrid),
+            "cross-entropy" => Ok(Loss::CrossEntropy),
             _ => {
                 let rest = s.strip_prefix("weighted:").ok_or_else(bad)?;
                 let (name, param) = match rest.split_once(':') {
@@ -78,20 +82,48 @@ impl Loss {
     }
 }
 
+impl std::str::FromStr for Loss {
+    type Err = crate::error::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Loss::parse(s)
+    }
+}
+
+impl std::fmt::Display for Loss {
+    /// The command line's name: `simple`, ..., `weighted:NAME[:PARAM]`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Loss::Simple => f.write_str("simple"),
+            Loss::Vlb => f.write_str("vlb"),
+            Loss::Mc => f.write_str("mc"),
+            Loss::Hybrid => f.write_str("hybrid"),
+            Loss::CrossEntropy => f.write_str("cross-entropy"),
+            Loss::Weighted(w) => match w.param() {
+                Some(p) => write!(f, "weighted:{}:{p}", w.name()),
+                None => write!(f, "weighted:{}", w.name()),
+            },
+        }
+    }
+}
+
+impl serde::Serialize for Loss {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Loss {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Loss::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 /// How timesteps are drawn.
 enum Sampler {
     Plain(TimeSampling),
     Importance(Box<LossSecondMomentResampler<MAX_STEPS, 10>>),
-}
-
-/// Parses `--t-sampling`.
-pub fn check_t_sampling(s: &str) -> Result<()> {
-    match s {
-        "uniform" | "antithetic" | "stratified" | "importance" => Ok(()),
-        _ => {
-            Err(input(format!("--t-sampling: unknown '{s}' (expected uniform, antithetic, stratified or importance)")))
-        }
-    }
 }
 
 /// The AdamW learning rate at `step` (1-based): linear warm-up, then cosine decay to 0.
@@ -347,9 +379,6 @@ pub fn continuous_grads(
     ContinuousGrads { loss: total, per_example, net: grads.params, sched_mean, sched_second }
 }
 
-/// The `prediction` of a noise-conditional classifier's checkpoint.
-pub const CLASS_LOGITS: &str = "class-logits";
-
 /// `log softmax(logits)_y`, with its gradient `onehot(y) - softmax` written into `g`.
 pub fn log_softmax_grad(logits: &[f32], y: usize, g: &mut [f32]) -> f64 {
     let m = logits.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
@@ -385,7 +414,7 @@ impl Trainer {
             Some(v) => v.init(&mut rng),
             None => mlp.init(&mut rng),
         };
-        if config.schedule.name == "learned" {
+        if config.schedule.name == ScheduleKind::Learned {
             let [hi, lo] = config.schedule.log_snr_range.ok_or_else(|| input("schedule learned: no log-SNR range"))?;
             let mut noise = vec![0.0f32; 3 * crate::continuous::FEATURES];
             elbo_core::rng::fill_standard_normal(&mut rng, &mut noise);
@@ -407,17 +436,15 @@ impl Trainer {
     pub fn resume(ckpt: Checkpoint, schedule: Option<Box<HostSchedule>>, data: Dataset) -> Result<Self> {
         let train = &ckpt.config.train;
         // (a classifier's cross-entropy is not a diffusion loss: its value here is unused)
-        let loss = if ckpt.config.prediction == CLASS_LOGITS || ckpt.config.vae.is_some() {
-            Loss::Simple
-        } else {
-            Loss::parse(&train.loss)?
+        let loss = match ckpt.config.kind {
+            ModelKind::Denoiser { .. } => train.loss,
+            _ => Loss::Simple,
         };
-        let variance = ReverseVariance::from_name(&train.variance)
-            .ok()
-            .filter(|v| *v != ReverseVariance::LearnedRange)
-            .ok_or_else(|| input(format!("--variance: expected small or large, found '{}'", train.variance)))?;
-        check_t_sampling(&train.t_sampling)?;
-        let sampler = if let (Some(schedule), "importance") = (&schedule, train.t_sampling.as_str()) {
+        if loss == Loss::CrossEntropy {
+            return Err(input("config.json: the cross-entropy trains classifiers, not denoisers"));
+        }
+        let variance = ReverseVariance::from(train.variance);
+        let sampler = if let (Some(schedule), None) = (&schedule, train.t_sampling.plain()) {
             let mut r = Box::new(
                 LossSecondMomentResampler::new(schedule.steps(), 0.001)
                     .map_err(|e| input(format!("--t-sampling: {e}")))?,
@@ -432,7 +459,7 @@ impl Trainer {
             }
             Sampler::Importance(r)
         } else {
-            Sampler::Plain(TimeSampling::from_name(&train.t_sampling).map_err(|e| input(format!("--t-sampling: {e}")))?)
+            Sampler::Plain(train.t_sampling.plain().unwrap_or(TimeSampling::Uniform))
         };
         let mlp = Mlp::new(ckpt.config.mlp.clone());
         Ok(Trainer { mlp, ckpt, schedule, data, loss, variance, sampler })
@@ -458,11 +485,10 @@ impl Trainer {
     pub fn step(&mut self) -> Result<f64> {
         let (loss, grad) = if let Some(v) = self.ckpt.config.vae_net() {
             self.grad_vae(&v)
-        } else if self.ckpt.config.prediction == CLASS_LOGITS {
+        } else if self.ckpt.config.is_classifier() {
             self.grad_classifier()?
         } else {
-            let kind =
-                Prediction::from_name(&self.ckpt.config.prediction).map_err(|e| input(format!("--prediction: {e}")))?;
+            let kind = self.ckpt.config.prediction().ok_or_else(|| input("config.json: not a denoiser"))?;
             if self.ckpt.config.schedule.is_continuous() {
                 self.grad_continuous(kind)?
             } else {
@@ -545,7 +571,7 @@ impl Trainer {
         let args = &self.ckpt.config.train;
         let (b, dim) = (args.batch, self.data.dim);
         let rng = &mut self.ckpt.state.rng;
-        let tc: Vec<f64> = if args.t_sampling == "uniform" {
+        let tc: Vec<f64> = if args.t_sampling == TimestepSampling::Uniform {
             (0..b).map(|_| uniform_f64(rng)).collect()
         } else {
             // VDM's low-discrepancy sampler: one uniform shift of an even grid.
@@ -667,7 +693,8 @@ impl Trainer {
     /// AdamW step and updates the EMA.
     fn update(&mut self, grad: Vec<f32>) {
         let args = &self.ckpt.config.train;
-        let n_net = if self.ckpt.config.schedule.name == "learned" { self.mlp.n_params() } else { grad.len() };
+        let n_net =
+            if self.ckpt.config.schedule.name == ScheduleKind::Learned { self.mlp.n_params() } else { grad.len() };
         // the norm in fixed blocks, summed in order (the same for any thread count)
         let norm = grad[..n_net]
             .par_chunks(PARAM_BLOCK)

@@ -15,10 +15,10 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use elbo_core::BetaSchedule;
 
 use crate::HostSchedule;
 use crate::error::{Result, flag, input};
+use crate::kinds::ScheduleKind;
 
 /// Diffusion models as latent-variable models: schedules, likelihood bounds, samplers.
 #[derive(Debug, Parser)]
@@ -157,10 +157,10 @@ pub(crate) fn run_error<E: std::fmt::Display + 'static>(e: elbo_core::RunError<E
 /// Schedule options shared by `train`, `eval`, `schedule` and `sample`.
 #[derive(Debug, Clone, Args)]
 pub struct ScheduleOpts {
-    /// linear, scaled_linear, squaredcos_cap_v2 (or cosine), sigmoid; continuous time: vdm
-    /// (linear gamma), cosine-logsnr, learned (trained jointly; `elbo train` only).
-    #[arg(long, default_value = "linear")]
-    pub schedule: String,
+    /// The noise schedule; continuous time: vdm (linear gamma), cosine-logsnr, learned
+    /// (trained jointly; `elbo train` only).
+    #[arg(long, value_enum, default_value_t = ScheduleKind::Linear)]
+    pub schedule: ScheduleKind,
     /// Number of timesteps T.
     #[arg(long, default_value_t = 1000)]
     pub timesteps: usize,
@@ -188,13 +188,13 @@ impl ScheduleOpts {
         if !(self.log_snr_max.is_finite() && self.log_snr_min.is_finite() && self.log_snr_min < self.log_snr_max) {
             return Err(input("--log-snr-min/--log-snr-max: expected finite values with min < max"));
         }
-        crate::continuous::Continuous::new(&self.schedule, self.log_snr_max, self.log_snr_min, params)
+        crate::continuous::Continuous::new(self.schedule, self.log_snr_max, self.log_snr_min, params)
     }
 
     /// The validated schedule (continuous-time ones discretised to `--timesteps` steps).
     pub fn build(&self) -> Result<Box<HostSchedule>> {
-        if crate::continuous::is_continuous(&self.schedule) {
-            if self.schedule == "learned" {
+        if self.schedule.is_continuous() {
+            if self.schedule == ScheduleKind::Learned {
                 return Err(input("--schedule learned: only a trained model has one (elbo train --schedule learned)"));
             }
             return crate::model::discretise(&self.continuous(&[])?, self.timesteps);
@@ -205,12 +205,10 @@ impl ScheduleOpts {
                 self.beta_start, self.beta_end
             )));
         }
-        let kind = BetaSchedule::from_name(&self.schedule, self.beta_start, self.beta_end).map_err(|_| {
-            input(format!(
-                "--schedule: unknown schedule '{}' (expected linear, scaled_linear, squaredcos_cap_v2, sigmoid, vdm, cosine-logsnr or learned)",
-                self.schedule
-            ))
-        })?;
+        let kind = self
+            .schedule
+            .beta_schedule(self.beta_start, self.beta_end)
+            .ok_or_else(|| input(format!("--schedule {}: not a discrete schedule", self.schedule)))?;
         let s = HostSchedule::new(&kind, self.timesteps, self.zero_terminal_snr).map_err(|e| match e {
             elbo_core::Error::ZeroSteps | elbo_core::Error::Capacity { .. } => flag("--timesteps", e),
             _ => flag("--schedule/--beta-start/--beta-end", e),

@@ -39,7 +39,7 @@ pub fn run(args: &ScheduleArgs) -> Result<()> {
     let col = |f: fn(&Step) -> f32| s.iter().map(f).collect::<Vec<f32>>();
     if args.json {
         let tables = Tables {
-            schedule: args.schedule.schedule.clone(),
+            schedule: args.schedule.schedule.to_string(),
             timesteps: s.steps(),
             betas: col(|s| s.beta),
             alphas: col(|s| s.alpha),

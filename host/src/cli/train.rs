@@ -6,12 +6,13 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::ScheduleOpts;
-use crate::checkpoint::{Checkpoint, ModelConfig, ScheduleConfig, TrainArgs};
+use crate::checkpoint::{Checkpoint, ModelConfig, ModelKind, ScheduleConfig, TrainArgs};
 use crate::data::{DataSpec, Normalization};
 use crate::error::{Result, input};
+use crate::kinds::{Family, FixedVariance, Normalize, PredictionKind, ScheduleKind, TimestepSampling};
 use crate::model::build_schedule;
 use crate::nn::MlpConfig;
-use crate::train::{Loss, Trainer, check_t_sampling};
+use crate::train::{Loss, Trainer};
 
 /// Arguments of `elbo train`.
 #[derive(Debug, Args)]
@@ -30,20 +31,20 @@ pub struct TrainCliArgs {
     pub batch: usize,
     #[command(flatten)]
     pub schedule: ScheduleOpts,
-    /// eps, x0, v or score.
-    #[arg(long, default_value = "eps")]
-    pub prediction: String,
+    /// What the network predicts.
+    #[arg(long, value_enum, default_value_t = PredictionKind::Eps)]
+    pub prediction: PredictionKind,
     /// simple, vlb, mc, hybrid, or weighted:NAME[:PARAM] (default: simple; vlb, VDM's
     /// continuous-time bound, for continuous-time schedules, which take vlb or weighted:).
     #[arg(long)]
-    pub loss: Option<String>,
+    pub loss: Option<Loss>,
     /// uniform, antithetic, stratified or importance (continuous time: uniform, or stratified
     /// for VDM's low-discrepancy times).
-    #[arg(long, default_value = "uniform")]
-    pub t_sampling: String,
-    /// Reverse variance in the VLB terms: small or large.
-    #[arg(long, default_value = "large")]
-    pub variance: String,
+    #[arg(long, value_enum, default_value_t = TimestepSampling::Uniform)]
+    pub t_sampling: TimestepSampling,
+    /// Reverse variance in the VLB terms.
+    #[arg(long, value_enum, default_value_t = FixedVariance::Large)]
+    pub variance: FixedVariance,
     /// Seed of every random number.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -90,9 +91,9 @@ pub struct TrainCliArgs {
     /// Probability of dropping the label during conditional training.
     #[arg(long, default_value_t = 0.1)]
     pub cond_dropout: f64,
-    /// standard (per-coordinate mean and std) or none.
-    #[arg(long, default_value = "standard")]
-    pub normalize: String,
+    /// Data normalisation: standard (per-coordinate mean and std) or none.
+    #[arg(long, value_enum, default_value_t = Normalize::Standard)]
+    pub normalize: Normalize,
     /// Checkpoint every this many steps.
     #[arg(long, default_value_t = 1000)]
     pub checkpoint_every: u64,
@@ -103,8 +104,8 @@ pub struct TrainCliArgs {
     #[arg(long)]
     pub plot: Option<PathBuf>,
     /// diffusion, or a baseline of the family: vae or hvae (two-level Markovian).
-    #[arg(long, default_value = "diffusion")]
-    pub family: String,
+    #[arg(long, value_enum, default_value_t = Family::Diffusion)]
+    pub family: Family,
     /// Latent dimension of the vae/hvae baselines (per level).
     #[arg(long, default_value_t = 2)]
     pub latent: usize,
@@ -127,11 +128,12 @@ const SAFE_ON_RESUME: [&str; 5] = ["threads", "log_every", "plot", "resume", "ou
 fn resume_differences(a: &TrainCliArgs, config: &ModelConfig) -> Vec<String> {
     let t = &config.train;
     let m = &config.mlp;
-    let family = match &config.vae {
-        None => "diffusion",
-        Some(v) if v.levels == 2 => "hvae",
-        Some(_) => "vae",
+    let family = match config.vae() {
+        None => Family::Diffusion,
+        Some(v) if v.levels == 2 => Family::Hvae,
+        Some(_) => Family::Vae,
     };
+    let learned_variance = matches!(config.kind, ModelKind::Denoiser { learned_variance: true, .. });
     let identity = config.normalization == Normalization::identity(m.dim);
     let range = config.schedule.log_snr_range;
     let pairs: Vec<(&str, String, String)> = vec![
@@ -143,13 +145,13 @@ fn resume_differences(a: &TrainCliArgs, config: &ModelConfig) -> Vec<String> {
         ("weight_decay", a.weight_decay.to_string(), t.weight_decay.to_string()),
         ("grad_clip", a.grad_clip.to_string(), t.grad_clip.to_string()),
         ("ema_decay", a.ema_decay.to_string(), t.ema_decay.to_string()),
-        ("loss", a.loss_name().to_string(), t.loss.clone()),
-        ("t_sampling", a.t_sampling.clone(), t.t_sampling.clone()),
-        ("variance", a.variance.clone(), t.variance.clone()),
+        ("loss", a.loss().to_string(), t.loss.to_string()),
+        ("t_sampling", a.t_sampling.to_string(), t.t_sampling.to_string()),
+        ("variance", a.variance.to_string(), t.variance.to_string()),
         ("cond_dropout", a.cond_dropout.to_string(), t.cond_dropout.to_string()),
         ("seed", a.seed.to_string(), t.seed.to_string()),
         ("checkpoint_every", a.checkpoint_every.to_string(), t.checkpoint_every.to_string()),
-        ("schedule", a.schedule.schedule.clone(), config.schedule.name.clone()),
+        ("schedule", a.schedule.schedule.to_string(), config.schedule.name.to_string()),
         ("timesteps", a.schedule.timesteps.to_string(), config.schedule.timesteps.to_string()),
         ("beta_start", a.schedule.beta_start.to_string(), config.schedule.beta_start.to_string()),
         ("beta_end", a.schedule.beta_end.to_string(), config.schedule.beta_end.to_string()),
@@ -159,12 +161,16 @@ fn resume_differences(a: &TrainCliArgs, config: &ModelConfig) -> Vec<String> {
         ("width", a.width.to_string(), m.width.to_string()),
         ("depth", a.depth.to_string(), m.depth.to_string()),
         ("embed", a.embed.to_string(), m.embed.to_string()),
-        ("prediction", a.prediction.clone(), config.prediction.clone()),
-        ("learn_variance", a.learn_variance.to_string(), (m.out == 2 * m.dim && config.vae.is_none()).to_string()),
+        ("prediction", a.prediction.to_string(), config.prediction().map_or("-".into(), |p| p.name().to_string())),
+        ("learn_variance", a.learn_variance.to_string(), learned_variance.to_string()),
         ("conditional", a.conditional.to_string(), (m.classes > 0).to_string()),
-        ("normalize", a.normalize.clone(), if identity { "none".into() } else { "standard".into() }),
-        ("family", a.family.clone(), family.to_string()),
-        ("latent", a.latent.to_string(), config.vae.as_ref().map_or("-".into(), |v| v.latent.to_string())),
+        (
+            "normalize",
+            format!("{:?}", a.normalize),
+            format!("{:?}", if identity { Normalize::None } else { Normalize::Standard }),
+        ),
+        ("family", format!("{:?}", a.family), format!("{family:?}")),
+        ("latent", a.latent.to_string(), config.vae().map_or("-".into(), |v| v.latent.to_string())),
     ];
     let mut out = Vec::new();
     for id in &a.explicit {
@@ -186,11 +192,12 @@ fn resume_differences(a: &TrainCliArgs, config: &ModelConfig) -> Vec<String> {
 
 impl TrainCliArgs {
     /// `--loss`, or its default for the schedule.
-    pub fn loss_name(&self) -> &str {
-        match &self.loss {
+    pub fn loss(&self) -> Loss {
+        match self.loss {
+            _ if self.classifier => Loss::CrossEntropy,
             Some(l) => l,
-            None if crate::continuous::is_continuous(&self.schedule.schedule) => "vlb",
-            None => "simple",
+            None if self.schedule.schedule.is_continuous() => Loss::Vlb,
+            None => Loss::Simple,
         }
     }
 
@@ -266,43 +273,36 @@ pub(super) fn validate(a: &TrainCliArgs) -> Result<()> {
     if a.threads == Some(0) {
         return Err(input("--threads: expected at least 1"));
     }
-    if !matches!(a.prediction.as_str(), "eps" | "x0" | "v" | "score") {
-        return Err(input(format!("--prediction: expected eps, x0, v or score, found '{}'", a.prediction)));
-    }
-    if !matches!(a.normalize.as_str(), "standard" | "none") {
-        return Err(input("--normalize: expected standard or none"));
-    }
-    if !matches!(a.variance.as_str(), "small" | "large") {
-        return Err(input("--variance: expected small or large"));
-    }
-    if a.classifier && (crate::continuous::is_continuous(&a.schedule.schedule) || a.conditional || a.learn_variance) {
+    if a.classifier && (a.schedule.schedule.is_continuous() || a.conditional || a.learn_variance) {
         return Err(input("train-classifier: takes a discrete --schedule and no --conditional or --learn-variance"));
     }
-    if !matches!(a.family.as_str(), "diffusion" | "vae" | "hvae") {
-        return Err(input(format!("--family: expected diffusion, vae or hvae, found '{}'", a.family)));
+    if a.classifier && a.loss.is_some() {
+        return Err(input("train-classifier: trains the cross-entropy; it takes no --loss"));
     }
-    if a.family != "diffusion" && (a.conditional || a.classifier || a.latent == 0) {
+    if a.loss == Some(Loss::CrossEntropy) {
+        return Err(input("--loss cross-entropy: is the classifier's (elbo train-classifier)"));
+    }
+    if a.family != Family::Diffusion && (a.conditional || a.classifier || a.latent == 0) {
         return Err(input("--family vae|hvae: unconditional, with --latent at least 1"));
     }
-    let loss = Loss::parse(a.loss_name())?;
-    if crate::continuous::is_continuous(&a.schedule.schedule) {
+    let loss = a.loss();
+    if a.schedule.schedule.is_continuous() {
         if !matches!(loss, Loss::Vlb | Loss::Weighted(_)) {
             return Err(input(format!(
-                "--loss {}: continuous-time schedules train vlb (VDM's bound) or weighted:NAME",
-                a.loss_name()
+                "--loss {loss}: continuous-time schedules train vlb (VDM's bound) or weighted:NAME"
             )));
         }
         if a.learn_variance {
             return Err(input("--learn-variance: continuous-time models have no reverse variance to learn"));
         }
-        if a.t_sampling == "importance" || a.t_sampling == "antithetic" {
+        if matches!(a.t_sampling, TimestepSampling::Importance | TimestepSampling::Antithetic) {
             return Err(input("--t-sampling: continuous time takes uniform or stratified"));
         }
-        if a.schedule.schedule == "learned" && (loss != Loss::Vlb || a.prediction != "eps") {
+        if a.schedule.schedule == ScheduleKind::Learned && (loss != Loss::Vlb || a.prediction != PredictionKind::Eps) {
             return Err(input("--schedule learned: trains with --loss vlb and --prediction eps"));
         }
         // the end points (and, for fixed schedules, the schedule itself)
-        let linear = crate::cli::ScheduleOpts { schedule: "vdm".into(), ..a.schedule.clone() };
+        let linear = crate::cli::ScheduleOpts { schedule: ScheduleKind::Vdm, ..a.schedule.clone() };
         linear.continuous(&[])?;
     }
     if a.learn_variance && !matches!(loss, Loss::Hybrid | Loss::Vlb | Loss::Mc) {
@@ -310,7 +310,6 @@ pub(super) fn validate(a: &TrainCliArgs) -> Result<()> {
             "--learn-variance: needs --loss hybrid, vlb or mc (the other losses do not train the variance)",
         ));
     }
-    check_t_sampling(&a.t_sampling)?;
     Ok(())
 }
 
@@ -335,8 +334,7 @@ fn training_data(args: &TrainArgs) -> Result<crate::data::Dataset> {
 
 /// A fresh run of the command line's arguments (step 0).
 pub(super) fn new_trainer(a: &TrainCliArgs) -> Result<Trainer> {
-    let schedule =
-        if crate::continuous::is_continuous(&a.schedule.schedule) { None } else { Some(a.schedule.build()?) };
+    let schedule = if a.schedule.schedule.is_continuous() { None } else { Some(a.schedule.build()?) };
     let train = TrainArgs {
         data: a.data.clone(),
         n_train: a.n_train,
@@ -347,9 +345,9 @@ pub(super) fn new_trainer(a: &TrainCliArgs) -> Result<Trainer> {
         weight_decay: a.weight_decay,
         grad_clip: a.grad_clip,
         ema_decay: a.ema_decay,
-        loss: if a.classifier { "cross-entropy".into() } else { a.loss_name().to_string() },
-        t_sampling: a.t_sampling.clone(),
-        variance: a.variance.clone(),
+        loss: a.loss(),
+        t_sampling: a.t_sampling,
+        variance: a.variance,
         cond_dropout: a.cond_dropout,
         seed: a.seed,
         checkpoint_every: a.checkpoint_every,
@@ -367,13 +365,15 @@ pub(super) fn new_trainer(a: &TrainCliArgs) -> Result<Trainer> {
         }
         return Err(input(format!("--conditional: the data '{}' has no class labels", a.data)));
     }
-    let normalization =
-        if a.normalize == "none" { Normalization::identity(data.dim) } else { Normalization::fit(&data.x, data.dim) };
+    let normalization = match a.normalize {
+        Normalize::None => Normalization::identity(data.dim),
+        Normalize::Standard => Normalization::fit(&data.x, data.dim),
+    };
     normalization.apply(&mut data.x);
     check_normalized(&data.x, &a.data)?;
     let config = ModelConfig {
         format: "elbo-checkpoint".into(),
-        version: 1,
+        version: crate::checkpoint::CONFIG_VERSION,
         step: 0,
         mlp: MlpConfig {
             dim: data.dim,
@@ -387,22 +387,26 @@ pub(super) fn new_trainer(a: &TrainCliArgs) -> Result<Trainer> {
                 (false, false) => data.dim,
             },
         },
-        prediction: if a.classifier {
-            crate::train::CLASS_LOGITS.into()
-        } else if a.family != "diffusion" {
-            "vae".into()
-        } else {
-            a.prediction.clone()
+        kind: match (a.classifier, a.family) {
+            (true, _) => ModelKind::Classifier,
+            (false, Family::Diffusion) => {
+                ModelKind::Denoiser { prediction: a.prediction, learned_variance: a.learn_variance }
+            }
+            (false, f) => ModelKind::Vae(crate::vae::VaeConfig {
+                latent: a.latent,
+                levels: if f == Family::Hvae { 2 } else { 1 },
+            }),
         },
-        vae: (a.family != "diffusion")
-            .then(|| crate::vae::VaeConfig { latent: a.latent, levels: if a.family == "hvae" { 2 } else { 1 } }),
         schedule: ScheduleConfig {
-            name: a.schedule.schedule.clone(),
+            name: a.schedule.schedule,
             timesteps: a.schedule.timesteps,
             beta_start: a.schedule.beta_start,
             beta_end: a.schedule.beta_end,
             zero_terminal_snr: a.schedule.zero_terminal_snr,
-            log_snr_range: crate::continuous::is_continuous(&a.schedule.schedule)
+            log_snr_range: a
+                .schedule
+                .schedule
+                .is_continuous()
                 .then_some([a.schedule.log_snr_max, a.schedule.log_snr_min]),
         },
         normalization,

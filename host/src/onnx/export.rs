@@ -9,6 +9,7 @@ use prost::Message;
 
 use super::proto::*;
 use crate::model::Trained;
+use elbo_core::Prediction;
 
 fn tensor(name: &str, dims: &[usize], data: &[f32]) -> TensorProto {
     TensorProto {
@@ -110,14 +111,24 @@ pub fn onnx_bytes_with(model: &Trained, float_timestep: bool) -> Vec<u8> {
     let schedule = serde_json::json!({
         "_class_name": "DDPMScheduler",
         "num_train_timesteps": s.timesteps,
-        "beta_schedule": s.name,
+        "beta_schedule": s.name.name(),
         "beta_start": s.beta_start,
         "beta_end": s.beta_end,
         "rescale_betas_zero_snr": s.zero_terminal_snr,
-        "prediction_type": match model.config.prediction.as_str() { "eps" => "epsilon", "x0" => "sample", _ => "v_prediction" },
     });
+    let mut schedule = schedule;
+    // diffusers' names; it has none for a score model (elbo.prediction says score)
+    let diffusers_type = match model.prediction {
+        Prediction::Eps => Some("epsilon"),
+        Prediction::X0 => Some("sample"),
+        Prediction::V => Some("v_prediction"),
+        Prediction::Score => None,
+    };
+    if let Some(t) = diffusers_type {
+        schedule["prediction_type"] = t.into();
+    }
     let meta = [
-        ("elbo.prediction", model.config.prediction.clone()),
+        ("elbo.prediction", model.prediction.name().to_string()),
         ("elbo.schedule", schedule.to_string()),
         ("elbo.normalization", serde_json::to_string(&model.normalization).unwrap_or_default()),
         ("elbo.classes", c.classes.to_string()),

@@ -22,6 +22,7 @@ use ort::value::{Tensor, TensorElementType, ValueType};
 use crate::checkpoint::ScheduleConfig;
 use crate::data::Normalization;
 use crate::error::{Error, Result, input};
+use crate::kinds::ScheduleKind;
 
 /// ONNX options of `sample` and `eval`.
 #[derive(Debug, Clone, Args)]
@@ -213,10 +214,12 @@ pub fn schedule_from_diffusers(text: &str, what: &str) -> Result<ScheduleConfig>
         return Err(input(format!("{what}: num_train_timesteps {timesteps} is above {}", crate::MAX_STEPS)));
     }
     Ok(ScheduleConfig {
-        name: typed("beta_schedule", "a string", Value::is_string)?
-            .and_then(Value::as_str)
-            .unwrap_or("linear")
-            .to_string(),
+        name: match typed("beta_schedule", "a string", Value::is_string)?.and_then(Value::as_str) {
+            None => ScheduleKind::Linear,
+            Some(n) => ScheduleKind::from_name(n)
+                .filter(|k| !k.is_continuous())
+                .ok_or_else(|| input(format!("{what}: beta_schedule '{n}' is not one elbo knows")))?,
+        },
         timesteps: timesteps as usize,
         beta_start: num("beta_start", 1e-4)?,
         beta_end: num("beta_end", 0.02)?,
