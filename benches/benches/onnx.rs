@@ -14,7 +14,11 @@ use rand_core::SeedableRng;
 fn call(c: &mut Criterion) {
     let opts = OnnxOpts {
         ort_threads: Some(2),
-        ep: std::env::var("ELBO_BENCH_EP").unwrap_or_else(|_| "cpu".into()),
+        ep: match std::env::var("ELBO_BENCH_EP").as_deref() {
+            Ok("cuda") => elbo::kinds::ExecutionProvider::Cuda,
+            Ok("auto") => elbo::kinds::ExecutionProvider::Auto,
+            _ => elbo::kinds::ExecutionProvider::Cpu,
+        },
         ..OnnxOpts::default()
     };
     let mut den = match OnnxDenoiser::open(&elbo_benches::shipped().1, &opts) {

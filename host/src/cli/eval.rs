@@ -20,6 +20,7 @@ use super::ScheduleOpts;
 use super::model_arg::Source;
 use crate::data::{DataSpec, Dataset};
 use crate::error::{Result, input};
+use crate::kinds::{EstimatorKind, VarianceChoice};
 use crate::metrics::{median_bandwidth, mmd2};
 
 /// Arguments of `elbo eval`.
@@ -41,11 +42,11 @@ pub struct EvalArgs {
     #[arg(long)]
     pub bins: Option<u32>,
     /// Reverse variance: small, large, learned, or auto (learned if the model has it, else large).
-    #[arg(long, default_value = "auto")]
-    pub variance: String,
+    #[arg(long, value_enum, default_value_t = VarianceChoice::Auto)]
+    pub variance: VarianceChoice,
     /// rb (Rao-Blackwellised) or mc (Monte Carlo).
-    #[arg(long, default_value = "rb")]
-    pub estimator: String,
+    #[arg(long, value_enum, default_value_t = EstimatorKind::Rb)]
+    pub estimator: EstimatorKind,
     /// Continuous-time models: stratified times of the diffusion loss's estimate.
     #[arg(long, default_value_t = 200)]
     pub times: usize,
@@ -298,17 +299,17 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         Source::Trained(t) => t.has_learned_variance(),
         _ => false,
     };
-    let variance = match (a.variance.as_str(), learned) {
-        ("small", _) => ReverseVariance::Small,
-        ("large", _) | ("auto", false) => ReverseVariance::Large,
-        ("learned", true) | ("auto", true) => ReverseVariance::LearnedRange,
-        ("learned", false) => return Err(input("--variance learned: the model has no variance output")),
-        _ => return Err(input("--variance: expected small, large, learned or auto")),
+    let variance = match (a.variance, learned) {
+        (VarianceChoice::Small, _) => ReverseVariance::Small,
+        (VarianceChoice::Large, _) | (VarianceChoice::Auto, false) => ReverseVariance::Large,
+        (VarianceChoice::Learned | VarianceChoice::Auto, true) => ReverseVariance::LearnedRange,
+        (VarianceChoice::Learned, false) => {
+            return Err(input("--variance learned: the model has no variance output"));
+        }
     };
-    let estimator = match a.estimator.as_str() {
-        "rb" => Estimator::RaoBlackwell,
-        "mc" => Estimator::MonteCarlo,
-        _ => return Err(input("--estimator: expected rb or mc")),
+    let estimator = match a.estimator {
+        EstimatorKind::Rb => Estimator::RaoBlackwell,
+        EstimatorKind::Mc => Estimator::MonteCarlo,
     };
     let normalization = source.normalization();
     let decoder = match a.bins {
@@ -398,7 +399,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         mmd_data,
         mmd_bandwidth: h,
         exact_nll_nats: exact,
-        estimator: a.estimator.clone(),
+        estimator: a.estimator.to_string(),
         variance: format!("{variance:?}"),
     };
     let finite = [report.neg_elbo_nats, report.neg_elbo_nats_se, report.prior_nats, report.decoder_nats]
@@ -422,7 +423,12 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     }
     eprintln!(
         "-ELBO   {:.4} +- {:.4} nats/example   {:.4} +- {:.4} bits/dim   (n = {n}, D = {dim}, {} / {})",
-        report.neg_elbo_nats, se, report.bpd, report.bpd_se, a.estimator, a.variance
+        report.neg_elbo_nats,
+        se,
+        report.bpd,
+        report.bpd_se,
+        a.estimator,
+        format!("{:?}", a.variance).to_lowercase()
     );
     eprintln!("  prior L_T      {:.3e} nats", report.prior_nats);
     eprintln!("  sum L_1..L_T-1 {:.4} nats", b.parts.diffusion);

@@ -17,6 +17,7 @@ use super::model_arg::Source;
 use crate::data::load_file;
 use crate::error::{Error, Result, flag, input};
 use crate::io::write_samples;
+use crate::kinds::{SamplerKind, SpacingKind, VarianceChoice};
 
 /// Arguments of `elbo sample`.
 #[derive(Debug, Args)]
@@ -33,22 +34,22 @@ pub struct SampleArgs {
     /// Output .npy or .csv.
     #[arg(long)]
     pub out: PathBuf,
-    /// ddpm, ddim or langevin.
-    #[arg(long, default_value = "ddpm")]
-    pub sampler: String,
+    /// The sampler.
+    #[arg(long, value_enum, default_value_t = SamplerKind::Ddpm)]
+    pub sampler: SamplerKind,
     /// Sampling steps (default: all T for ddpm, 50 for ddim, 100 levels for langevin).
     #[arg(long)]
     pub steps: Option<usize>,
     /// DDIM's eta (0: deterministic).
     #[arg(long, default_value_t = 0.0)]
     pub eta: f32,
-    /// leading, trailing or linspace (as diffusers).
-    #[arg(long, default_value = "trailing")]
-    pub spacing: String,
+    /// Timestep spacing (as diffusers defines it).
+    #[arg(long, value_enum, default_value_t = SpacingKind::Trailing)]
+    pub spacing: SpacingKind,
     /// DDPM's reverse variance: small, large, learned (a learned-variance model's own), or auto
     /// (learned if the model has it, else small).
-    #[arg(long, default_value = "auto")]
-    pub variance: String,
+    #[arg(long, value_enum, default_value_t = VarianceChoice::Auto)]
+    pub variance: VarianceChoice,
     /// Start from x_T read from this .npy/.csv instead of N(0, I) draws.
     #[arg(long)]
     pub init: Option<PathBuf>,
@@ -104,17 +105,17 @@ where
 {
     let mut scratch = vec![0.0f32; x.len()];
     let t = schedule.steps();
-    let spacing =
-        Spacing::from_name(&a.spacing).map_err(|_| input("--spacing: expected leading, trailing or linspace"))?;
-    let variance = match (a.variance.as_str(), den.learned_variance().is_some()) {
-        ("small", _) | ("auto", false) => ReverseVariance::Small,
-        ("large", _) => ReverseVariance::Large,
-        ("learned", true) | ("auto", true) => ReverseVariance::LearnedRange,
-        ("learned", false) => return Err(input("--variance learned: the model has no variance output")),
-        _ => return Err(input("--variance: expected small, large, learned or auto")),
+    let spacing = Spacing::from(a.spacing);
+    let variance = match (a.variance, den.learned_variance().is_some()) {
+        (VarianceChoice::Small, _) | (VarianceChoice::Auto, false) => ReverseVariance::Small,
+        (VarianceChoice::Large, _) => ReverseVariance::Large,
+        (VarianceChoice::Learned | VarianceChoice::Auto, true) => ReverseVariance::LearnedRange,
+        (VarianceChoice::Learned, false) => {
+            return Err(input("--variance learned: the model has no variance output"));
+        }
     };
-    match a.sampler.as_str() {
-        "ddpm" => {
+    match a.sampler {
+        SamplerKind::Ddpm => {
             let timesteps = match a.steps {
                 None => None,
                 Some(k) => Some(Timesteps::new(spacing, k, t, 0).map_err(|e| flag("--steps", e))?),
@@ -123,7 +124,7 @@ where
                 .sample(den, schedule, x, &mut scratch, cond, rng)
                 .map_err(run_err)
         }
-        "ddim" => {
+        SamplerKind::Ddim => {
             let mut ddim = Ddim::new(a.eta, spacing, a.steps.unwrap_or(50.min(t)), t).map_err(|e| match e {
                 elbo_core::Error::InvalidParameter { .. } => flag("--eta", e),
                 e => flag("--steps", e),
@@ -131,7 +132,7 @@ where
             ddim.clip = a.clip;
             ddim.sample(den, schedule, x, &mut scratch, cond, rng).map_err(run_err)
         }
-        "langevin" => {
+        SamplerKind::Langevin => {
             let levels =
                 Timesteps::new(spacing, a.steps.unwrap_or(100.min(t)), t, 0).map_err(|e| flag("--steps", e))?;
             AnnealedLangevin {
@@ -143,7 +144,6 @@ where
             .sample(den, schedule, x, &mut scratch, cond, rng)
             .map_err(run_err)
         }
-        other => Err(input(format!("--sampler: unknown '{other}' (expected ddpm, ddim or langevin)"))),
     }
 }
 

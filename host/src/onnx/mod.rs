@@ -22,7 +22,7 @@ use ort::value::{Tensor, TensorElementType, ValueType};
 use crate::checkpoint::ScheduleConfig;
 use crate::data::Normalization;
 use crate::error::{Error, Result, input};
-use crate::kinds::ScheduleKind;
+use crate::kinds::{ExecutionProvider, ScheduleKind};
 
 /// ONNX options of `sample` and `eval`.
 #[derive(Debug, Clone, Args)]
@@ -49,8 +49,8 @@ pub struct OnnxOpts {
     #[arg(long)]
     pub scheduler_config: Option<PathBuf>,
     /// Execution provider: cpu, cuda (fails if CUDA is unavailable) or auto.
-    #[arg(long, default_value = "cpu")]
-    pub ep: String,
+    #[arg(long, value_enum, default_value_t = ExecutionProvider::Cpu)]
+    pub ep: ExecutionProvider,
     /// ONNX Runtime intra-op threads (default: ONNX Runtime's choice).
     #[arg(long = "threads")]
     pub ort_threads: Option<usize>,
@@ -71,7 +71,7 @@ impl Default for OnnxOpts {
             null_class: None,
             prediction: None,
             scheduler_config: None,
-            ep: "cpu".into(),
+            ep: ExecutionProvider::Cpu,
             ort_threads: None,
             verbose: false,
         }
@@ -332,14 +332,14 @@ impl OnnxDenoiser {
             return Err(bad("no such file".into()));
         }
         VERBOSE.store(o.verbose, std::sync::atomic::Ordering::Relaxed);
-        let (session, provider) = match o.ep.as_str() {
-            "cpu" => (
+        let (session, provider) = match o.ep {
+            ExecutionProvider::Cpu => (
                 builder(o.ort_threads)?
                     .commit_from_file(path)
                     .map_err(|e| bad(format!("not a loadable ONNX model ({})", first_line(e))))?,
                 "cpu",
             ),
-            "cuda" | "auto" => {
+            ExecutionProvider::Cuda | ExecutionProvider::Auto => {
                 let cuda = ort::ep::CUDA::default().build().error_on_failure();
                 match builder(o.ort_threads)?.with_execution_providers([cuda]) {
                     Ok(mut b) => (
@@ -347,7 +347,7 @@ impl OnnxDenoiser {
                             .map_err(|e| bad(format!("not a loadable ONNX model ({})", first_line(e))))?,
                         "cuda",
                     ),
-                    Err(e) if o.ep == "auto" => {
+                    Err(e) if o.ep == ExecutionProvider::Auto => {
                         eprintln!("--ep auto: CUDA is not available ({e}); using the CPU");
                         (
                             builder(o.ort_threads)?
@@ -364,9 +364,8 @@ impl OnnxDenoiser {
                     }
                 }
             }
-            other => return Err(input(format!("--ep: unknown '{other}' (expected cpu, cuda or auto)"))),
         };
-        if o.ep == "auto" {
+        if o.ep == ExecutionProvider::Auto {
             eprintln!("--ep auto: using the {provider} execution provider");
         }
         let find = |name: &str| session.inputs().iter().find(|i| i.name() == name).map(|i| i.dtype().clone());
