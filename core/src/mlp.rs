@@ -77,6 +77,26 @@ pub struct Shape {
     pub out: usize,
 }
 
+/// Where one layer lies in the flat parameter vector: its weight `[n_in, n_out]` (row-major,
+/// one row per input) at `weight`, then its bias `[n_out]` at `bias`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layer {
+    /// Inputs.
+    pub n_in: usize,
+    /// Outputs.
+    pub n_out: usize,
+    /// Offset of the weight.
+    pub weight: usize,
+    /// Offset of the bias.
+    pub bias: usize,
+}
+
+/// The network's layout, defined here once for every implementation (the host's training
+/// network, its exports, and this crate's device network): the input is the data (`dim`) then
+/// the time embedding (`embed`, [`timestep_embedding`]), plus the class's embedding row for a
+/// conditional model; `depth` hidden layers of `width` with SiLU, then a linear output layer.
+/// Layer after layer, weight then bias; last, the class table `[classes + 1, embed]` (its last
+/// row is the null class).
 impl Shape {
     /// The number of parameters.
     pub fn n_params(&self) -> usize {
@@ -86,17 +106,39 @@ impl Shape {
     /// [`Shape::n_params`], or `None` where the count overflows `usize` (a damaged header on a
     /// 32-bit device).
     pub fn checked_n_params(&self) -> Option<usize> {
-        let mut n = 0usize;
+        let last = self.checked_layer(self.depth)?;
+        let end = last.bias.checked_add(last.n_out)?;
+        if self.classes > 0 {
+            end.checked_add(self.classes.checked_add(1)?.checked_mul(self.embed)?)
+        } else {
+            Some(end)
+        }
+    }
+
+    /// Layer `i` (`0..=depth`; `depth` is the output layer), or `None` past the output layer or
+    /// where an offset overflows.
+    pub fn checked_layer(&self, i: usize) -> Option<Layer> {
+        if i > self.depth {
+            return None;
+        }
+        let mut off = 0usize;
         let mut n_in = self.dim.checked_add(self.embed)?;
-        for i in 0..=self.depth {
-            let n_out = if i == self.depth { self.out } else { self.width };
-            n = n.checked_add(n_in.checked_mul(n_out)?.checked_add(n_out)?)?;
+        for k in 0..=i {
+            let n_out = if k == self.depth { self.out } else { self.width };
+            let bias = off.checked_add(n_in.checked_mul(n_out)?)?;
+            if k == i {
+                return Some(Layer { n_in, n_out, weight: off, bias });
+            }
+            off = bias.checked_add(n_out)?;
             n_in = n_out;
         }
-        if self.classes > 0 {
-            n = n.checked_add(self.classes.checked_add(1)?.checked_mul(self.embed)?)?;
-        }
-        Some(n)
+        None
+    }
+
+    /// The offset of the class table of a conditional model.
+    pub fn class_table(&self) -> Option<usize> {
+        let last = self.checked_layer(self.depth)?;
+        (self.classes > 0).then_some(last.bias + last.n_out)
     }
 }
 
@@ -136,13 +178,7 @@ impl<'a> ModelBlob<'a> {
         }
         let h = |i: usize| u32_at(bytes, 8 + 4 * i) as usize;
         let shape = Shape { dim: h(0), width: h(1), depth: h(2), embed: h(3), classes: h(4), out: h(5) };
-        let prediction = match h(6) {
-            0 => Prediction::Eps,
-            1 => Prediction::X0,
-            2 => Prediction::V,
-            3 => Prediction::Score,
-            _ => return Err(bad("a prediction code 0..=3")),
-        };
+        let prediction = *PREDICTIONS.get(h(6)).ok_or(bad("a prediction code 0..=3"))?;
         let steps = h(7);
         if shape.dim == 0 || shape.embed % 2 != 0 || shape.width == 0 || shape.out != shape.dim || steps == 0 {
             return Err(bad("positive sizes, an even embedding, one output per coordinate and T > 0"));
@@ -194,6 +230,23 @@ impl<'a> ModelBlob<'a> {
     fn param(&self, i: usize) -> f32 {
         f32_at(self.bytes, self.params_at + 4 * i)
     }
+}
+
+/// The blob's prediction codes, in [`encode_header`]'s order.
+const PREDICTIONS: [Prediction; 4] = [Prediction::Eps, Prediction::X0, Prediction::V, Prediction::Score];
+
+/// Writes the blob's header (for exporters): the magic, then as little-endian `u32`s `dim`,
+/// `width`, `depth`, `embed`, `classes`, `out`, the prediction code and the number of steps,
+/// the order [`ModelBlob::parse`] reads. `None` if a size does not fit a `u32`.
+pub fn encode_header(shape: &Shape, prediction: Prediction, steps: usize) -> Option<[u8; HEADER]> {
+    let mut h = [0u8; HEADER];
+    h[..8].copy_from_slice(MAGIC);
+    let code = PREDICTIONS.iter().position(|&p| p == prediction)?;
+    let fields = [shape.dim, shape.width, shape.depth, shape.embed, shape.classes, shape.out, code, steps];
+    for (i, v) in fields.iter().enumerate() {
+        h[8 + 4 * i..12 + 4 * i].copy_from_slice(&u32::try_from(*v).ok()?.to_le_bytes());
+    }
+    Some(h)
 }
 
 /// Writes one schedule entry in the blob's layout (for exporters; 60 bytes).
@@ -284,19 +337,15 @@ impl BlobMlp<'_> {
         let mut b = [0.0f32; MAX_WIDTH];
         a[..s.dim].copy_from_slice(x);
         timestep_embedding(t, &mut a[s.dim..s.dim + s.embed]);
-        if let Some(c) = class {
-            let table = s.n_params() - (s.classes + 1) * s.embed;
+        if let (Some(c), Some(table)) = (class, s.class_table()) {
             for k in 0..s.embed {
                 a[s.dim + k] += self.blob.param(table + c * s.embed + k);
             }
         }
         let params = self.blob.bytes.get(self.blob.params_at..self.blob.schedule_at).unwrap_or(&[]);
-        let mut off = 0;
-        let mut n_in = s.dim + s.embed;
         for layer in 0..=s.depth {
             let last = layer == s.depth;
-            let n_out = if last { s.out } else { s.width };
-            let bias = off + n_in * n_out;
+            let Some(Layer { n_in, n_out, weight: off, bias }) = s.checked_layer(layer) else { return };
             // b_j = bias_j + sum_i a_i W[i][j], the sum in order of i for every j: the weights
             // are read row after row, in their storage order.
             for (j, bj) in b[..n_out].iter_mut().enumerate() {
@@ -313,8 +362,6 @@ impl BlobMlp<'_> {
                     *bj = silu(*bj);
                 }
             }
-            off = bias + n_out;
-            n_in = n_out;
             core::mem::swap(&mut a, &mut b);
         }
         out.copy_from_slice(&a[..s.out]);

@@ -12,6 +12,7 @@
 //! Forward and backward run on fixed chunks of [`CHUNK`] rows, in parallel with rayon; chunk
 //! gradients are summed in chunk order, so the result does not depend on the number of threads.
 
+use elbo_core::mlp::{Layer, Shape};
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, s};
 use rayon::prelude::*;
@@ -44,29 +45,22 @@ pub struct MlpConfig {
 }
 
 impl MlpConfig {
-    /// The number of parameters of [`Mlp::new`]'s layout, or `None` if it overflows `usize`.
-    pub fn checked_n_params(&self) -> Option<usize> {
-        let mut n = 0usize;
-        let mut n_in = self.dim.checked_add(self.embed)?;
-        for i in 0..=self.depth {
-            let n_out = if i == self.depth { self.out } else { self.width };
-            n = n.checked_add(n_in.checked_mul(n_out)?.checked_add(n_out)?)?;
-            n_in = n_out;
+    /// The layout's definition: the core's [`Shape`].
+    pub fn shape(&self) -> Shape {
+        Shape {
+            dim: self.dim,
+            width: self.width,
+            depth: self.depth,
+            embed: self.embed,
+            classes: self.classes,
+            out: self.out,
         }
-        if self.classes > 0 {
-            n = n.checked_add(self.classes.checked_add(1)?.checked_mul(self.embed)?)?;
-        }
-        Some(n)
     }
-}
 
-/// One layer's place in the flat parameter vector.
-#[derive(Debug, Clone, Copy)]
-struct Layer {
-    n_in: usize,
-    n_out: usize,
-    w: usize,
-    b: usize,
+    /// The number of parameters, or `None` if it overflows `usize`.
+    pub fn checked_n_params(&self) -> Option<usize> {
+        self.shape().checked_n_params()
+    }
 }
 
 /// The network: configuration and parameter layout.
@@ -92,22 +86,12 @@ pub struct Batch<'a> {
 
 impl Mlp {
     /// Lays out the parameters of `cfg`.
+    /// (The sizes must have been validated: see [`crate::checkpoint::ModelConfig::validate`].)
     pub fn new(cfg: MlpConfig) -> Self {
-        let mut layers = Vec::new();
-        let mut off = 0;
-        let mut n_in = cfg.dim + cfg.embed;
-        for i in 0..=cfg.depth {
-            let n_out = if i == cfg.depth { cfg.out } else { cfg.width };
-            layers.push(Layer { n_in, n_out, w: off, b: off + n_in * n_out });
-            off += n_in * n_out + n_out;
-            n_in = n_out;
-        }
-        let class_table = (cfg.classes > 0).then(|| {
-            let o = off;
-            off += (cfg.classes + 1) * cfg.embed;
-            o
-        });
-        Mlp { cfg, layers, class_table, n_params: off, embeddings: std::sync::OnceLock::new() }
+        let shape = cfg.shape();
+        let layers = (0..=cfg.depth).map_while(|i| shape.checked_layer(i)).collect();
+        let class_table = shape.class_table();
+        Mlp { n_params: shape.n_params(), cfg, layers, class_table, embeddings: std::sync::OnceLock::new() }
     }
 
     /// The configuration.
@@ -124,8 +108,8 @@ impl Mlp {
     pub fn tensors(&self) -> Vec<(String, Vec<usize>, usize)> {
         let mut v = Vec::new();
         for (i, l) in self.layers.iter().enumerate() {
-            v.push((format!("layers.{i}.weight"), vec![l.n_in, l.n_out], l.w));
-            v.push((format!("layers.{i}.bias"), vec![l.n_out], l.b));
+            v.push((format!("layers.{i}.weight"), vec![l.n_in, l.n_out], l.weight));
+            v.push((format!("layers.{i}.bias"), vec![l.n_out], l.bias));
         }
         if let Some(o) = self.class_table {
             v.push(("class_embedding".into(), vec![self.cfg.classes + 1, self.cfg.embed], o));
@@ -140,7 +124,7 @@ impl Mlp {
         for (i, l) in self.layers.iter().enumerate() {
             let gain = if i + 1 == self.layers.len() { 1.0 } else { 6.0 };
             let bound = (gain / l.n_in as f32).sqrt();
-            for w in &mut p[l.w..l.w + l.n_in * l.n_out] {
+            for w in &mut p[l.weight..l.weight + l.n_in * l.n_out] {
                 *w = (2.0 * elbo_core::rng::uniform_f32(rng) - 1.0) * bound;
             }
         }
@@ -184,7 +168,7 @@ impl Mlp {
     }
 
     fn weight<'p>(&self, params: &'p [f32], l: &Layer) -> ArrayView2<'p, f32> {
-        ArrayView2::from_shape((l.n_in, l.n_out), &params[l.w..l.w + l.n_in * l.n_out]).expect("layout")
+        ArrayView2::from_shape((l.n_in, l.n_out), &params[l.weight..l.weight + l.n_in * l.n_out]).expect("layout")
     }
 
     /// Forward pass of one chunk; returns the output, and for training (`keep`) the
@@ -203,7 +187,7 @@ impl Mlp {
         for (i, l) in self.layers.iter().enumerate() {
             let mut z = Array2::<f32>::zeros((rows, l.n_out));
             general_mat_mul(1.0, &h, &self.weight(params, l), 0.0, &mut z);
-            let bias = &params[l.b..l.b + l.n_out];
+            let bias = &params[l.bias..l.bias + l.n_out];
             let last = i + 1 == self.layers.len();
             let zs = z.as_slice_mut().expect("standard layout");
             if last {
@@ -342,10 +326,10 @@ impl Mlp {
                 // through the SiLU of this layer's output
                 dy.zip_mut_with(&slopes[i], |d, &s| *d *= s);
             }
-            let mut dw =
-                ArrayViewMut2::from_shape((l.n_in, l.n_out), &mut g[l.w..l.w + l.n_in * l.n_out]).expect("layout");
+            let mut dw = ArrayViewMut2::from_shape((l.n_in, l.n_out), &mut g[l.weight..l.weight + l.n_in * l.n_out])
+                .expect("layout");
             general_mat_mul(1.0, &inputs[i].t(), &dy, 0.0, &mut dw);
-            let db = &mut g[l.b..l.b + l.n_out];
+            let db = &mut g[l.bias..l.bias + l.n_out];
             for row in dy.as_slice().expect("standard layout").chunks_exact(l.n_out) {
                 db.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
             }

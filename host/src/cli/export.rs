@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use elbo_core::mlp::{HEADER, MAGIC, STEP_BYTES, encode_step};
-use elbo_core::{NoiseSchedule, Prediction};
+use elbo_core::NoiseSchedule;
+use elbo_core::mlp::{HEADER, STEP_BYTES, encode_header, encode_step};
 
 use crate::error::{Result, input};
 use crate::io::write_atomic;
@@ -29,17 +29,10 @@ pub fn blob(model: &Trained) -> Result<Vec<u8>> {
         return Err(input("--model: a learned-variance model cannot be exported as a device blob"));
     }
     let schedule = model.schedule()?;
-    let prediction = match model.prediction {
-        Prediction::Eps => 0u32,
-        Prediction::X0 => 1,
-        Prediction::V => 2,
-        Prediction::Score => 3,
-    };
+    let header = encode_header(&c.shape(), model.prediction, schedule.steps())
+        .ok_or_else(|| input("--model: a size does not fit the device blob's 32-bit header"))?;
     let mut b = Vec::with_capacity(HEADER + 4 * model.params.len() + STEP_BYTES * schedule.steps());
-    b.extend_from_slice(MAGIC);
-    for v in [c.dim, c.width, c.depth, c.embed, c.classes, c.out, prediction as usize, schedule.steps()] {
-        b.extend_from_slice(&(v as u32).to_le_bytes());
-    }
+    b.extend_from_slice(&header);
     for v in model.normalization.mean.iter().chain(&model.normalization.std).chain(&model.params) {
         b.extend_from_slice(&v.to_le_bytes());
     }
