@@ -371,6 +371,11 @@ impl ModelConfig {
         Ok(())
     }
 
+    /// The network of a denoiser or classifier (the MLP family).
+    pub fn network(&self) -> std::sync::Arc<dyn crate::network::Network> {
+        std::sync::Arc::new(Mlp::new(self.mlp.clone()))
+    }
+
     /// The VAE configuration of a VAE checkpoint.
     pub fn vae(&self) -> Option<&crate::vae::VaeConfig> {
         match &self.kind {

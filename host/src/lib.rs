@@ -22,6 +22,7 @@ pub mod io;
 pub mod kinds;
 pub mod metrics;
 pub mod model;
+pub mod network;
 pub mod nn;
 pub mod onnx;
 pub mod plot;

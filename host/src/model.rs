@@ -2,6 +2,7 @@
 //! normalisation, as the core's [`Denoiser`] (on normalised data).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use elbo_core::Prediction;
 use elbo_core::denoiser::{Condition, Denoiser, NoiseLevel};
@@ -10,14 +11,15 @@ use crate::checkpoint::{Checkpoint, ModelConfig, ModelKind, ScheduleConfig};
 use crate::continuous::Continuous;
 use crate::data::Normalization;
 use crate::error::{Result, flag, input};
-use crate::nn::{Mlp, continuous_tau, discrete_tau};
+use crate::network::Network;
+use crate::nn::{continuous_tau, discrete_tau};
 use crate::{HostSchedule, error};
 
 /// A trained MLP denoiser.
 #[derive(Debug, Clone)]
 pub struct Trained {
     /// The network.
-    pub mlp: Mlp,
+    pub net: Arc<dyn Network>,
     /// Its weights (EMA).
     pub params: Vec<f32>,
     /// What it predicts.
@@ -77,12 +79,12 @@ impl Trained {
                 return Err(input("config.json: this checkpoint is a classifier (give it as --classifier)"));
             }
         };
-        let mlp = Mlp::new(config.mlp.clone());
+        let net = config.network();
         if params.len() != crate::checkpoint::tensors(&config).1 {
             return Err(input("config.json: the weights do not fit the architecture"));
         }
         Ok(Trained {
-            mlp,
+            net,
             params,
             prediction,
             normalization: config.normalization.clone(),
@@ -102,7 +104,7 @@ impl Trained {
 
     /// Whether the model predicts its reverse variance.
     pub fn has_learned_variance(&self) -> bool {
-        self.mlp.config().out == 2 * self.mlp.config().dim
+        self.net.out() == 2 * self.net.dim()
     }
 
     /// The schedule of the model (a continuous-time one discretised to its `timesteps`).
@@ -112,7 +114,7 @@ impl Trained {
 
     /// The weights of a learned schedule (empty otherwise).
     fn schedule_params(&self) -> &[f32] {
-        &self.params[self.mlp.n_params()..]
+        &self.params[self.net.n_params()..]
     }
 
     /// The continuous-time schedule of a continuous-time model.
@@ -125,7 +127,7 @@ impl Trained {
 /// for classifier guidance (seed 004 eq. 166), on the normalised data of its training.
 #[derive(Debug, Clone)]
 pub struct TrainedClassifier {
-    mlp: Mlp,
+    net: Arc<dyn Network>,
     params: Vec<f32>,
     /// The full configuration.
     pub config: ModelConfig,
@@ -139,22 +141,21 @@ impl TrainedClassifier {
         if !c.config.is_classifier() {
             return Err(input(format!("{}: not a classifier (train one with elbo train-classifier)", dir.display())));
         }
-        let mlp = Mlp::new(c.config.mlp.clone());
-        Ok(TrainedClassifier { mlp, params: c.ema, config: c.config, t_buf: vec![] })
+        Ok(TrainedClassifier { net: c.config.network(), params: c.ema, config: c.config, t_buf: vec![] })
     }
 
     /// The number of classes (the network's outputs are their logits).
     pub fn n_classes(&self) -> usize {
-        self.mlp.config().out
+        self.net.out()
     }
 
     /// The logits of a batch at timestep `t` (`rows x classes`).
     pub fn logits(&mut self, x: &[f32], t: usize) -> Vec<f32> {
-        let n = x.len() / self.mlp.config().dim;
+        let n = x.len() / self.net.dim();
         self.t_buf.clear();
         self.t_buf.resize(n, discrete_tau(t));
         let mut out = vec![0.0f32; n * self.n_classes()];
-        self.mlp.forward(&self.params, x, &self.t_buf, None, &mut out);
+        self.net.forward(&self.params, x, &self.t_buf, None, &mut out);
         out
     }
 }
@@ -163,14 +164,14 @@ impl elbo_core::denoiser::Classifier for TrainedClassifier {
     type Error = error::Error;
 
     fn grad_log_prob(&mut self, x: &[f32], level: NoiseLevel, labels: &[u32], out: &mut [f32]) -> Result<()> {
-        let n = x.len() / self.mlp.config().dim;
+        let n = x.len() / self.net.dim();
         let c = self.n_classes();
         if labels.len() != n || labels.iter().any(|&l| l as usize >= c) {
             return Err(input(format!("classifier: expected {n} labels below {c}")));
         }
         self.t_buf.clear();
         self.t_buf.resize(n, discrete_tau(level.t));
-        let g = self.mlp.loss_and_grads(&self.params, x, &self.t_buf, None, true, |r0, logits, g| {
+        let g = self.net.loss_and_grads(&self.params, x, &self.t_buf, None, true, &|r0, logits, g| {
             let mut sum = 0.0;
             for (j, (lc, gc)) in logits.chunks_exact(c).zip(g.chunks_exact_mut(c)).enumerate() {
                 sum += crate::train::log_softmax_grad(lc, labels[r0 + j] as usize, gc);
@@ -191,7 +192,7 @@ impl Denoiser for Trained {
     type Error = error::Error;
 
     fn dim(&self) -> usize {
-        self.mlp.config().dim
+        self.net.dim()
     }
 
     fn prediction(&self) -> Prediction {
@@ -199,7 +200,7 @@ impl Denoiser for Trained {
     }
 
     fn classes(&self) -> usize {
-        self.mlp.config().classes
+        self.net.classes()
     }
 
     fn predict(&mut self, x: &[f32], level: NoiseLevel, cond: Condition<'_>, out: &mut [f32]) -> Result<()> {
@@ -222,12 +223,12 @@ impl Denoiser for Trained {
             (Condition::Class(l), _) => Some(l),
         };
         if !self.has_learned_variance() {
-            self.mlp.forward(&self.params, x, &self.t_buf, labels, out);
+            self.net.forward(&self.params, x, &self.t_buf, labels, out);
             return Ok(());
         }
         let d = self.dim();
         self.raw.resize(2 * x.len(), 0.0);
-        self.mlp.forward(&self.params, x, &self.t_buf, labels, &mut self.raw);
+        self.net.forward(&self.params, x, &self.t_buf, labels, &mut self.raw);
         self.var.resize(x.len(), 0.0);
         for ((row, o), v) in self.raw.chunks_exact(2 * d).zip(out.chunks_exact_mut(d)).zip(self.var.chunks_exact_mut(d))
         {

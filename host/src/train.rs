@@ -24,7 +24,8 @@ use crate::continuous::Continuous;
 use crate::data::Dataset;
 use crate::error::{Result, input};
 use crate::kinds::{ScheduleKind, TimestepSampling};
-use crate::nn::{Mlp, PARAM_BLOCK, discrete_tau};
+use crate::network::Network;
+use crate::nn::{PARAM_BLOCK, discrete_tau};
 use crate::{HostSchedule, MAX_STEPS};
 
 /// The training objective.
@@ -269,7 +270,7 @@ pub struct ContinuousGrads {
 /// the gradient reaches `gamma = -lambda` through the weight `gamma'(t)` and through `z_t`
 /// (the network's input gradient).
 pub fn continuous_grads(
-    mlp: &Mlp,
+    net: &dyn Network,
     params: &[f32],
     sched: &Continuous,
     kind: Prediction,
@@ -308,7 +309,7 @@ pub fn continuous_grads(
         _ => None,
     };
     let per_example = std::sync::Mutex::new(vec![0.0f64; b]);
-    let grads = mlp.loss_and_grads(params, &z, &tau, batch.labels, learned.is_some(), |r0, out, g| {
+    let grads = net.loss_and_grads(params, &z, &tau, batch.labels, learned.is_some(), &|r0, out, g| {
         let mut sum = 0.0;
         for (j, (oc, gc)) in out.chunks_exact(dim).zip(g.chunks_exact_mut(dim)).enumerate() {
             let i = r0 + j;
@@ -393,7 +394,7 @@ pub fn log_softmax_grad(logits: &[f32], y: usize, g: &mut [f32]) -> f64 {
 /// The state of a run.
 pub struct Trainer {
     /// The network.
-    pub mlp: Mlp,
+    pub net: std::sync::Arc<dyn Network>,
     /// The checkpoint being advanced.
     pub ckpt: Checkpoint,
     /// The table of a discrete-time model (`None` in continuous time).
@@ -409,10 +410,9 @@ impl Trainer {
     /// model.
     pub fn new(config: ModelConfig, schedule: Option<Box<HostSchedule>>, data: Dataset) -> Result<Self> {
         let mut rng = Pcg32::seed_from_u64(config.train.seed);
-        let mlp = Mlp::new(config.mlp.clone());
         let mut params = match config.vae_net() {
             Some(v) => v.init(&mut rng),
-            None => mlp.init(&mut rng),
+            None => config.network().init(&mut rng),
         };
         if config.schedule.name == ScheduleKind::Learned {
             let [hi, lo] = config.schedule.log_snr_range.ok_or_else(|| input("schedule learned: no log-SNR range"))?;
@@ -461,8 +461,8 @@ impl Trainer {
         } else {
             Sampler::Plain(train.t_sampling.plain().unwrap_or(TimeSampling::Uniform))
         };
-        let mlp = Mlp::new(ckpt.config.mlp.clone());
-        Ok(Trainer { mlp, ckpt, schedule, data, loss, variance, sampler })
+        let net = ckpt.config.network();
+        Ok(Trainer { net, ckpt, schedule, data, loss, variance, sampler })
     }
 
     /// Draws the batch's examples and (conditional models) their labels, the null class with
@@ -472,7 +472,7 @@ impl Trainer {
         let rng = &mut self.ckpt.state.rng;
         let n = self.data.len() as u32;
         let idx: Vec<usize> = (0..args.batch).map(|_| uniform_below(rng, n) as usize).collect();
-        let labels: Option<Vec<u32>> = match (&self.data.labels, self.mlp.config().classes) {
+        let labels: Option<Vec<u32>> = match (&self.data.labels, self.net.classes()) {
             (Some(l), c) if c > 0 => {
                 Some(idx.iter().map(|&i| if uniform_f64(rng) < args.cond_dropout { c as u32 } else { l[i] }).collect())
             }
@@ -552,8 +552,8 @@ impl Trainer {
         }
         let y: Vec<u32> = idx.iter().map(|&i| labels[i]).collect();
         let tau: Vec<f32> = t.iter().map(|&ti| discrete_tau(ti)).collect();
-        let c = self.mlp.config().out;
-        let (loss, grad) = self.mlp.loss_and_grad(&self.ckpt.params, &xt, &tau, None, |r0, out, g| {
+        let c = self.net.out();
+        let (loss, grad) = self.net.loss_and_grad(&self.ckpt.params, &xt, &tau, None, &|r0, out, g| {
             let mut sum = 0.0;
             for (j, (oc, gc)) in out.chunks_exact(c).zip(g.chunks_exact_mut(c)).enumerate() {
                 // the loss is -log softmax_y: its gradient is -(onehot - softmax)
@@ -581,10 +581,10 @@ impl Trainer {
         let mut eps = vec![0.0f32; b * dim];
         elbo_core::rng::fill_standard_normal(rng, &mut eps);
         let x0: Vec<f32> = idx.iter().flat_map(|&i| self.data.x[i * dim..(i + 1) * dim].iter().copied()).collect();
-        let n_net = self.mlp.n_params();
+        let n_net = self.net.n_params();
         let sched = crate::model::continuous_schedule(&self.ckpt.config.schedule, &self.ckpt.params[n_net..])?;
         let batch = ContinuousBatch { x0: &x0, tc: &tc, eps: &eps, labels: labels.as_deref() };
-        let r = continuous_grads(&self.mlp, &self.ckpt.params, &sched, kind, self.loss, &batch);
+        let r = continuous_grads(self.net.as_ref(), &self.ckpt.params, &sched, kind, self.loss, &batch);
         let mut grad = r.net;
         if let Continuous::Learned(_) = sched {
             // The end points descend the bound, the shape the estimator's second moment (VDM).
@@ -645,37 +645,38 @@ impl Trainer {
         // 2. Forward and backward, data-parallel.
         let tau: Vec<f32> = t.iter().map(|&ti| discrete_tau(ti)).collect();
         let per_example = std::sync::Mutex::new(vec![0.0f64; b]);
-        let (loss_sum, grad) = self.mlp.loss_and_grad(&self.ckpt.params, &xt, &tau, labels.as_deref(), |r0, out, g| {
-            let o = self.mlp.config().out;
-            let mut sum = 0.0;
-            let mut local = Vec::with_capacity(out.len() / o);
-            for (j, (oc, gc)) in out.chunks_exact(o).zip(g.chunks_exact_mut(o)).enumerate() {
-                let i = r0 + j;
-                let ctx = ExampleCtx {
-                    kind,
-                    loss: self.loss,
-                    variance: self.variance,
-                    step: &step_of[i],
-                    snr_ratio: snr_ratio[i],
-                    steps: steps as f64,
-                };
-                let zz = if z.is_empty() { &z[..] } else { &z[i * dim..(i + 1) * dim] };
-                let l = ctx.eval(
-                    oc,
-                    &x0[i * dim..(i + 1) * dim],
-                    &eps[i * dim..(i + 1) * dim],
-                    &xt[i * dim..(i + 1) * dim],
-                    zz,
-                    gc,
-                );
-                let scale = (w[i] / b as f64) as f32;
-                gc.iter_mut().for_each(|v| *v *= scale);
-                local.push(l);
-                sum += w[i] * l / b as f64;
-            }
-            per_example.lock().expect("no panic holds the lock")[r0..r0 + local.len()].copy_from_slice(&local);
-            sum
-        });
+        let (loss_sum, grad) =
+            self.net.loss_and_grad(&self.ckpt.params, &xt, &tau, labels.as_deref(), &|r0, out, g| {
+                let o = self.net.out();
+                let mut sum = 0.0;
+                let mut local = Vec::with_capacity(out.len() / o);
+                for (j, (oc, gc)) in out.chunks_exact(o).zip(g.chunks_exact_mut(o)).enumerate() {
+                    let i = r0 + j;
+                    let ctx = ExampleCtx {
+                        kind,
+                        loss: self.loss,
+                        variance: self.variance,
+                        step: &step_of[i],
+                        snr_ratio: snr_ratio[i],
+                        steps: steps as f64,
+                    };
+                    let zz = if z.is_empty() { &z[..] } else { &z[i * dim..(i + 1) * dim] };
+                    let l = ctx.eval(
+                        oc,
+                        &x0[i * dim..(i + 1) * dim],
+                        &eps[i * dim..(i + 1) * dim],
+                        &xt[i * dim..(i + 1) * dim],
+                        zz,
+                        gc,
+                    );
+                    let scale = (w[i] / b as f64) as f32;
+                    gc.iter_mut().for_each(|v| *v *= scale);
+                    local.push(l);
+                    sum += w[i] * l / b as f64;
+                }
+                per_example.lock().expect("no panic holds the lock")[r0..r0 + local.len()].copy_from_slice(&local);
+                sum
+            });
         if let Sampler::Importance(r) = &mut self.sampler {
             for (&ti, &l) in t.iter().zip(per_example.lock().expect("no panic holds the lock").iter()) {
                 r.update(ti, l).map_err(|e| input(format!("{e}")))?;
@@ -694,7 +695,7 @@ impl Trainer {
     fn update(&mut self, grad: Vec<f32>) {
         let args = &self.ckpt.config.train;
         let n_net =
-            if self.ckpt.config.schedule.name == ScheduleKind::Learned { self.mlp.n_params() } else { grad.len() };
+            if self.ckpt.config.schedule.name == ScheduleKind::Learned { self.net.n_params() } else { grad.len() };
         // the norm in fixed blocks, summed in order (the same for any thread count)
         let norm = grad[..n_net]
             .par_chunks(PARAM_BLOCK)
@@ -815,7 +816,7 @@ mod tests {
     fn continuous_gradients_match_finite_differences() {
         use crate::continuous::{FEATURES, LearnedGamma, N_PARAMS};
         use crate::nn::MlpConfig;
-        let mlp = Mlp::new(MlpConfig { dim: 2, width: 16, depth: 2, embed: 8, classes: 0, out: 2 });
+        let mlp = crate::nn::Mlp::new(MlpConfig { dim: 2, width: 16, depth: 2, embed: 8, classes: 0, out: 2 });
         let mut rng = Pcg32::seed_from_u64(5);
         let mut params = mlp.init(&mut rng);
         let mut noise = vec![0.0f32; 3 * FEATURES];

@@ -40,7 +40,7 @@ fn exported_models_match_the_native_forward_pass() {
     let mut shipped = Trained::load(&root.join("models/two-moons")).unwrap();
     for float_t in [false, true] {
         let path = dir.path().join(format!("m{float_t}.onnx"));
-        std::fs::write(&path, export::onnx_bytes_with(&shipped, float_t)).unwrap();
+        std::fs::write(&path, export::onnx_bytes_with(&shipped, float_t).unwrap()).unwrap();
         let mut onnx = OnnxDenoiser::open(&path, &opts()).unwrap();
         assert_eq!(onnx.shape, vec![2]);
         assert_eq!(onnx.prediction(), elbo_core::Prediction::Eps);
@@ -70,7 +70,7 @@ fn exported_models_match_the_native_forward_pass() {
         .success();
     let mut cond = Trained::load(&ckpt).unwrap();
     let path = dir.path().join("cond.onnx");
-    std::fs::write(&path, export::onnx_bytes(&cond)).unwrap();
+    std::fs::write(&path, export::onnx_bytes(&cond).unwrap()).unwrap();
     let mut onnx = OnnxDenoiser::open(&path, &opts()).unwrap();
     assert_eq!(onnx.classes(), 2);
     let labels: Vec<u32> = (0..37).map(|i| i % 2).collect();
@@ -124,5 +124,5 @@ fn missing_runtime_and_unavailable_cuda_are_bad_input() {
 fn shipped_onnx_is_the_export_of_the_shipped_checkpoint() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/two-moons");
     let model = Trained::load(&dir).unwrap();
-    assert!(export::onnx_bytes(&model) == std::fs::read(dir.join("model.onnx")).unwrap());
+    assert!(export::onnx_bytes(&model).unwrap() == std::fs::read(dir.join("model.onnx")).unwrap());
 }

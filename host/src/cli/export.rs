@@ -24,12 +24,15 @@ pub struct ExportArgs {
 
 /// The blob of a trained model (EMA weights, normalisation, schedule table).
 pub fn blob(model: &Trained) -> Result<Vec<u8>> {
-    let c = model.mlp.config();
-    if c.out != c.dim {
+    let shape = model
+        .net
+        .device_shape()
+        .ok_or_else(|| input("--model: this network family does not run on devices (no device blob)"))?;
+    if shape.out != shape.dim {
         return Err(input("--model: a learned-variance model cannot be exported as a device blob"));
     }
     let schedule = model.schedule()?;
-    let header = encode_header(&c.shape(), model.prediction, schedule.steps())
+    let header = encode_header(&shape, model.prediction, schedule.steps())
         .ok_or_else(|| input("--model: a size does not fit the device blob's 32-bit header"))?;
     let mut b = Vec::with_capacity(HEADER + 4 * model.params.len() + STEP_BYTES * schedule.steps());
     b.extend_from_slice(&header);
@@ -65,7 +68,12 @@ pub fn run(a: &ExportArgs) -> Result<()> {
             model.config.schedule.name
         )));
     }
-    let bytes = if onnx { crate::onnx::export::onnx_bytes(&model) } else { blob(&model)? };
+    let bytes = if onnx {
+        crate::onnx::export::onnx_bytes(&model)
+            .ok_or_else(|| input("--model: this network family has no ONNX export yet"))?
+    } else {
+        blob(&model)?
+    };
     if !onnx {
         // what is written must load on the device
         elbo_core::mlp::ModelBlob::parse(&bytes)

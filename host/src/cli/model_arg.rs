@@ -74,7 +74,7 @@ impl Source {
     /// The data dimension.
     pub fn dim(&self) -> usize {
         match self {
-            Source::Trained(t) => t.mlp.config().dim,
+            Source::Trained(t) => t.net.dim(),
             Source::Optimal(m) => m.dim(),
             Source::Onnx(o) => o.shape.iter().product(),
         }
@@ -83,7 +83,7 @@ impl Source {
     /// The number of classes.
     pub fn classes(&self) -> usize {
         match self {
-            Source::Trained(t) => t.mlp.config().classes,
+            Source::Trained(t) => t.net.classes(),
             Source::Optimal(m) => m.weights.len(),
             Source::Onnx(o) => elbo_core::Denoiser::classes(o.as_ref()),
         }

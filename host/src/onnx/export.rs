@@ -7,9 +7,12 @@
 use elbo_core::mlp::embedding_frequency;
 use prost::Message;
 
+use elbo_core::Prediction;
+use elbo_core::mlp::Shape;
+
 use super::proto::*;
 use crate::model::Trained;
-use elbo_core::Prediction;
+use crate::network::OnnxGraph;
 
 fn tensor(name: &str, dims: &[usize], data: &[f32]) -> TensorProto {
     TensorProto {
@@ -55,16 +58,15 @@ fn value_info(name: &str, elem: i32, dims: &[Option<usize>]) -> ValueInfoProto {
     }
 }
 
-/// The ONNX file of a trained model (EMA weights), with an int64 timestep input.
-pub fn onnx_bytes(model: &Trained) -> Vec<u8> {
+/// The ONNX file of a trained model (EMA weights), with an int64 timestep input; `None` where
+/// the network has no ONNX export.
+pub fn onnx_bytes(model: &Trained) -> Option<Vec<u8>> {
     onnx_bytes_with(model, false)
 }
 
-/// The ONNX file of a trained model; `float_timestep` declares the timestep input float32
-/// (as some exporters do) instead of int64.
-pub fn onnx_bytes_with(model: &Trained, float_timestep: bool) -> Vec<u8> {
-    let c = model.mlp.config();
-    let (d, e) = (c.dim, c.embed);
+/// The ONNX graph of an MLP of `shape` with `params` (see [`crate::network::Network::onnx_graph`]).
+pub(crate) fn mlp_graph(shape: &Shape, params: &[f32], float_timestep: bool) -> OnnxGraph {
+    let (d, e) = (shape.dim, shape.embed);
     let half = e / 2;
     let freqs: Vec<f32> = (0..half).map(|k| embedding_frequency(k, half)).collect();
     let mut init = vec![tensor("freqs", &[1, half], &freqs), tensor_i64("axis1", &[1], &[1])];
@@ -79,12 +81,9 @@ pub fn onnx_bytes_with(model: &Trained, float_timestep: bool) -> Vec<u8> {
     let mut emb = "t_emb".to_string();
     let t_type = if float_timestep { FLOAT } else { INT64 };
     let mut inputs = vec![value_info("sample", FLOAT, &[None, Some(d)]), value_info("timestep", t_type, &[None])];
-    let tensors = model.mlp.tensors();
-    if c.classes > 0 {
-        let (_, shape, off) =
-            tensors.iter().find(|(n, _, _)| n == "class_embedding").expect("a conditional model has a class table");
-        let n: usize = shape.iter().product();
-        init.push(tensor("class_embedding", shape, &model.params[*off..off + n]));
+    if let Some(off) = shape.class_table() {
+        let n = (shape.classes + 1) * e;
+        init.push(tensor("class_embedding", &[shape.classes + 1, e], &params[off..off + n]));
         nodes.push(node("Gather", &["class_embedding", "class_labels"], "c_emb", &[("axis", 0)]));
         nodes.push(node("Add", &["t_emb", "c_emb"], "tc_emb", &[]));
         emb = "tc_emb".into();
@@ -92,21 +91,28 @@ pub fn onnx_bytes_with(model: &Trained, float_timestep: bool) -> Vec<u8> {
     }
     nodes.push(node("Concat", &["sample", &emb], "h0", &[("axis", 1)]));
     let mut h = "h0".to_string();
-    for i in 0..=c.depth {
-        let (w_name, w_shape, w_off) = &tensors[2 * i];
-        let (b_name, b_shape, b_off) = &tensors[2 * i + 1];
-        let wn: usize = w_shape.iter().product();
-        init.push(tensor(w_name, w_shape, &model.params[*w_off..w_off + wn]));
-        init.push(tensor(b_name, b_shape, &model.params[*b_off..b_off + b_shape[0]]));
-        let z = if i == c.depth { "out_sample".to_string() } else { format!("z{i}") };
-        nodes.push(node("Gemm", &[&h, w_name, b_name], &z, &[]));
-        if i < c.depth {
+    for i in 0..=shape.depth {
+        let Some(l) = shape.checked_layer(i) else { break };
+        let (w_name, b_name) = (format!("layers.{i}.weight"), format!("layers.{i}.bias"));
+        init.push(tensor(&w_name, &[l.n_in, l.n_out], &params[l.weight..l.weight + l.n_in * l.n_out]));
+        init.push(tensor(&b_name, &[l.n_out], &params[l.bias..l.bias + l.n_out]));
+        let z = if i == shape.depth { "out_sample".to_string() } else { format!("z{i}") };
+        nodes.push(node("Gemm", &[&h, &w_name, &b_name], &z, &[]));
+        if i < shape.depth {
             let (sg, a) = (format!("sig{i}"), format!("h{}", i + 1));
             nodes.push(node("Sigmoid", &[&z], &sg, &[]));
             nodes.push(node("Mul", &[&z, &sg], &a, &[]));
             h = a;
         }
     }
+    OnnxGraph { nodes, initializers: init, inputs, output: value_info("out_sample", FLOAT, &[None, Some(shape.out)]) }
+}
+
+/// The ONNX file of a trained model; `float_timestep` declares the timestep input float32
+/// (as some exporters do) instead of int64. `None` where the network has no ONNX export.
+pub fn onnx_bytes_with(model: &Trained, float_timestep: bool) -> Option<Vec<u8>> {
+    let g = model.net.onnx_graph(&model.params, float_timestep)?;
+    let classes = model.net.classes();
     let s = &model.config.schedule;
     let schedule = serde_json::json!({
         "_class_name": "DDPMScheduler",
@@ -131,7 +137,7 @@ pub fn onnx_bytes_with(model: &Trained, float_timestep: bool) -> Vec<u8> {
         ("elbo.prediction", model.prediction.name().to_string()),
         ("elbo.schedule", schedule.to_string()),
         ("elbo.normalization", serde_json::to_string(&model.normalization).unwrap_or_default()),
-        ("elbo.classes", c.classes.to_string()),
+        ("elbo.classes", classes.to_string()),
     ];
     let m = ModelProto {
         ir_version: 8,
@@ -139,16 +145,16 @@ pub fn onnx_bytes_with(model: &Trained, float_timestep: bool) -> Vec<u8> {
         producer_version: env!("CARGO_PKG_VERSION").into(),
         doc_string: "MLP denoiser exported by elbo".into(),
         graph: Some(GraphProto {
-            node: nodes,
+            node: g.nodes,
             name: "elbo_mlp".into(),
-            initializer: init,
-            input: inputs,
-            output: vec![value_info("out_sample", FLOAT, &[None, Some(d)])],
+            initializer: g.initializers,
+            input: g.inputs,
+            output: vec![g.output],
         }),
         opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
         metadata_props: meta.into_iter().map(|(k, v)| StringStringEntryProto { key: k.into(), value: v }).collect(),
     };
-    m.encode_to_vec()
+    Some(m.encode_to_vec())
 }
 
 /// Broken models for tests of the command line's error handling: `"wide"` outputs twice the

@@ -7,7 +7,7 @@
 //! (or `onnxruntime-gpu`) package of the system's Python.
 
 pub mod export;
-pub(crate) mod proto;
+pub mod proto;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

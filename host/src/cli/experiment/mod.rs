@@ -294,7 +294,7 @@ fn estimator_variances(
 ) -> Result<Vec<(f64, f64)>> {
     use elbo_core::elbo::{ModelVariance, kl_term_mc, kl_term_rb, reverse_log_variance};
     let sched = model.schedule()?;
-    let d = model.mlp.config().dim;
+    let d = model.net.dim();
     let kind = model.prediction();
     let mut out = Vec::new();
     for &t in ts {

@@ -285,7 +285,7 @@ pub(super) fn vdm(a: &ExperimentArgs) -> Result<()> {
         let mut eps = vec![0.0f32; x0.len()];
         fill_standard_normal(&mut rng, &mut eps);
         let batch = ContinuousBatch { x0: &x0, tc: &tc, eps: &eps, labels: None };
-        let r = continuous_grads(&model.mlp, &model.params, &c, elbo_core::Prediction::Eps, Loss::Vlb, &batch);
+        let r = continuous_grads(model.net.as_ref(), &model.params, &c, elbo_core::Prediction::Eps, Loss::Vlb, &batch);
         let m = r.per_example.iter().sum::<f64>() / r.per_example.len() as f64;
         let var = r.per_example.iter().map(|l| (l - m).powi(2)).sum::<f64>() / (r.per_example.len() - 1) as f64;
         let grid: Vec<(f64, f64)> = (0..=10_000).map(|i| i as f64 / 10_000.0).map(|t| (t, -c.log_snr(t))).collect();
