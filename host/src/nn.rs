@@ -437,6 +437,56 @@ fn exp(x: f32) -> f32 {
     er * f32::from_bits(((n_int + 127) as u32) << 23)
 }
 
+impl crate::network::Network for Mlp {
+    fn dim(&self) -> usize {
+        self.cfg.dim
+    }
+
+    fn out(&self) -> usize {
+        self.cfg.out
+    }
+
+    fn classes(&self) -> usize {
+        self.cfg.classes
+    }
+
+    fn n_params(&self) -> usize {
+        self.n_params
+    }
+
+    fn tensors(&self) -> Vec<(String, Vec<usize>, usize)> {
+        Mlp::tensors(self)
+    }
+
+    fn init(&self, rng: &mut rand_pcg::Pcg32) -> Vec<f32> {
+        Mlp::init(self, rng)
+    }
+
+    fn forward(&self, params: &[f32], x: &[f32], tau: &[f32], labels: Option<&[u32]>, out: &mut [f32]) {
+        Mlp::forward(self, params, x, tau, labels, out);
+    }
+
+    fn loss_and_grads(
+        &self,
+        params: &[f32],
+        x: &[f32],
+        tau: &[f32],
+        labels: Option<&[u32]>,
+        want_input: bool,
+        loss_grad: crate::network::LossGrad<'_>,
+    ) -> Grads {
+        Mlp::loss_and_grads(self, params, x, tau, labels, want_input, loss_grad)
+    }
+
+    fn onnx_graph(&self, params: &[f32], float_timestep: bool) -> Option<crate::network::OnnxGraph> {
+        Some(crate::onnx::export::mlp_graph(&self.cfg.shape(), params, float_timestep))
+    }
+
+    fn device_shape(&self) -> Option<Shape> {
+        Some(self.cfg.shape())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -552,55 +602,5 @@ mod tests {
         let (l3, g3) = run(3);
         assert_eq!(l1.to_bits(), l3.to_bits());
         assert!(g1.iter().zip(&g3).all(|(a, b)| a.to_bits() == b.to_bits()));
-    }
-}
-
-impl crate::network::Network for Mlp {
-    fn dim(&self) -> usize {
-        self.cfg.dim
-    }
-
-    fn out(&self) -> usize {
-        self.cfg.out
-    }
-
-    fn classes(&self) -> usize {
-        self.cfg.classes
-    }
-
-    fn n_params(&self) -> usize {
-        self.n_params
-    }
-
-    fn tensors(&self) -> Vec<(String, Vec<usize>, usize)> {
-        Mlp::tensors(self)
-    }
-
-    fn init(&self, rng: &mut rand_pcg::Pcg32) -> Vec<f32> {
-        Mlp::init(self, rng)
-    }
-
-    fn forward(&self, params: &[f32], x: &[f32], tau: &[f32], labels: Option<&[u32]>, out: &mut [f32]) {
-        Mlp::forward(self, params, x, tau, labels, out);
-    }
-
-    fn loss_and_grads(
-        &self,
-        params: &[f32],
-        x: &[f32],
-        tau: &[f32],
-        labels: Option<&[u32]>,
-        want_input: bool,
-        loss_grad: crate::network::LossGrad<'_>,
-    ) -> Grads {
-        Mlp::loss_and_grads(self, params, x, tau, labels, want_input, loss_grad)
-    }
-
-    fn onnx_graph(&self, params: &[f32], float_timestep: bool) -> Option<crate::network::OnnxGraph> {
-        Some(crate::onnx::export::mlp_graph(&self.cfg.shape(), params, float_timestep))
-    }
-
-    fn device_shape(&self) -> Option<Shape> {
-        Some(self.cfg.shape())
     }
 }
