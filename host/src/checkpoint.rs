@@ -257,7 +257,7 @@ impl TryFrom<ConfigFile> for ModelConfig {
                 prediction: elbo_core::Prediction::from_name(p)
                     .map_err(|_| format!("unknown prediction '{p}'"))?
                     .into(),
-                learned_variance: f.mlp.out == 2 * f.mlp.dim,
+                learned_variance: f.mlp.dim.checked_mul(2) == Some(f.mlp.out),
             },
             _ => return Err("version 1 needs prediction (and vae for a VAE)".into()),
         };
@@ -316,7 +316,9 @@ impl ModelConfig {
                 .ok_or("vae: too large")?;
         }
         match self.kind {
-            ModelKind::Denoiser { learned_variance, .. } if m.out != m.dim * if learned_variance { 2 } else { 1 } => {
+            ModelKind::Denoiser { learned_variance, .. }
+                if Some(m.out) != m.dim.checked_mul(if learned_variance { 2 } else { 1 }) =>
+            {
                 return Err("mlp: a denoiser has one output per coordinate (two with a learned variance)".into());
             }
             ModelKind::Classifier if m.classes > 0 => {
