@@ -26,11 +26,11 @@ pub mod network;
 pub mod nn;
 pub mod onnx;
 pub mod plot;
+pub mod schedule;
 pub mod train;
 pub mod vae;
 
 /// The largest number of timesteps a host schedule holds.
 pub const MAX_STEPS: usize = 4096;
 
-/// The schedule type of the host.
-pub type HostSchedule = elbo_core::Schedule<MAX_STEPS>;
+pub use schedule::HostSchedule;

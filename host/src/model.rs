@@ -48,8 +48,7 @@ pub fn continuous_schedule(s: &ScheduleConfig, params: &[f32]) -> Result<Continu
     Continuous::new(s.name, hi, lo, params)
 }
 
-/// A continuous-time schedule's table at `steps` steps (a frame of its own: the table is large).
-#[inline(never)]
+/// A continuous-time schedule's table at `steps` steps.
 pub fn discretise(c: &Continuous, steps: usize) -> Result<Box<HostSchedule>> {
     Ok(Box::new(HostSchedule::from_log_snr(c, steps).map_err(|e| flag("schedule", e))?))
 }

@@ -37,7 +37,7 @@ fn secs(d: Duration) -> f64 {
 }
 
 fn pool(threads: usize) -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new().num_threads(threads).stack_size(64 << 20).build().expect("a thread pool")
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool")
 }
 
 fn onnx(threads: usize) -> OnnxDenoiser {

@@ -239,7 +239,8 @@ pub struct Schedule<const N: usize> {
     table: [Step; N],
 }
 
-const EMPTY_STEP: Step = Step {
+/// A table entry before it is filled.
+pub const EMPTY_STEP: Step = Step {
     t: 0,
     steps: 0,
     beta: 0.0,
@@ -262,96 +263,17 @@ impl<const N: usize> Schedule<N> {
     /// flawed", Alg. 1: shift and scale `sqrt(abar)` so that `abar_T = 0` and `abar_1` is kept).
     pub fn new(kind: &BetaSchedule<'_>, steps: usize, zero_terminal_snr: bool) -> Result<Self> {
         check_steps(steps, N)?;
-        kind.check(steps)?;
-        for i in 1..=steps {
-            let b = kind.beta(i, steps);
-            if !(b > 0.0 && b < 1.0) {
-                return Err(Error::InvalidBeta { t: i, beta: b });
-            }
-        }
-        if !zero_terminal_snr {
-            let mut log_abar = 0.0;
-            return Self::build(steps, |i| {
-                let b = kind.beta(i, steps);
-                log_abar += libm::log1p(-b);
-                (b, log_abar)
-            });
-        }
-        // Rescale: sqrt(abar_t) -> (sqrt(abar_t) - a_T) a_1 / (a_1 - a_T).
-        let log_abar_at = |t: usize| (1..=t).map(|i| libm::log1p(-kind.beta(i, steps))).sum::<f64>();
-        let a1 = libm::exp(0.5 * log_abar_at(1));
-        let at = libm::exp(0.5 * log_abar_at(steps));
-        let (mut orig, mut prev_new) = (0.0, 0.0);
-        Self::build(steps, |i| {
-            orig += libm::log1p(-kind.beta(i, steps));
-            let b = (libm::exp(0.5 * orig) - at) * a1 / (a1 - at);
-            let new = if i == steps || b <= 0.0 { f64::NEG_INFINITY } else { 2.0 * libm::log(b) };
-            let beta = -libm::expm1(new - prev_new);
-            prev_new = new;
-            (beta, new)
-        })
+        let mut table = [EMPTY_STEP; N];
+        fill_beta_table(kind, steps, zero_terminal_snr, &mut table)?;
+        Ok(Schedule { steps, table })
     }
 
     /// Discretises a continuous log-SNR schedule at `t_i = i / T` (VDM's discrete-time model,
     /// seed 002 eq. 7): `abar_i = sigmoid(lambda(i/T))` (seed 004 eq. 113), `abar_0 = 1`.
     pub fn from_log_snr<S: LogSnrSchedule + ?Sized>(schedule: &S, steps: usize) -> Result<Self> {
         check_steps(steps, N)?;
-        let mut prev_lambda = f64::INFINITY;
-        for i in 1..=steps {
-            let lambda = schedule.log_snr(i as f64 / steps as f64);
-            if lambda.partial_cmp(&prev_lambda) != Some(core::cmp::Ordering::Less) {
-                return Err(Error::NonMonotoneSnr { t: i });
-            }
-            prev_lambda = lambda;
-        }
-        let mut prev = 0.0;
-        Self::build(steps, |i| {
-            let log_abar = log_sigmoid(schedule.log_snr(i as f64 / steps as f64));
-            let beta = -libm::expm1(log_abar - prev);
-            prev = log_abar;
-            (beta, log_abar)
-        })
-    }
-
-    /// Fills the table from `(beta_t, log abar_t)` in f64, t = 1..=steps.
-    fn build(steps: usize, mut next: impl FnMut(usize) -> (f64, f64)) -> Result<Self> {
         let mut table = [EMPTY_STEP; N];
-        let mut prev = Marginal::DATA;
-        let (mut prev_abar, mut prev_oma) = (1.0f64, 0.0f64);
-        for t in 1..=steps {
-            let (beta, log_abar) = next(t);
-            let terminal = t == steps && beta == 1.0;
-            if !(beta > 0.0 && (beta < 1.0 || terminal)) {
-                return Err(Error::InvalidBeta { t, beta });
-            }
-            let cur = Marginal::from_log_abar(log_abar);
-            let abar = libm::exp(log_abar);
-            let oma = -libm::expm1(log_abar);
-            let (c0, ct, var) = posterior_f64(prev_abar, prev_oma, oma, beta);
-            let snr_prev = if t == 1 { f64::INFINITY } else { prev_abar / prev_oma };
-            table[t - 1] = Step {
-                t,
-                steps,
-                beta: beta as f32,
-                alpha: (1.0 - beta) as f32,
-                log_beta: libm::log(beta) as f32,
-                cur,
-                prev,
-                snr: (abar / oma) as f32,
-                log_snr: (log_abar - libm::log(oma)) as f32,
-                snr_prev: snr_prev as f32,
-                posterior_variance: var as f32,
-                posterior_log_variance_clipped: if t == 1 { libm::log(beta) as f32 } else { libm::log(var) as f32 },
-                posterior_mean_coef_x0: c0 as f32,
-                posterior_mean_coef_xt: ct as f32,
-            };
-            prev = cur;
-            prev_abar = abar;
-            prev_oma = oma;
-        }
-        if steps >= 2 {
-            table[0].posterior_log_variance_clipped = table[1].posterior_log_variance_clipped;
-        }
+        fill_log_snr_table(schedule, steps, &mut table)?;
         Ok(Schedule { steps, table })
     }
 
@@ -359,6 +281,106 @@ impl<const N: usize> Schedule<N> {
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &Step> + '_ {
         self.table[..self.steps].iter()
     }
+}
+
+/// [`Schedule::new`]'s table written into the caller's `table[..steps]` (a host keeps it on the
+/// heap; `table` must hold at least `steps` entries).
+pub fn fill_beta_table(
+    kind: &BetaSchedule<'_>,
+    steps: usize,
+    zero_terminal_snr: bool,
+    table: &mut [Step],
+) -> Result<()> {
+    check_steps(steps, table.len())?;
+    kind.check(steps)?;
+    for i in 1..=steps {
+        let b = kind.beta(i, steps);
+        if !(b > 0.0 && b < 1.0) {
+            return Err(Error::InvalidBeta { t: i, beta: b });
+        }
+    }
+    if !zero_terminal_snr {
+        let mut log_abar = 0.0;
+        return fill(table, steps, |i| {
+            let b = kind.beta(i, steps);
+            log_abar += libm::log1p(-b);
+            (b, log_abar)
+        });
+    }
+    // Rescale: sqrt(abar_t) -> (sqrt(abar_t) - a_T) a_1 / (a_1 - a_T).
+    let log_abar_at = |t: usize| (1..=t).map(|i| libm::log1p(-kind.beta(i, steps))).sum::<f64>();
+    let a1 = libm::exp(0.5 * log_abar_at(1));
+    let at = libm::exp(0.5 * log_abar_at(steps));
+    let (mut orig, mut prev_new) = (0.0, 0.0);
+    fill(table, steps, |i| {
+        orig += libm::log1p(-kind.beta(i, steps));
+        let b = (libm::exp(0.5 * orig) - at) * a1 / (a1 - at);
+        let new = if i == steps || b <= 0.0 { f64::NEG_INFINITY } else { 2.0 * libm::log(b) };
+        let beta = -libm::expm1(new - prev_new);
+        prev_new = new;
+        (beta, new)
+    })
+}
+
+/// [`Schedule::from_log_snr`]'s table written into the caller's `table[..steps]`.
+pub fn fill_log_snr_table<S: LogSnrSchedule + ?Sized>(schedule: &S, steps: usize, table: &mut [Step]) -> Result<()> {
+    check_steps(steps, table.len())?;
+    let mut prev_lambda = f64::INFINITY;
+    for i in 1..=steps {
+        let lambda = schedule.log_snr(i as f64 / steps as f64);
+        if lambda.partial_cmp(&prev_lambda) != Some(core::cmp::Ordering::Less) {
+            return Err(Error::NonMonotoneSnr { t: i });
+        }
+        prev_lambda = lambda;
+    }
+    let mut prev = 0.0;
+    fill(table, steps, |i| {
+        let log_abar = log_sigmoid(schedule.log_snr(i as f64 / steps as f64));
+        let beta = -libm::expm1(log_abar - prev);
+        prev = log_abar;
+        (beta, log_abar)
+    })
+}
+
+/// Fills `table[..steps]` from `(beta_t, log abar_t)` in f64, t = 1..=steps.
+fn fill(table: &mut [Step], steps: usize, mut next: impl FnMut(usize) -> (f64, f64)) -> Result<()> {
+    let mut prev = Marginal::DATA;
+    let (mut prev_abar, mut prev_oma) = (1.0f64, 0.0f64);
+    for t in 1..=steps {
+        let (beta, log_abar) = next(t);
+        let terminal = t == steps && beta == 1.0;
+        if !(beta > 0.0 && (beta < 1.0 || terminal)) {
+            return Err(Error::InvalidBeta { t, beta });
+        }
+        let cur = Marginal::from_log_abar(log_abar);
+        let abar = libm::exp(log_abar);
+        let oma = -libm::expm1(log_abar);
+        let (c0, ct, var) = posterior_f64(prev_abar, prev_oma, oma, beta);
+        let snr_prev = if t == 1 { f64::INFINITY } else { prev_abar / prev_oma };
+        table[t - 1] = Step {
+            t,
+            steps,
+            beta: beta as f32,
+            alpha: (1.0 - beta) as f32,
+            log_beta: libm::log(beta) as f32,
+            cur,
+            prev,
+            snr: (abar / oma) as f32,
+            log_snr: (log_abar - libm::log(oma)) as f32,
+            snr_prev: snr_prev as f32,
+            posterior_variance: var as f32,
+            posterior_log_variance_clipped: if t == 1 { libm::log(beta) as f32 } else { libm::log(var) as f32 },
+            posterior_mean_coef_x0: c0 as f32,
+            posterior_mean_coef_xt: ct as f32,
+        };
+        prev = cur;
+        prev_abar = abar;
+        prev_oma = oma;
+    }
+    if steps >= 2 {
+        table[0].posterior_log_variance_clipped = table[1].posterior_log_variance_clipped;
+    }
+    Ok(())
 }
 
 fn check_steps(steps: usize, capacity: usize) -> Result<()> {

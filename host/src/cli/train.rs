@@ -316,9 +316,7 @@ pub(super) fn validate(a: &TrainCliArgs) -> Result<()> {
 pub fn run(a: &TrainCliArgs) -> Result<()> {
     validate(a)?;
     let pool = {
-        // Schedule tables and the importance sampler's history are fixed-size arrays built on
-        // the stack before they are boxed: give the workers room.
-        let mut b = rayon::ThreadPoolBuilder::new().stack_size(64 << 20);
+        let mut b = rayon::ThreadPoolBuilder::new();
         if let Some(t) = a.threads {
             b = b.num_threads(t);
         }
