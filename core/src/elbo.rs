@@ -16,7 +16,7 @@ use rand_core::Rng;
 use crate::denoiser::{Condition, Denoiser, NoiseLevel};
 use crate::error::{Error, Result, RunError, check_len};
 use crate::forward::q_sample_rng;
-use crate::gaussian::{LN_2PI, discretized_log_likelihood, kl, log_density, prior_kl};
+use crate::gaussian::{LN_2PI, discretized_log_likelihood, kl, log_density, mc_log_ratio, prior_kl};
 use crate::param::{Prediction, from_x0_eps, to_x0_eps};
 use crate::rng::standard_normal;
 use crate::schedule::{Marginal, NoiseSchedule, Step};
@@ -191,7 +191,7 @@ pub fn kl_term_mc<R: Rng + ?Sized>(
         let lv_p = var.log_var(step, i);
         let z = f64::from(standard_normal(rng));
         let d = c0 * x0_error(kind, &step.cur, p, x, zt) + sd_q * z;
-        sum += 0.5 * (lv_p - lv_q - z * z + d * d * libm::exp(-lv_p));
+        sum += mc_log_ratio(d, z, lv_q, lv_p);
     }
     Ok(sum)
 }

@@ -311,3 +311,40 @@ fn learned_range_variance() {
         assert!((moved - f64::from(st.beta).sqrt()).abs() < 1e-6, "{moved}");
     }
 }
+
+/// The derivatives training back-propagates (`kl_grad`, `nll_grad`, `mc_log_ratio_grad`)
+/// against central finite differences of the values, in f64, over a grid that includes
+/// tiny and large variances.
+#[test]
+fn term_derivatives_match_finite_differences() {
+    use elbo_core::gaussian::{TermGrad, kl_grad, mc_log_ratio, mc_log_ratio_grad, nll_grad};
+    let fd = |f: &dyn Fn(f64) -> f64, at: f64| {
+        let h = 1e-6 * at.abs().max(1.0);
+        (f(at + h) - f(at - h)) / (2.0 * h)
+    };
+    let close = |a: f64, b: f64, what: &str| {
+        assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{what}: analytic {a}, finite difference {b}");
+    };
+    let check = |g: TermGrad, value: &dyn Fn(f64, f64) -> f64, m: f64, lv: f64, what: &str| {
+        close(g.value, value(m, lv), what);
+        close(g.d_mean, fd(&|mm| value(mm, lv), m), &format!("{what} d/dmean"));
+        close(g.d_log_var, fd(&|ll| value(m, ll), lv), &format!("{what} d/dlogvar"));
+    };
+    for &mq in &[-1.3, 0.0, 0.4, 2.5] {
+        for &mp in &[-0.7, 0.1, 3.0] {
+            for &lvq in &[-9.0, -2.0, 0.3] {
+                for &lvp in &[-8.5, -1.0, 0.5] {
+                    let kl_of = |m: f64, lv: f64| kl(mq - m, lvq, lv);
+                    check(kl_grad(mq - mp, lvq, lvp), &kl_of, mp, lvp, "kl");
+                    let nll_of =
+                        |m: f64, lv: f64| 0.5 * (1.837_877_066_409_345_5 + lv + (mq - m).powi(2) * (-lv).exp());
+                    check(nll_grad(mq, mp, lvp), &nll_of, mp, lvp, "nll");
+                    let z = 0.37 * mq - 0.2;
+                    let y = mq + (0.5 * lvq).exp() * z;
+                    let mc_of = |m: f64, lv: f64| mc_log_ratio(y - m, z, lvq, lv);
+                    check(mc_log_ratio_grad(y - mp, z, lvq, lvp), &mc_of, mp, lvp, "mc");
+                }
+            }
+        }
+    }
+}

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use elbo_core::elbo::{ReverseVariance, reverse_log_variance};
-use elbo_core::gaussian::{LN_2PI, kl};
+use elbo_core::gaussian::{kl_grad, mc_log_ratio_grad, nll_grad};
 use elbo_core::param::{from_x0_eps, to_x0_eps};
 use elbo_core::rng::{uniform_below, uniform_f64};
 use elbo_core::timesteps::{LossSecondMomentResampler, TimeSampling};
@@ -191,32 +191,24 @@ impl ExampleCtx<'_> {
                 } else {
                     reverse_log_variance(st, self.variance, 0.0)
                 };
-                let inv_var_p = (-lv_p).exp();
                 let (x0_hat, _) = to_x0_eps(self.kind, f64::from(mean[i]), f64::from(xt[i]), a, s);
                 let e = f64::from(x0[i]) - x0_hat;
-                // (value, d value / d x0_hat, d value / d lv_p)
-                let (value, d_x0hat, d_lv) = if st.t == 1 {
-                    // decoder: -log N(x0; c0 x0_hat + ct x_1, sigma^2)
-                    let r = f64::from(x0[i]) - (c0 * x0_hat + ct * f64::from(xt[i]));
-                    (0.5 * (LN_2PI + lv_p + r * r * inv_var_p), -r * c0 * inv_var_p, 0.5 * (1.0 - r * r * inv_var_p))
+                // the core's terms with their derivatives in the model's mean
+                // m_p = c0 x0_hat + ct x_t (so d m_p / d x0_hat = c0) and log-variance
+                let term = if st.t == 1 {
+                    nll_grad(f64::from(x0[i]), c0 * x0_hat + ct * f64::from(xt[i]), lv_p)
                 } else if self.loss == Loss::Mc {
                     let zz = f64::from(z[i]);
-                    let m = c0 * e + sd_q * zz;
-                    (
-                        0.5 * (lv_p - lv_q - zz * zz + m * m * inv_var_p),
-                        -m * c0 * inv_var_p,
-                        0.5 * (1.0 - m * m * inv_var_p),
-                    )
+                    mc_log_ratio_grad(c0 * e + sd_q * zz, zz, lv_q, lv_p)
                 } else {
-                    let md = c0 * e;
-                    (kl(md, lv_q, lv_p), -c0 * md * inv_var_p, 0.5 * (1.0 - (lv_q - lv_p).exp() - md * md * inv_var_p))
+                    kl_grad(c0 * e, lv_q, lv_p)
                 };
-                total += vlb_scale * value;
+                total += vlb_scale * term.value;
                 if mean_grad {
-                    gm[i] += (vlb_scale * d_x0hat * dx0) as f32;
+                    gm[i] += (vlb_scale * term.d_mean * c0 * dx0) as f32;
                 }
                 if learned {
-                    gv[i] += (vlb_scale * d_lv * dlv_dv) as f32;
+                    gv[i] += (vlb_scale * term.d_log_var * dlv_dv) as f32;
                 }
             }
         }
