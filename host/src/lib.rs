@@ -25,6 +25,7 @@ pub mod model;
 pub mod network;
 pub mod nn;
 pub mod onnx;
+pub mod optimizer;
 pub mod plot;
 pub mod schedule;
 pub mod train;

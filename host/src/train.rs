@@ -1,11 +1,9 @@
-//! Training: AdamW with linear warm-up and cosine decay, global-norm gradient clipping, EMA
-//! weights; the losses of the core (simple, VLB with the Rao-Blackwellised or the Monte Carlo
+//! Training (the optimiser is [`crate::optimizer`]'s AdamW with EMA weights): the losses of the core (simple, VLB with the Rao-Blackwellised or the Monte Carlo
 //! estimator, hybrid, every weighting of the weighted-ELBO family) with uniform, antithetic or
 //! importance-sampled timesteps. Every random number comes from one seeded generator, drawn in
 //! a fixed order before the data-parallel part, so results do not depend on `--threads`; the
 //! full state is checkpointed, so a resumed run ends bit-identical to an uninterrupted one.
 
-use rayon::prelude::*;
 use std::path::Path;
 use std::time::Instant;
 
@@ -19,13 +17,14 @@ use elbo_core::{NoiseSchedule, Prediction, Step};
 use rand_core::SeedableRng;
 use rand_pcg::Pcg32;
 
-use crate::checkpoint::{Checkpoint, ModelConfig, ModelKind, RunState, TrainArgs};
+use crate::checkpoint::{Checkpoint, ModelConfig, ModelKind, RunState};
 use crate::continuous::Continuous;
 use crate::data::Dataset;
 use crate::error::{Result, input};
 use crate::kinds::{ScheduleKind, TimestepSampling};
 use crate::network::Network;
-use crate::nn::{PARAM_BLOCK, discrete_tau};
+use crate::nn::discrete_tau;
+use crate::optimizer::learning_rate;
 use crate::{HostSchedule, MAX_STEPS};
 
 /// The training objective.
@@ -125,15 +124,6 @@ impl<'de> serde::Deserialize<'de> for Loss {
 enum Sampler {
     Plain(TimeSampling),
     Importance(Box<LossSecondMomentResampler<MAX_STEPS, 10>>),
-}
-
-/// The AdamW learning rate at `step` (1-based): linear warm-up, then cosine decay to 0.
-pub fn learning_rate(args: &TrainArgs, step: u64) -> f64 {
-    if step <= args.warmup {
-        return args.lr * step as f64 / args.warmup.max(1) as f64;
-    }
-    let progress = step.saturating_sub(args.warmup) as f64 / args.steps.saturating_sub(args.warmup).max(1) as f64;
-    args.lr * 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())
 }
 
 /// One example's loss and its gradient with respect to the network output.
@@ -685,51 +675,21 @@ impl Trainer {
     /// Clips the network's gradient (a learned schedule's is left to Adam's scaling), takes an
     /// AdamW step and updates the EMA.
     fn update(&mut self, grad: Vec<f32>) {
-        let args = &self.ckpt.config.train;
-        let n_net =
+        // the network's parameters are clipped; a learned schedule's (after them) are not
+        let clipped =
             if self.ckpt.config.schedule.name == ScheduleKind::Learned { self.net.n_params() } else { grad.len() };
-        // the norm in fixed blocks, summed in order (the same for any thread count)
-        let norm = grad[..n_net]
-            .par_chunks(PARAM_BLOCK)
-            .map(|b| b.iter().map(|g| f64::from(*g) * f64::from(*g)).sum::<f64>())
-            .collect::<Vec<f64>>()
-            .iter()
-            .sum::<f64>()
-            .sqrt();
-        // the clipping factor of the network's part, applied in the optimiser's pass
-        let clip = (args.grad_clip > 0.0 && norm > args.grad_clip).then_some((args.grad_clip / norm) as f32);
         let k = self.ckpt.state.step + 1;
-        let lr = learning_rate(args, k);
-        let b = (0.9f64, 0.999f64);
-        let h = AdamW {
-            lr,
-            b1: b.0,
-            b2: b.1,
-            c1: 1.0 - b.0.powi(k as i32),
-            c2: 1.0 - b.1.powi(k as i32),
-            eps: 1e-8,
-            weight_decay: args.weight_decay,
-            ema: args.ema_decay.min((1.0 + k as f64) / (10.0 + k as f64)) as f32,
-        };
         let c = &mut self.ckpt;
-        c.params
-            .par_chunks_mut(PARAM_BLOCK)
-            .zip(c.adam_m.par_chunks_mut(PARAM_BLOCK))
-            .zip(c.adam_v.par_chunks_mut(PARAM_BLOCK))
-            .zip(c.ema.par_chunks_mut(PARAM_BLOCK))
-            .zip(grad.par_chunks(PARAM_BLOCK))
-            .enumerate()
-            .for_each(|(k, ((((p, m), v), e), g))| {
-                // blocks past the network's parameters (a learned schedule's) are not clipped
-                let net = n_net.saturating_sub(k * PARAM_BLOCK).min(g.len());
-                let (gn, gs) = g.split_at(net);
-                let (pn, ps) = p.split_at_mut(net);
-                let (mn, ms) = m.split_at_mut(net);
-                let (vn, vs) = v.split_at_mut(net);
-                let (en, es) = e.split_at_mut(net);
-                adamw_ema(&h, clip, gn, mn, vn, pn, en);
-                adamw_ema(&h, None, gs, ms, vs, ps, es);
-            });
+        crate::optimizer::step(
+            &c.config.train,
+            k,
+            &grad,
+            clipped,
+            &mut c.params,
+            &mut c.adam_m,
+            &mut c.adam_v,
+            &mut c.ema,
+        );
         c.state.step = k;
         c.config.step = k;
     }
@@ -757,43 +717,6 @@ impl Trainer {
             }
         }
         Ok(())
-    }
-}
-
-/// The constants of one AdamW step (Loshchilov & Hutter: decoupled weight decay) and the EMA
-/// decay.
-struct AdamW {
-    lr: f64,
-    b1: f64,
-    b2: f64,
-    /// `1 - b1^k`, `1 - b2^k`: the bias corrections at step `k`.
-    c1: f64,
-    c2: f64,
-    eps: f64,
-    weight_decay: f64,
-    ema: f32,
-}
-
-/// One AdamW step on a block of parameters (the gradient scaled by `clip` first, if given;
-/// moments in f32, arithmetic in f64), then the EMA
-/// of the new parameters. Element by element, so any split into blocks gives the same bits;
-/// compiled for the CPU's widest vectors, chosen at run time.
-#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx", "aarch64+neon"))]
-fn adamw_ema(h: &AdamW, clip: Option<f32>, grad: &[f32], m: &mut [f32], v: &mut [f32], p: &mut [f32], ema: &mut [f32]) {
-    for ((((&g, m), v), p), e) in grad.iter().zip(m.iter_mut()).zip(v.iter_mut()).zip(p.iter_mut()).zip(ema.iter_mut())
-    {
-        let g = f64::from(match clip {
-            Some(c) => g * c,
-            None => g,
-        });
-        let m1 = h.b1 * f64::from(*m) + (1.0 - h.b1) * g;
-        let v1 = h.b2 * f64::from(*v) + (1.0 - h.b2) * g * g;
-        *m = m1 as f32;
-        *v = v1 as f32;
-        let p0 = f64::from(*p);
-        let update = (m1 / h.c1) / ((v1 / h.c2).sqrt() + h.eps) + h.weight_decay * p0;
-        *p = (p0 - h.lr * update) as f32;
-        *e = h.ema * *e + (1.0 - h.ema) * *p;
     }
 }
 
