@@ -5,7 +5,6 @@ use clap::Args;
 use elbo_core::denoiser::{Condition, Denoiser, NoiseLevel};
 use elbo_core::elbo::{Decoder, ElboOptions, ElboOutput, ElboParts, ElboScratch, Estimator, ReverseVariance, neg_elbo};
 use elbo_core::elbo::{continuous_decoder_term, continuous_diffusion_term, continuous_prior_term};
-use elbo_core::gmm::OptimalDenoiser;
 use elbo_core::param::to_x0_eps;
 use elbo_core::rng::fill_standard_normal;
 use elbo_core::rng::uniform_f64;
@@ -332,38 +331,25 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     normalization.apply(&mut z);
     let mut rng = Pcg32::seed_from_u64(a.seed);
     let n_mmd = a.mmd_samples;
-    let (b, generated, exact) = match source {
-        Source::Trained(t) => {
-            let mut t = *t;
-            let b = match t.continuous() {
-                Some(c) => continuous_bound(&mut t, &c?, &z, a.times, &mut rng)?,
-                None => bound(&mut t, schedule.as_ref(), &z, opts, &mut rng)?,
-            };
-            let mut generated =
-                if n_mmd > 0 { Some(samples(&mut t, schedule.as_ref(), n_mmd, &mut rng)?) } else { None };
-            if let Some(g) = generated.as_mut() {
-                normalization.invert(g);
-            }
-            (b, generated, None)
-        }
-        Source::Onnx(o) => {
-            let mut o = o;
-            let b = bound(o.as_mut(), schedule.as_ref(), &z, opts, &mut rng)?;
-            let mut generated =
-                if n_mmd > 0 { Some(samples(o.as_mut(), schedule.as_ref(), n_mmd, &mut rng)?) } else { None };
-            if let Some(g) = generated.as_mut() {
-                normalization.invert(g);
-            }
-            (b, generated, None)
-        }
-        Source::Optimal(m) => m.with_core(|g| -> Result<_> {
-            let mut den = OptimalDenoiser::new(*g);
-            let b = bound(&mut den, schedule.as_ref(), &z, opts, &mut rng)?;
-            let generated = if n_mmd > 0 { Some(samples(&mut den, schedule.as_ref(), n_mmd, &mut rng)?) } else { None };
-            let nll = data.x.chunks_exact(dim).map(|x| -g.log_density(x).unwrap_or(f64::NAN)).sum::<f64>()
-                / data.len() as f64;
-            Ok((b, generated, Some(nll)))
-        })??,
+    // the bound: VDM's continuous-time one for a continuous-time checkpoint, else the discrete one
+    let continuous = match &source {
+        Source::Trained(t) => t.continuous().transpose()?,
+        _ => None,
+    };
+    let b = match (&mut source, continuous) {
+        (Source::Trained(t), Some(c)) => continuous_bound(t.as_mut(), &c, &z, a.times, &mut rng)?,
+        _ => bound(&mut source, schedule.as_ref(), &z, opts, &mut rng)?,
+    };
+    let mut generated = if n_mmd > 0 { Some(samples(&mut source, schedule.as_ref(), n_mmd, &mut rng)?) } else { None };
+    if let (Some(g), Some(nm)) = (generated.as_mut(), source.data_normalization()) {
+        nm.invert(g);
+    }
+    // the exact NLL where the model is a mixture's exact denoiser
+    let exact = match &source {
+        Source::Optimal(m) => Some(m.with_core(|g| {
+            data.x.chunks_exact(dim).map(|x| -g.log_density(x).unwrap_or(f64::NAN)).sum::<f64>() / data.len() as f64
+        })?),
+        _ => None,
     };
     let log_det = normalization.log_det();
     let n = data.len();

@@ -89,3 +89,60 @@ impl Source {
         }
     }
 }
+
+/// Any model source is a denoiser, so sampling, guidance and the bound are written once.
+impl elbo_core::Denoiser for Source {
+    type Error = crate::error::Error;
+
+    fn dim(&self) -> usize {
+        Source::dim(self)
+    }
+
+    fn prediction(&self) -> elbo_core::Prediction {
+        match self {
+            Source::Trained(t) => t.prediction,
+            Source::Optimal(_) => elbo_core::Prediction::X0,
+            Source::Onnx(o) => o.prediction(),
+        }
+    }
+
+    fn classes(&self) -> usize {
+        Source::classes(self)
+    }
+
+    fn predict(
+        &mut self,
+        x: &[f32],
+        level: elbo_core::NoiseLevel,
+        cond: elbo_core::Condition<'_>,
+        out: &mut [f32],
+    ) -> Result<()> {
+        match self {
+            Source::Trained(t) => t.predict(x, level, cond, out),
+            Source::Onnx(o) => o.predict(x, level, cond, out),
+            Source::Optimal(m) => m.with_core(|g| {
+                elbo_core::gmm::OptimalDenoiser::new(*g)
+                    .predict(x, level, cond, out)
+                    .map_err(|e| crate::error::flag("--model optimal", e))
+            })?,
+        }
+    }
+
+    fn learned_variance(&self) -> Option<&[f32]> {
+        match self {
+            Source::Trained(t) => t.learned_variance(),
+            _ => None,
+        }
+    }
+}
+
+impl Source {
+    /// The normalisation to invert on samples, if the model has one.
+    pub fn data_normalization(&self) -> Option<Normalization> {
+        match self {
+            Source::Trained(t) => Some(t.normalization.clone()),
+            Source::Optimal(_) => None,
+            Source::Onnx(o) => o.normalization.clone(),
+        }
+    }
+}

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use clap::Args;
 use elbo_core::denoiser::{Condition, Denoiser};
 use elbo_core::elbo::ReverseVariance;
-use elbo_core::gmm::OptimalDenoiser;
 use elbo_core::rng::fill_standard_normal;
 use elbo_core::sampler::{AnnealedLangevin, ClassifierFree, ClassifierGuided, Ddim, Ddpm, Spacing, Timesteps};
 use elbo_core::{NoiseSchedule, RunError};
@@ -268,51 +267,22 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     let gamma = a.guidance.unwrap_or(1.0);
     let mut guide_buf = vec![0.0f32; x.len()];
     let shape = source.shape();
-    match source {
-        Source::Trained(mut t) => {
-            let normalization = t.normalization.clone();
-            if let Some(clf) = classifier.as_mut() {
-                let mut g = ClassifierGuided::new(&mut *t, clf, classes, gamma, &mut guide_buf)
-                    .map_err(|e| flag("--guidance", e))?;
-                draw(a, &mut g, schedule.as_ref(), &mut x, cond, &mut rng)?;
-            } else if labels.is_some() {
-                let mut g = ClassifierFree::new(&mut *t, gamma, &mut guide_buf).map_err(|e| flag("--guidance", e))?;
-                draw(a, &mut g, schedule.as_ref(), &mut x, cond, &mut rng)?;
-            } else {
-                draw(a, &mut *t, schedule.as_ref(), &mut x, cond, &mut rng)?;
-            }
-            normalization.invert(&mut x);
-        }
-        Source::Onnx(mut o) => {
-            let normalization = o.normalization.clone();
-            if classifier.is_some() {
-                return Err(input("--classifier: guides a checkpoint directory's model (not an ONNX file)"));
-            } else if labels.is_some() {
-                let mut g = ClassifierFree::new(&mut *o, gamma, &mut guide_buf).map_err(|e| flag("--guidance", e))?;
-                draw(a, &mut g, schedule.as_ref(), &mut x, cond, &mut rng)?;
-            } else {
-                draw(a, &mut *o, schedule.as_ref(), &mut x, cond, &mut rng)?;
-            }
-            if let Some(nm) = normalization {
-                nm.invert(&mut x);
-            }
-        }
-        Source::Optimal(m) => {
-            m.with_core(|g| -> Result<()> {
-                let mut den = OptimalDenoiser::new(*g);
-                if let Some(clf) = classifier.as_mut() {
-                    let mut gd = ClassifierGuided::new(&mut den, clf, classes, gamma, &mut guide_buf)
-                        .map_err(|e| flag("--guidance", e))?;
-                    draw(a, &mut gd, schedule.as_ref(), &mut x, cond, &mut rng)
-                } else if labels.is_some() {
-                    let mut gd =
-                        ClassifierFree::new(&mut den, gamma, &mut guide_buf).map_err(|e| flag("--guidance", e))?;
-                    draw(a, &mut gd, schedule.as_ref(), &mut x, cond, &mut rng)
-                } else {
-                    draw(a, &mut den, schedule.as_ref(), &mut x, cond, &mut rng)
-                }
-            })??;
-        }
+    if classifier.is_some() && matches!(source, Source::Onnx(_)) {
+        return Err(input("--classifier: guides a checkpoint directory's model (not an ONNX file)"));
+    }
+    let normalization = source.data_normalization();
+    if let Some(clf) = classifier.as_mut() {
+        let mut g = ClassifierGuided::new(&mut source, clf, classes, gamma, &mut guide_buf)
+            .map_err(|e| flag("--guidance", e))?;
+        draw(a, &mut g, schedule.as_ref(), &mut x, cond, &mut rng)?;
+    } else if labels.is_some() {
+        let mut g = ClassifierFree::new(&mut source, gamma, &mut guide_buf).map_err(|e| flag("--guidance", e))?;
+        draw(a, &mut g, schedule.as_ref(), &mut x, cond, &mut rng)?;
+    } else {
+        draw(a, &mut source, schedule.as_ref(), &mut x, cond, &mut rng)?;
+    }
+    if let Some(nm) = normalization {
+        nm.invert(&mut x);
     }
     write_samples(&a.out, &x, &shape)?;
     eprintln!("wrote {n} samples to {}", a.out.display());
