@@ -34,3 +34,23 @@ pub fn flag(name: &str, e: elbo_core::Error) -> Error {
 
 /// The result of a command.
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Maps an error of a run that called a model: bad input (from the core, or a model that
+/// reports bad input, e.g. an ONNX file whose output does not fit) keeps exit code 2.
+pub fn run_error<E: std::fmt::Display + 'static>(e: elbo_core::RunError<E>) -> Error {
+    use Error;
+    use elbo_core::RunError;
+    match e {
+        RunError::Core(c) => input(format!("{c}")),
+        RunError::Model(m) => {
+            let any = &m as &dyn std::any::Any;
+            match (any.downcast_ref::<Error>(), any.downcast_ref::<RunError<Error>>()) {
+                (Some(Error::Input(msg)), _) | (_, Some(RunError::Model(Error::Input(msg)))) => {
+                    input(format!("model: {msg}"))
+                }
+                (_, Some(RunError::Core(c))) => input(format!("{c}")),
+                _ => Error::Internal(anyhow::anyhow!("model: {m}")),
+            }
+        }
+    }
+}

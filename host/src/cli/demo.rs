@@ -15,10 +15,10 @@ use elbo_core::sampler::{Ddim, Ddpm, Spacing};
 use rand_core::SeedableRng;
 use rand_pcg::Pcg32;
 
-use super::eval::bound;
 use super::train::TrainCliArgs;
 use crate::data::DataSpec;
 use crate::error::{Error, Result, input};
+use crate::evaluate::bound;
 use crate::io::{csv_rows, write_atomic};
 use crate::metrics::{median_bandwidth, mmd2};
 use crate::model::Trained;

@@ -4,12 +4,11 @@
 mod data;
 mod demo;
 mod eval;
-mod experiment;
 mod export;
 mod model_arg;
 mod sample;
 mod schedule;
-mod train;
+pub(crate) mod train;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -43,7 +42,7 @@ enum Command {
     /// Export a trained model (FILE.bin: a weight blob for no_std devices).
     Export(export::ExportArgs),
     /// Run an experiment of the seeds and write a report (likelihood).
-    Experiment(experiment::ExperimentArgs),
+    Experiment(crate::experiments::ExperimentArgs),
     /// Print the tables of a noise schedule.
     Schedule(schedule::ScheduleArgs),
     /// The main job on built-in data: sample, evaluate the bound, write a report.
@@ -102,7 +101,7 @@ pub fn main() -> ExitCode {
         Command::Sample(a) => sample::run(&a),
         Command::Eval(a) => eval::run(&a),
         Command::Export(a) => export::run(&a),
-        Command::Experiment(a) => experiment::run(&a),
+        Command::Experiment(a) => crate::experiments::run(&a),
         Command::Schedule(a) => schedule::run(&a),
         Command::Demo(a) => demo::run(&a),
     };
@@ -131,26 +130,6 @@ pub(crate) fn print_line(line: impl std::fmt::Display) -> Result<()> {
             Err(crate::error::Error::Internal(anyhow::anyhow!("writing to standard output: {e}")))
         }
         _ => Ok(()),
-    }
-}
-
-/// Maps an error of a run that called a model: bad input (from the core, or a model that
-/// reports bad input, e.g. an ONNX file whose output does not fit) keeps exit code 2.
-pub(crate) fn run_error<E: std::fmt::Display + 'static>(e: elbo_core::RunError<E>) -> crate::error::Error {
-    use crate::error::Error;
-    use elbo_core::RunError;
-    match e {
-        RunError::Core(c) => input(format!("{c}")),
-        RunError::Model(m) => {
-            let any = &m as &dyn std::any::Any;
-            match (any.downcast_ref::<Error>(), any.downcast_ref::<RunError<Error>>()) {
-                (Some(Error::Input(msg)), _) | (_, Some(RunError::Model(Error::Input(msg)))) => {
-                    input(format!("model: {msg}"))
-                }
-                (_, Some(RunError::Core(c))) => input(format!("{c}")),
-                _ => Error::Internal(anyhow::anyhow!("model: {m}")),
-            }
-        }
     }
 }
 

@@ -3,20 +3,20 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use elbo_core::NoiseSchedule;
 use elbo_core::denoiser::{Condition, Denoiser};
-use elbo_core::elbo::ReverseVariance;
 use elbo_core::rng::fill_standard_normal;
-use elbo_core::sampler::{AnnealedLangevin, ClassifierFree, ClassifierGuided, Ddim, Ddpm, Spacing, Timesteps};
-use elbo_core::{NoiseSchedule, RunError};
+use elbo_core::sampler::{ClassifierFree, ClassifierGuided};
 use rand_core::SeedableRng;
 use rand_pcg::Pcg32;
 
 use super::ScheduleOpts;
 use super::model_arg::Source;
 use crate::data::load_file;
-use crate::error::{Error, Result, flag, input};
+use crate::error::{Result, flag, input};
 use crate::io::write_samples;
 use crate::kinds::{SamplerKind, SpacingKind, VarianceChoice};
+use crate::sampling::SamplerOptions;
 
 /// Arguments of `elbo sample`.
 #[derive(Debug, Args)]
@@ -85,13 +85,24 @@ pub struct SampleArgs {
     pub onnx: crate::onnx::OnnxOpts,
 }
 
-fn run_err<E: std::fmt::Display + 'static>(e: RunError<E>) -> Error {
-    super::run_error(e)
+impl SampleArgs {
+    /// The sampler's options.
+    pub fn sampler_options(&self) -> SamplerOptions {
+        SamplerOptions {
+            sampler: self.sampler,
+            steps: self.steps,
+            eta: self.eta,
+            spacing: self.spacing,
+            variance: self.variance,
+            clip: self.clip,
+            langevin_steps: self.langevin_steps,
+            langevin_step_size: self.langevin_step_size,
+        }
+    }
 }
 
 /// Draws samples in model space, in place in `x`.
-#[allow(clippy::too_many_arguments)]
-pub fn draw<D: Denoiser>(
+fn draw<D: Denoiser>(
     a: &SampleArgs,
     den: &mut D,
     schedule: &dyn NoiseSchedule,
@@ -102,48 +113,7 @@ pub fn draw<D: Denoiser>(
 where
     D::Error: std::fmt::Display + 'static,
 {
-    let mut scratch = vec![0.0f32; x.len()];
-    let t = schedule.steps();
-    let spacing = Spacing::from(a.spacing);
-    let variance = match (a.variance, den.learned_variance().is_some()) {
-        (VarianceChoice::Small, _) | (VarianceChoice::Auto, false) => ReverseVariance::Small,
-        (VarianceChoice::Large, _) => ReverseVariance::Large,
-        (VarianceChoice::Learned | VarianceChoice::Auto, true) => ReverseVariance::LearnedRange,
-        (VarianceChoice::Learned, false) => {
-            return Err(input("--variance learned: the model has no variance output"));
-        }
-    };
-    match a.sampler {
-        SamplerKind::Ddpm => {
-            let timesteps = match a.steps {
-                None => None,
-                Some(k) => Some(Timesteps::new(spacing, k, t, 0).map_err(|e| flag("--steps", e))?),
-            };
-            Ddpm { variance, clip: a.clip, timesteps }
-                .sample(den, schedule, x, &mut scratch, cond, rng)
-                .map_err(run_err)
-        }
-        SamplerKind::Ddim => {
-            let mut ddim = Ddim::new(a.eta, spacing, a.steps.unwrap_or(50.min(t)), t).map_err(|e| match e {
-                elbo_core::Error::InvalidParameter { .. } => flag("--eta", e),
-                e => flag("--steps", e),
-            })?;
-            ddim.clip = a.clip;
-            ddim.sample(den, schedule, x, &mut scratch, cond, rng).map_err(run_err)
-        }
-        SamplerKind::Langevin => {
-            let levels =
-                Timesteps::new(spacing, a.steps.unwrap_or(100.min(t)), t, 0).map_err(|e| flag("--steps", e))?;
-            AnnealedLangevin {
-                levels,
-                steps_per_level: a.langevin_steps,
-                step_size: a.langevin_step_size,
-                denoise: true,
-            }
-            .sample(den, schedule, x, &mut scratch, cond, rng)
-            .map_err(run_err)
-        }
-    }
+    crate::sampling::sample(&a.sampler_options(), den, schedule, x, cond, rng)
 }
 
 pub fn run(a: &SampleArgs) -> Result<()> {

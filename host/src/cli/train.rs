@@ -331,7 +331,7 @@ fn training_data(args: &TrainArgs) -> Result<crate::data::Dataset> {
 }
 
 /// A fresh run of the command line's arguments (step 0).
-pub(super) fn new_trainer(a: &TrainCliArgs) -> Result<Trainer> {
+pub(crate) fn new_trainer(a: &TrainCliArgs) -> Result<Trainer> {
     let schedule = if a.schedule.schedule.is_continuous() { None } else { Some(a.schedule.build()?) };
     let train = TrainArgs {
         data: a.data.clone(),

@@ -97,7 +97,7 @@ pub fn run(a: &ExperimentArgs) -> Result<()> {
 fn write_report(a: &ExperimentArgs, md: &str) -> Result<()> {
     write_atomic(&a.out.join("report.md"), md.as_bytes())?;
     eprintln!("{md}");
-    super::print_line(a.out.join("report.md").display())?;
+    crate::cli::print_line(a.out.join("report.md").display())?;
     Ok(())
 }
 
@@ -321,7 +321,7 @@ fn estimator_variances(
 type Curve = Vec<(f64, f64)>;
 
 fn rb_variance(a: &ExperimentArgs) -> Result<()> {
-    use super::train::{TrainCliArgs, new_trainer};
+    use crate::cli::train::{TrainCliArgs, new_trainer};
     use crate::metrics::{median_bandwidth, mmd2};
     use crate::model::Trained;
     use elbo_core::sampler::{Ddim, Spacing};
@@ -371,7 +371,7 @@ fn rb_variance(a: &ExperimentArgs) -> Result<()> {
                 Ddim::new(0.0, Spacing::Trailing, 50, sched.steps())
                     .map_err(|e| input(format!("{e}")))?
                     .sample(&mut model, sched.as_ref(), &mut x, &mut scratch, Condition::Unconditional, &mut rng)
-                    .map_err(super::run_error)?;
+                    .map_err(crate::error::run_error)?;
                 norm.invert(&mut x);
                 mmd_pts.push((k as f64, mmd2(&x, &held_out.x, dim, h)));
             }

@@ -15,11 +15,11 @@ use rand_core::SeedableRng;
 use rand_pcg::Pcg32;
 
 use super::{ExperimentArgs, write_report};
-use crate::cli::eval::{bound, continuous_bound};
 use crate::cli::train::{TrainCliArgs, new_trainer};
 use crate::continuous::Continuous;
 use crate::data::{DataSpec, Dataset, Mixture};
 use crate::error::{Error, Result, input};
+use crate::evaluate::{bound, continuous_bound};
 use crate::metrics::{median_bandwidth, mmd2};
 use crate::model::{Trained, TrainedClassifier};
 
@@ -83,7 +83,7 @@ fn figures(model: &mut Trained, held_out: &Dataset, h: f64, seed: u64) -> Result
     let mean = b.parts.total + ld;
     let var = b.per_example.iter().map(|e| (e + ld - mean).powi(2)).sum::<f64>() / (n - 1.0);
     let per_dim = dim as f64 * std::f64::consts::LN_2;
-    let mut x = super::super::eval::samples(model, sched.as_ref(), held_out.len(), &mut rng)?;
+    let mut x = crate::evaluate::samples(model, sched.as_ref(), held_out.len(), &mut rng)?;
     norm.invert(&mut x);
     Ok(Figures {
         bpd: (mean / per_dim, (var / n).sqrt() / per_dim),
@@ -376,7 +376,7 @@ pub(super) fn guidance(a: &ExperimentArgs) -> Result<()> {
                     let mut d = ClassifierFree::new(&mut cfg, gamma, &mut buf).map_err(|e| input(format!("{e}")))?;
                     Ddpm::default()
                         .sample(&mut d, sched.as_ref(), &mut x, &mut scratch, cond, &mut rng)
-                        .map_err(crate::cli::run_error)?;
+                        .map_err(crate::error::run_error)?;
                     cfg.normalization.clone()
                 } else {
                     let sched = unc.schedule()?;
@@ -486,7 +486,7 @@ pub(super) fn vae(a: &ExperimentArgs) -> Result<()> {
     for (name, family) in [("VAE (1 level)", "vae"), ("HVAE (2 levels)", "hvae")] {
         let (c, _) = train_checkpoint(a, &format!("model-{family}"), &["--data", &data, "--family", family])?;
         let v = c.config.vae_net().ok_or_else(|| input("not a VAE checkpoint"))?;
-        let (nats, se) = crate::cli::eval::vae_bound(&v, &c.ema, &c.config.normalization, &held_out.x, a.seed + 2)?;
+        let (nats, se) = crate::evaluate::vae_bound(&v, &c.ema, &c.config.normalization, &held_out.x, a.seed + 2)?;
         let mut rng = Pcg32::seed_from_u64(a.seed + 3);
         let n = held_out.len();
         let mut normals = vec![0.0f32; n * (v.normals_per_example() + dim)];

@@ -1,0 +1,109 @@
+//! Sampling as a library function: any [`Denoiser`] (a checkpoint, an ONNX model, the exact
+//! denoiser of a mixture, or a guided one) with any sampler of the core.
+
+use elbo_core::denoiser::{Condition, Denoiser};
+use elbo_core::elbo::ReverseVariance;
+use elbo_core::sampler::{AnnealedLangevin, Ddim, Ddpm, Spacing, Timesteps};
+use elbo_core::{NoiseSchedule, RunError};
+use rand_pcg::Pcg32;
+
+use crate::error::{Error, Result, flag, input};
+use crate::kinds::{SamplerKind, SpacingKind, VarianceChoice};
+
+fn run_err<E: std::fmt::Display + 'static>(e: RunError<E>) -> Error {
+    crate::error::run_error(e)
+}
+
+/// How to sample: the options of `elbo sample` that choose and tune the sampler.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplerOptions {
+    /// The sampler.
+    pub sampler: SamplerKind,
+    /// Sampling steps (default: all `T` for DDPM, 50 for DDIM, 100 levels for Langevin).
+    pub steps: Option<usize>,
+    /// DDIM's eta.
+    pub eta: f32,
+    /// Timestep spacing of the strided samplers.
+    pub spacing: SpacingKind,
+    /// DDPM's reverse variance (`Auto`: the model's learned one if it has one, else small).
+    pub variance: VarianceChoice,
+    /// Clamp the predicted `x_0` to `[-R, R]`.
+    pub clip: Option<f32>,
+    /// Langevin iterations per noise level.
+    pub langevin_steps: usize,
+    /// Langevin step size (times `1 - abar_t`).
+    pub langevin_step_size: f32,
+}
+
+impl Default for SamplerOptions {
+    /// The command line's defaults.
+    fn default() -> Self {
+        SamplerOptions {
+            sampler: SamplerKind::Ddpm,
+            steps: None,
+            eta: 0.0,
+            spacing: SpacingKind::Trailing,
+            variance: VarianceChoice::Auto,
+            clip: None,
+            langevin_steps: 10,
+            langevin_step_size: 0.5,
+        }
+    }
+}
+
+/// Samples in place: `x` holds `x_T` on entry (any denoiser, any schedule) and the samples in
+/// the model's space on return; every random number from `rng`.
+pub fn sample<D: Denoiser>(
+    a: &SamplerOptions,
+    den: &mut D,
+    schedule: &dyn NoiseSchedule,
+    x: &mut [f32],
+    cond: Condition<'_>,
+    rng: &mut Pcg32,
+) -> Result<()>
+where
+    D::Error: std::fmt::Display + 'static,
+{
+    let mut scratch = vec![0.0f32; x.len()];
+    let t = schedule.steps();
+    let spacing = Spacing::from(a.spacing);
+    let variance = match (a.variance, den.learned_variance().is_some()) {
+        (VarianceChoice::Small, _) | (VarianceChoice::Auto, false) => ReverseVariance::Small,
+        (VarianceChoice::Large, _) => ReverseVariance::Large,
+        (VarianceChoice::Learned | VarianceChoice::Auto, true) => ReverseVariance::LearnedRange,
+        (VarianceChoice::Learned, false) => {
+            return Err(input("--variance learned: the model has no variance output"));
+        }
+    };
+    match a.sampler {
+        SamplerKind::Ddpm => {
+            let timesteps = match a.steps {
+                None => None,
+                Some(k) => Some(Timesteps::new(spacing, k, t, 0).map_err(|e| flag("--steps", e))?),
+            };
+            Ddpm { variance, clip: a.clip, timesteps }
+                .sample(den, schedule, x, &mut scratch, cond, rng)
+                .map_err(run_err)
+        }
+        SamplerKind::Ddim => {
+            let mut ddim = Ddim::new(a.eta, spacing, a.steps.unwrap_or(50.min(t)), t).map_err(|e| match e {
+                elbo_core::Error::InvalidParameter { .. } => flag("--eta", e),
+                e => flag("--steps", e),
+            })?;
+            ddim.clip = a.clip;
+            ddim.sample(den, schedule, x, &mut scratch, cond, rng).map_err(run_err)
+        }
+        SamplerKind::Langevin => {
+            let levels =
+                Timesteps::new(spacing, a.steps.unwrap_or(100.min(t)), t, 0).map_err(|e| flag("--steps", e))?;
+            AnnealedLangevin {
+                levels,
+                steps_per_level: a.langevin_steps,
+                step_size: a.langevin_step_size,
+                denoise: true,
+            }
+            .sample(den, schedule, x, &mut scratch, cond, rng)
+            .map_err(run_err)
+        }
+    }
+}
