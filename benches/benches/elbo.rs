@@ -39,7 +39,7 @@ fn bound(c: &mut Criterion) {
                 Condition::Unconditional,
                 opts,
                 &mut rng,
-                ElboScratch { xt: &mut xt, eps: &mut eps, pred: &mut pred },
+                ElboScratch { xt: &mut xt, eps: &mut eps, pred: &mut pred, var: &mut [] },
                 ElboOutput { per_example: &mut per_example, per_step: &mut per_step },
             )
             .unwrap()

@@ -64,12 +64,25 @@ pub trait Denoiser {
         cond: Condition<'_>,
         out: &mut [f32],
     ) -> Result<(), Self::Error>;
-    /// For models that also predict their reverse variance (improved-diffusion's
-    /// `learned_range`): the variance output `v` (one per coordinate, `[-1, 1]` spans
-    /// `[log btilde_t, log beta_t]`) of the last [`predict`](Self::predict) call. `None` for
-    /// fixed-variance models.
-    fn learned_variance(&self) -> Option<&[f32]> {
-        None
+    /// Whether the model also predicts its reverse variance (improved-diffusion's
+    /// `learned_range`; Nichol & Dhariwal 2021, eq. 15).
+    fn has_variance(&self) -> bool {
+        false
+    }
+    /// [`predict`](Self::predict), and for a model with a variance head its variance output
+    /// `v` into `variance` (one per coordinate, same layout as `out`; `[-1, 1]` spans
+    /// `[log btilde_t, log beta_t]`). Called only when [`has_variance`](Self::has_variance);
+    /// the default predicts and writes the midpoint 0.
+    fn predict_with_variance(
+        &mut self,
+        x: &[f32],
+        level: NoiseLevel,
+        cond: Condition<'_>,
+        out: &mut [f32],
+        variance: &mut [f32],
+    ) -> Result<(), Self::Error> {
+        variance.fill(0.0);
+        self.predict(x, level, cond, out)
     }
 }
 
@@ -93,8 +106,18 @@ impl<D: Denoiser + ?Sized> Denoiser for &mut D {
     ) -> Result<(), Self::Error> {
         (**self).predict(x, level, cond, out)
     }
-    fn learned_variance(&self) -> Option<&[f32]> {
-        (**self).learned_variance()
+    fn has_variance(&self) -> bool {
+        (**self).has_variance()
+    }
+    fn predict_with_variance(
+        &mut self,
+        x: &[f32],
+        level: NoiseLevel,
+        cond: Condition<'_>,
+        out: &mut [f32],
+        variance: &mut [f32],
+    ) -> Result<(), Self::Error> {
+        (**self).predict_with_variance(x, level, cond, out, variance)
     }
 }
 

@@ -286,7 +286,7 @@ pub enum Estimator {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ElboOptions {
     /// The reverse variance (`LearnedRange` reads the model's
-    /// [`learned_variance`](Denoiser::learned_variance)).
+    /// [`predict_with_variance`](Denoiser::predict_with_variance)).
     pub variance: ReverseVariance,
     /// RB or MC for `L_{t-1}`.
     pub estimator: Estimator,
@@ -302,6 +302,9 @@ pub struct ElboScratch<'a> {
     pub eps: &'a mut [f32],
     /// Receives the denoiser's prediction.
     pub pred: &'a mut [f32],
+    /// Receives a learned-variance model's variance output (as long as `pred` with
+    /// [`ReverseVariance::LearnedRange`]; may be empty otherwise).
+    pub var: &'a mut [f32],
 }
 
 /// Where a full evaluation writes its results (nats).
@@ -367,18 +370,20 @@ pub fn neg_elbo<D: Denoiser, S: NoiseSchedule + ?Sized, R: Rng + ?Sized>(
     for t in 1..=steps {
         let step = schedule.step(t)?;
         q_sample_rng(&step.cur, x0, rng, scratch.eps, scratch.xt)?;
-        denoiser.predict(scratch.xt, NoiseLevel::of(&step), cond, scratch.pred).map_err(RunError::Model)?;
-        let learned = match opts.variance {
-            ReverseVariance::LearnedRange => Some(
-                denoiser
-                    .learned_variance()
-                    .ok_or(Error::Unsupported("learned variance: the model has no variance output"))?,
-            ),
-            _ => None,
+        let level = NoiseLevel::of(&step);
+        let learned = if opts.variance == ReverseVariance::LearnedRange {
+            if !denoiser.has_variance() {
+                return Err(Error::Unsupported("learned variance: the model has no variance output").into());
+            }
+            check_len(x0.len(), scratch.var.len())?;
+            denoiser
+                .predict_with_variance(scratch.xt, level, cond, scratch.pred, scratch.var)
+                .map_err(RunError::Model)?;
+            Some(&*scratch.var)
+        } else {
+            denoiser.predict(scratch.xt, level, cond, scratch.pred).map_err(RunError::Model)?;
+            None
         };
-        if let Some(v) = learned {
-            check_len(x0.len(), v.len())?;
-        }
         let lv = reverse_log_variance(&step, opts.variance, 0.0);
         let mut sum = 0.0;
         let rows = x0.chunks_exact(dim).zip(scratch.xt.chunks_exact(dim)).zip(scratch.pred.chunks_exact(dim));

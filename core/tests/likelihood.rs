@@ -42,7 +42,7 @@ fn gap(steps: usize, estimator: Estimator, variance: ReverseVariance, n: usize) 
         Condition::Unconditional,
         opts,
         &mut rng,
-        ElboScratch { xt: &mut xt, eps: &mut eps, pred: &mut pred },
+        ElboScratch { xt: &mut xt, eps: &mut eps, pred: &mut pred, var: &mut [] },
         ElboOutput { per_example: &mut per_example, per_step: &mut per_step },
     )
     .unwrap();

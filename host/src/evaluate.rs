@@ -3,7 +3,7 @@
 //! the MMD. `elbo eval`, the demo and the experiments call these.
 
 use elbo_core::denoiser::{Condition, Denoiser, NoiseLevel};
-use elbo_core::elbo::{ElboOptions, ElboOutput, ElboParts, ElboScratch, neg_elbo};
+use elbo_core::elbo::{ElboOptions, ElboOutput, ElboParts, ElboScratch, ReverseVariance, neg_elbo};
 use elbo_core::elbo::{continuous_decoder_term, continuous_diffusion_term, continuous_prior_term};
 use elbo_core::param::to_x0_eps;
 use elbo_core::rng::{fill_standard_normal, uniform_f64};
@@ -38,6 +38,7 @@ where
 {
     let n = x.len() / den.dim();
     let (mut xt, mut eps, mut pred) = (vec![0.0; x.len()], vec![0.0; x.len()], vec![0.0; x.len()]);
+    let mut var = if opts.variance == ReverseVariance::LearnedRange { vec![0.0; x.len()] } else { vec![] };
     let mut per_example = vec![0.0; n];
     let mut per_step = vec![0.0; schedule.steps()];
     let parts = neg_elbo(
@@ -47,7 +48,7 @@ where
         Condition::Unconditional,
         opts,
         rng,
-        ElboScratch { xt: &mut xt, eps: &mut eps, pred: &mut pred },
+        ElboScratch { xt: &mut xt, eps: &mut eps, pred: &mut pred, var: &mut var },
         ElboOutput { per_example: &mut per_example, per_step: &mut per_step },
     )
     .map_err(crate::error::run_error)?;

@@ -30,10 +30,8 @@ pub struct Trained {
     pub config: ModelConfig,
     t_buf: Vec<f32>,
     label_buf: Vec<u32>,
-    /// Raw outputs (mean and variance channels) of a learned-variance model.
+    /// Scratch for the raw outputs (mean and variance channels) of a learned-variance model.
     raw: Vec<f32>,
-    /// The variance outputs of the last prediction.
-    var: Vec<f32>,
 }
 
 /// Builds the schedule a model was trained with (a continuous-time one discretised to its
@@ -91,7 +89,6 @@ impl Trained {
             t_buf: vec![],
             label_buf: vec![],
             raw: vec![],
-            var: vec![],
         })
     }
 
@@ -203,6 +200,35 @@ impl Denoiser for Trained {
     }
 
     fn predict(&mut self, x: &[f32], level: NoiseLevel, cond: Condition<'_>, out: &mut [f32]) -> Result<()> {
+        self.forward(x, level, cond, out, None)
+    }
+
+    fn has_variance(&self) -> bool {
+        self.has_learned_variance()
+    }
+
+    fn predict_with_variance(
+        &mut self,
+        x: &[f32],
+        level: NoiseLevel,
+        cond: Condition<'_>,
+        out: &mut [f32],
+        variance: &mut [f32],
+    ) -> Result<()> {
+        self.forward(x, level, cond, out, Some(variance))
+    }
+}
+
+impl Trained {
+    /// The network's prediction and (a learned-variance model, when asked) its variance output.
+    fn forward(
+        &mut self,
+        x: &[f32],
+        level: NoiseLevel,
+        cond: Condition<'_>,
+        out: &mut [f32],
+        variance: Option<&mut [f32]>,
+    ) -> Result<()> {
         let n = x.len() / self.dim();
         self.t_buf.clear();
         // Continuous-time models read t = t_i / T of the discretisation they are sampled on.
@@ -222,22 +248,26 @@ impl Denoiser for Trained {
             (Condition::Class(l), _) => Some(l),
         };
         if !self.has_learned_variance() {
+            if let Some(v) = variance {
+                v.fill(0.0);
+            }
             self.net.forward(&self.params, x, &self.t_buf, labels, out);
             return Ok(());
         }
         let d = self.dim();
         self.raw.resize(2 * x.len(), 0.0);
         self.net.forward(&self.params, x, &self.t_buf, labels, &mut self.raw);
-        self.var.resize(x.len(), 0.0);
-        for ((row, o), v) in self.raw.chunks_exact(2 * d).zip(out.chunks_exact_mut(d)).zip(self.var.chunks_exact_mut(d))
-        {
+        for (row, o) in self.raw.chunks_exact(2 * d).zip(out.chunks_exact_mut(d)) {
             o.copy_from_slice(&row[..d]);
-            v.copy_from_slice(&row[d..]);
+        }
+        if let Some(v) = variance {
+            if v.len() != x.len() {
+                return Err(input(format!("variance buffer of {} values for {} inputs", v.len(), x.len())));
+            }
+            for (row, vr) in self.raw.chunks_exact(2 * d).zip(v.chunks_exact_mut(d)) {
+                vr.copy_from_slice(&row[d..]);
+            }
         }
         Ok(())
-    }
-
-    fn learned_variance(&self) -> Option<&[f32]> {
-        self.has_learned_variance().then_some(&self.var[..])
     }
 }

@@ -64,10 +64,9 @@ pub fn sample<D: Denoiser>(
 where
     D::Error: std::fmt::Display + 'static,
 {
-    let mut scratch = vec![0.0f32; x.len()];
     let t = schedule.steps();
     let spacing = Spacing::from(a.spacing);
-    let variance = match (a.variance, den.learned_variance().is_some()) {
+    let variance = match (a.variance, den.has_variance()) {
         (VarianceChoice::Small, _) | (VarianceChoice::Auto, false) => ReverseVariance::Small,
         (VarianceChoice::Large, _) => ReverseVariance::Large,
         (VarianceChoice::Learned | VarianceChoice::Auto, true) => ReverseVariance::LearnedRange,
@@ -75,6 +74,9 @@ where
             return Err(input("--variance learned: the model has no variance output"));
         }
     };
+    // DDPM with a learned variance takes the model's variance output in a second half
+    let learned_ddpm = a.sampler == SamplerKind::Ddpm && variance == ReverseVariance::LearnedRange;
+    let mut scratch = vec![0.0f32; if learned_ddpm { 2 * x.len() } else { x.len() }];
     match a.sampler {
         SamplerKind::Ddpm => {
             let timesteps = match a.steps {

@@ -191,7 +191,7 @@ fn bound(args: &[String]) -> serde_json::Value {
             Condition::Unconditional,
             opts,
             &mut rng,
-            ElboScratch { xt: &mut xt, eps: &mut eps, pred: &mut pred },
+            ElboScratch { xt: &mut xt, eps: &mut eps, pred: &mut pred, var: &mut [] },
             ElboOutput { per_example: &mut per_example, per_step: &mut per_step },
         )
         .unwrap();

@@ -101,7 +101,9 @@ impl Default for Ddpm {
 }
 
 impl Ddpm {
-    /// Runs the chain from `x = x_T` to `x_0`; `scratch` (same length) receives model outputs.
+    /// Runs the chain from `x = x_T` to `x_0`; `scratch` receives model outputs: the same length
+    /// as `x`, or twice that with [`ReverseVariance::LearnedRange`] (the prediction, then the
+    /// model's variance output).
     pub fn sample<D: Denoiser, S: NoiseSchedule + ?Sized, R: Rng + ?Sized>(
         &self,
         denoiser: &mut D,
@@ -111,6 +113,17 @@ impl Ddpm {
         cond: Condition<'_>,
         rng: &mut R,
     ) -> core::result::Result<(), RunError<D::Error>> {
+        let learned = self.variance == ReverseVariance::LearnedRange;
+        if learned && !denoiser.has_variance() {
+            return Err(Error::Unsupported("learned variance: the model has no variance output").into());
+        }
+        let n = x.len();
+        let (scratch, var) = if learned {
+            check_len(2 * n, scratch.len())?;
+            scratch.split_at_mut(n)
+        } else {
+            scratch.split_at_mut(scratch.len().min(n))
+        };
         check_batch(denoiser, x, scratch, cond)?;
         let ts = match self.timesteps {
             Some(ts) => ts,
@@ -119,14 +132,13 @@ impl Ddpm {
         let kind = denoiser.prediction();
         for i in 0..ts.len() {
             let step = stride(schedule, ts.get(i)?, ts.next_in_sequence(i)?)?;
-            denoiser.predict(x, NoiseLevel::of(&step), cond, scratch).map_err(RunError::Model)?;
-            let sigma = match self.variance {
-                ReverseVariance::LearnedRange => Sigma::LearnedRange(
-                    denoiser
-                        .learned_variance()
-                        .ok_or(Error::Unsupported("learned variance: the model has no variance output"))?,
-                ),
-                v => Sigma::Fixed(ddpm_sigma(&step, v)?),
+            let level = NoiseLevel::of(&step);
+            let sigma = if learned {
+                denoiser.predict_with_variance(x, level, cond, scratch, var).map_err(RunError::Model)?;
+                Sigma::LearnedRange(var)
+            } else {
+                denoiser.predict(x, level, cond, scratch).map_err(RunError::Model)?;
+                Sigma::Fixed(ddpm_sigma(&step, self.variance)?)
             };
             ddpm_update(&step, kind, scratch, x, sigma, self.clip, || standard_normal(rng))?;
         }

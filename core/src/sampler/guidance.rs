@@ -46,8 +46,8 @@ impl<D: Denoiser> Denoiser for ClassifierFree<'_, D> {
     fn classes(&self) -> usize {
         self.inner.classes()
     }
-    fn learned_variance(&self) -> Option<&[f32]> {
-        self.inner.learned_variance()
+    fn has_variance(&self) -> bool {
+        self.inner.has_variance()
     }
 
     fn predict(
@@ -57,17 +57,45 @@ impl<D: Denoiser> Denoiser for ClassifierFree<'_, D> {
         cond: Condition<'_>,
         out: &mut [f32],
     ) -> Result<(), Self::Error> {
+        self.guide(x, level, cond, out, None)
+    }
+
+    fn predict_with_variance(
+        &mut self,
+        x: &[f32],
+        level: NoiseLevel,
+        cond: Condition<'_>,
+        out: &mut [f32],
+        variance: &mut [f32],
+    ) -> Result<(), Self::Error> {
+        self.guide(x, level, cond, out, Some(variance))
+    }
+}
+
+impl<D: Denoiser> ClassifierFree<'_, D> {
+    /// The guided prediction; a learned variance comes from the conditional call (as
+    /// improved-diffusion's guided sampling takes it).
+    fn guide(
+        &mut self,
+        x: &[f32],
+        level: NoiseLevel,
+        cond: Condition<'_>,
+        out: &mut [f32],
+        variance: Option<&mut [f32]>,
+    ) -> Result<(), RunError<D::Error>> {
         if cond == Condition::Unconditional {
             return Err(Error::InvalidParameter { name: "guidance", reason: "a class label to guide towards" }.into());
         }
         if self.gamma != 1.0 {
-            // The unconditional call first, so that a learned variance comes from the
-            // conditional one (as improved-diffusion's guided sampling does).
             let uncond =
                 self.scratch.get_mut(..x.len()).ok_or(Error::DimensionMismatch { expected: x.len(), got: 0 })?;
             self.inner.predict(x, level, Condition::Unconditional, uncond).map_err(RunError::Model)?;
         }
-        self.inner.predict(x, level, cond, out).map_err(RunError::Model)?;
+        match variance {
+            Some(v) => self.inner.predict_with_variance(x, level, cond, out, v),
+            None => self.inner.predict(x, level, cond, out),
+        }
+        .map_err(RunError::Model)?;
         if self.gamma == 1.0 {
             return Ok(());
         }
@@ -142,8 +170,8 @@ impl<D: Denoiser, C: Classifier> Denoiser for ClassifierGuided<'_, D, C> {
     fn classes(&self) -> usize {
         self.classes
     }
-    fn learned_variance(&self) -> Option<&[f32]> {
-        self.inner.learned_variance()
+    fn has_variance(&self) -> bool {
+        self.inner.has_variance()
     }
 
     fn predict(
@@ -153,11 +181,40 @@ impl<D: Denoiser, C: Classifier> Denoiser for ClassifierGuided<'_, D, C> {
         cond: Condition<'_>,
         out: &mut [f32],
     ) -> Result<(), Self::Error> {
+        self.guide(x, level, cond, out, None)
+    }
+
+    fn predict_with_variance(
+        &mut self,
+        x: &[f32],
+        level: NoiseLevel,
+        cond: Condition<'_>,
+        out: &mut [f32],
+        variance: &mut [f32],
+    ) -> Result<(), Self::Error> {
+        self.guide(x, level, cond, out, Some(variance))
+    }
+}
+
+impl<D: Denoiser, C: Classifier> ClassifierGuided<'_, D, C> {
+    /// The guided prediction (the model's variance output, if asked for, is its own).
+    fn guide(
+        &mut self,
+        x: &[f32],
+        level: NoiseLevel,
+        cond: Condition<'_>,
+        out: &mut [f32],
+        variance: Option<&mut [f32]>,
+    ) -> Result<(), GuidedError<D::Error, C::Error>> {
         let Condition::Class(labels) = cond else {
             return Err(Error::InvalidParameter { name: "guidance", reason: "a class label to guide towards" }.into());
         };
         check_len(x.len(), out.len())?;
-        self.inner.predict(x, level, Condition::Unconditional, out).map_err(GuidedError::Denoiser)?;
+        match variance {
+            Some(v) => self.inner.predict_with_variance(x, level, Condition::Unconditional, out, v),
+            None => self.inner.predict(x, level, Condition::Unconditional, out),
+        }
+        .map_err(GuidedError::Denoiser)?;
         let grad = self.scratch.get_mut(..x.len()).ok_or(Error::DimensionMismatch { expected: x.len(), got: 0 })?;
         self.classifier.grad_log_prob(x, level, labels, grad).map_err(GuidedError::Classifier)?;
         let (a, s) = (level.sqrt_abar, level.sqrt_one_minus_abar);

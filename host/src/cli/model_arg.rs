@@ -128,10 +128,27 @@ impl elbo_core::Denoiser for Source {
         }
     }
 
-    fn learned_variance(&self) -> Option<&[f32]> {
+    fn has_variance(&self) -> bool {
         match self {
-            Source::Trained(t) => t.learned_variance(),
-            _ => None,
+            Source::Trained(t) => t.has_variance(),
+            _ => false,
+        }
+    }
+
+    fn predict_with_variance(
+        &mut self,
+        x: &[f32],
+        level: elbo_core::NoiseLevel,
+        cond: elbo_core::Condition<'_>,
+        out: &mut [f32],
+        variance: &mut [f32],
+    ) -> Result<()> {
+        match self {
+            Source::Trained(t) => t.predict_with_variance(x, level, cond, out, variance),
+            other => {
+                variance.fill(0.0);
+                other.predict(x, level, cond, out)
+            }
         }
     }
 }

@@ -208,7 +208,7 @@ fn likelihood(a: &ExperimentArgs) -> Result<()> {
                 Condition::Unconditional,
                 opts,
                 &mut rng,
-                ElboScratch { xt: &mut xt, eps: &mut eps, pred: &mut pred },
+                ElboScratch { xt: &mut xt, eps: &mut eps, pred: &mut pred, var: &mut [] },
                 ElboOutput { per_example: &mut per_example, per_step: &mut per_step },
             )
             .map_err(|e| Error::Internal(anyhow::anyhow!("{e}")))?;

@@ -497,7 +497,7 @@ fn samplers<W: Write>(o: &mut Out<'_, W>) {
             uncond,
             opts,
             &mut rng,
-            ElboScratch { xt: &mut xt, eps: &mut eps, pred: &mut pred },
+            ElboScratch { xt: &mut xt, eps: &mut eps, pred: &mut pred, var: &mut [] },
             ElboOutput { per_example: &mut per_example, per_step: &mut per_step },
         );
         let mut label = [0u8; 96];
