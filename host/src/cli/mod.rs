@@ -134,33 +134,44 @@ pub(crate) fn print_line(line: impl std::fmt::Display) -> Result<()> {
 }
 
 /// Schedule options shared by `train`, `eval`, `schedule` and `sample`.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, PartialEq, Args)]
 pub struct ScheduleOpts {
     /// The noise schedule; continuous time: vdm (linear gamma), cosine-logsnr, learned
     /// (trained jointly; `elbo train` only).
-    #[arg(long, value_enum, default_value_t = ScheduleKind::Linear)]
+    #[arg(long, value_enum, default_value_t = ScheduleOpts::DEFAULT.schedule)]
     pub schedule: ScheduleKind,
     /// Number of timesteps T.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = ScheduleOpts::DEFAULT.timesteps)]
     pub timesteps: usize,
     /// First beta of the linear-type schedules.
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = ScheduleOpts::DEFAULT.beta_start)]
     pub beta_start: f64,
     /// Last beta of the linear-type schedules.
-    #[arg(long, default_value_t = 0.02)]
+    #[arg(long, default_value_t = ScheduleOpts::DEFAULT.beta_end)]
     pub beta_end: f64,
     /// Rescale to zero terminal SNR (Lin et al. 2024).
     #[arg(long)]
     pub zero_terminal_snr: bool,
     /// Continuous-time schedules: log-SNR at t = 0 (VDM: 13.3).
-    #[arg(long, default_value_t = 13.3, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = ScheduleOpts::DEFAULT.log_snr_max, allow_negative_numbers = true)]
     pub log_snr_max: f64,
     /// Continuous-time schedules: log-SNR at t = 1 (VDM: -5).
-    #[arg(long, default_value_t = -5.0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = ScheduleOpts::DEFAULT.log_snr_min, allow_negative_numbers = true)]
     pub log_snr_min: f64,
 }
 
 impl ScheduleOpts {
+    /// The defaults (diffusers' linear schedule, T = 1000; VDM's log-SNR end points).
+    pub const DEFAULT: ScheduleOpts = ScheduleOpts {
+        schedule: ScheduleKind::Linear,
+        timesteps: 1000,
+        beta_start: 1e-4,
+        beta_end: 0.02,
+        zero_terminal_snr: false,
+        log_snr_max: 13.3,
+        log_snr_min: -5.0,
+    };
+
     /// The continuous-time schedule of `--schedule vdm|cosine-logsnr|learned` (`params`: the
     /// learned one's).
     pub fn continuous(&self, params: &[f32]) -> Result<crate::continuous::Continuous> {

@@ -6,13 +6,12 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::ScheduleOpts;
-use crate::checkpoint::{Checkpoint, ModelConfig, ModelKind, ScheduleConfig, TrainArgs};
-use crate::data::{DataSpec, Normalization};
+use crate::checkpoint::{Checkpoint, ModelConfig, ModelKind};
+use crate::data::Normalization;
 use crate::error::{Result, input};
-use crate::kinds::{Family, FixedVariance, Normalize, PredictionKind, ScheduleKind, TimestepSampling};
+use crate::kinds::{Family, FixedVariance, Normalize, PredictionKind, TimestepSampling};
 use crate::model::build_schedule;
-use crate::nn::MlpConfig;
-use crate::train::{Loss, Trainer};
+use crate::train::{Loss, TrainOptions, Trainer, check_normalized, training_data};
 
 /// Arguments of `elbo train`.
 #[derive(Debug, Args)]
@@ -24,15 +23,15 @@ pub struct TrainCliArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Optimisation steps.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = TrainOptions::DEFAULT.steps)]
     pub steps: u64,
     /// Batch size.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = TrainOptions::DEFAULT.batch)]
     pub batch: usize,
     #[command(flatten)]
     pub schedule: ScheduleOpts,
     /// What the network predicts.
-    #[arg(long, value_enum, default_value_t = PredictionKind::Eps)]
+    #[arg(long, value_enum, default_value_t = TrainOptions::DEFAULT.prediction)]
     pub prediction: PredictionKind,
     /// simple, vlb, mc, hybrid, or weighted:NAME[:PARAM] (default: simple; vlb, VDM's
     /// continuous-time bound, for continuous-time schedules, which take vlb or weighted:).
@@ -40,13 +39,13 @@ pub struct TrainCliArgs {
     pub loss: Option<Loss>,
     /// uniform, antithetic, stratified or importance (continuous time: uniform, or stratified
     /// for VDM's low-discrepancy times).
-    #[arg(long, value_enum, default_value_t = TimestepSampling::Uniform)]
+    #[arg(long, value_enum, default_value_t = TrainOptions::DEFAULT.t_sampling)]
     pub t_sampling: TimestepSampling,
     /// Reverse variance in the VLB terms.
-    #[arg(long, value_enum, default_value_t = FixedVariance::Large)]
+    #[arg(long, value_enum, default_value_t = TrainOptions::DEFAULT.variance)]
     pub variance: FixedVariance,
     /// Seed of every random number.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = TrainOptions::DEFAULT.seed)]
     pub seed: u64,
     /// Worker threads (default: all cores). Results do not depend on it.
     #[arg(long)]
@@ -55,31 +54,31 @@ pub struct TrainCliArgs {
     #[arg(long)]
     pub resume: bool,
     /// Training examples drawn from a generated set.
-    #[arg(long, default_value_t = 20000)]
+    #[arg(long, default_value_t = TrainOptions::DEFAULT.n_train)]
     pub n_train: usize,
     /// Peak learning rate.
-    #[arg(long, default_value_t = 2e-3)]
+    #[arg(long, default_value_t = TrainOptions::DEFAULT.lr)]
     pub lr: f64,
     /// Warm-up steps.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = TrainOptions::DEFAULT.warmup)]
     pub warmup: u64,
     /// AdamW weight decay.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = TrainOptions::DEFAULT.weight_decay)]
     pub weight_decay: f64,
     /// Gradient-norm clip (0: off).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = TrainOptions::DEFAULT.grad_clip)]
     pub grad_clip: f64,
     /// EMA decay.
-    #[arg(long, default_value_t = 0.995)]
+    #[arg(long, default_value_t = TrainOptions::DEFAULT.ema_decay)]
     pub ema_decay: f64,
     /// Hidden width.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = TrainOptions::DEFAULT.width)]
     pub width: usize,
     /// Hidden layers.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = TrainOptions::DEFAULT.depth)]
     pub depth: usize,
     /// Time embedding size.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = TrainOptions::DEFAULT.embed)]
     pub embed: usize,
     /// Also predict the reverse variance (improved-diffusion's learned_range); needs --loss
     /// hybrid, vlb or mc.
@@ -89,13 +88,13 @@ pub struct TrainCliArgs {
     #[arg(long)]
     pub conditional: bool,
     /// Probability of dropping the label during conditional training.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = TrainOptions::DEFAULT.cond_dropout)]
     pub cond_dropout: f64,
     /// Data normalisation: standard (per-coordinate mean and std) or none.
-    #[arg(long, value_enum, default_value_t = Normalize::Standard)]
+    #[arg(long, value_enum, default_value_t = TrainOptions::DEFAULT.normalize)]
     pub normalize: Normalize,
     /// Checkpoint every this many steps.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = TrainOptions::DEFAULT.checkpoint_every)]
     pub checkpoint_every: u64,
     /// Loss log interval.
     #[arg(long, default_value_t = 50)]
@@ -104,10 +103,10 @@ pub struct TrainCliArgs {
     #[arg(long)]
     pub plot: Option<PathBuf>,
     /// diffusion, or a baseline of the family: vae or hvae (two-level Markovian).
-    #[arg(long, value_enum, default_value_t = Family::Diffusion)]
+    #[arg(long, value_enum, default_value_t = TrainOptions::DEFAULT.family)]
     pub family: Family,
     /// Latent dimension of the vae/hvae baselines (per level).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = TrainOptions::DEFAULT.latent)]
     pub latent: usize,
     /// Train a noise-conditional classifier instead (`elbo train-classifier`).
     #[arg(skip)]
@@ -193,11 +192,38 @@ fn resume_differences(a: &TrainCliArgs, config: &ModelConfig) -> Vec<String> {
 impl TrainCliArgs {
     /// `--loss`, or its default for the schedule.
     pub fn loss(&self) -> Loss {
-        match self.loss {
-            _ if self.classifier => Loss::CrossEntropy,
-            Some(l) => l,
-            None if self.schedule.schedule.is_continuous() => Loss::Vlb,
-            None => Loss::Simple,
+        self.options().loss()
+    }
+
+    /// The typed options of the run these flags describe.
+    pub fn options(&self) -> TrainOptions {
+        TrainOptions {
+            data: self.data.clone(),
+            steps: self.steps,
+            batch: self.batch,
+            schedule: self.schedule.clone(),
+            prediction: self.prediction,
+            loss: self.loss,
+            t_sampling: self.t_sampling,
+            variance: self.variance,
+            seed: self.seed,
+            n_train: self.n_train,
+            lr: self.lr,
+            warmup: self.warmup,
+            weight_decay: self.weight_decay,
+            grad_clip: self.grad_clip,
+            ema_decay: self.ema_decay,
+            width: self.width,
+            depth: self.depth,
+            embed: self.embed,
+            learn_variance: self.learn_variance,
+            conditional: self.conditional,
+            cond_dropout: self.cond_dropout,
+            normalize: self.normalize,
+            checkpoint_every: self.checkpoint_every,
+            family: self.family,
+            latent: self.latent,
+            classifier: self.classifier,
         }
     }
 
@@ -215,102 +241,13 @@ impl TrainCliArgs {
 }
 
 pub(super) fn validate(a: &TrainCliArgs) -> Result<()> {
-    let positive = [
-        ("--steps", a.steps as f64),
-        ("--batch", a.batch as f64),
-        ("--width", a.width as f64),
-        ("--n-train", a.n_train as f64),
-    ];
-    for (name, v) in positive {
-        if v < 1.0 {
-            return Err(input(format!("{name}: expected a positive number")));
-        }
-    }
-    if a.embed < 2 || !a.embed.is_multiple_of(2) {
-        return Err(input("--embed: expected an even number >= 2"));
-    }
-    if !(a.lr > 0.0 && a.lr.is_finite()) {
-        return Err(input("--lr: expected a positive number"));
-    }
-    use super::check_range;
-    use crate::checkpoint::{MAX_BATCH, MAX_EXAMPLES};
-    if a.batch > MAX_BATCH || a.n_train > MAX_EXAMPLES {
-        return Err(input(format!("--batch, --n-train: limited to {MAX_BATCH} and {MAX_EXAMPLES}")));
-    }
-    check_range("--weight-decay", a.weight_decay, 0.0, 1e6, "a finite number >= 0")?;
-    check_range("--grad-clip", a.grad_clip, 0.0, f64::MAX, "a finite number >= 0 (0: off)")?;
-    if a.depth > 64 {
-        return Err(input("--depth: expected at most 64 layers"));
-    }
-    // the network's size with the smallest data (one value per example), then the training
-    // set and a batch's activations: refused before any data is made if the machine lacks it
-    let smallest = MlpConfig { dim: 1, width: a.width, depth: a.depth, embed: a.embed, classes: 0, out: 1 };
-    match smallest.checked_n_params() {
-        Some(n) if n <= crate::checkpoint::MAX_PARAMS => {
-            crate::io::check_memory("--width/--depth", n.checked_mul(6))?;
-        }
-        _ => {
-            return Err(input(format!(
-                "--width/--depth/--embed: above the limit of {} parameters",
-                crate::checkpoint::MAX_PARAMS
-            )));
-        }
-    }
-    crate::io::check_memory("--n-train", a.n_train.checked_mul(2))?;
-    crate::io::check_memory(
-        "--batch/--width/--depth",
-        crate::io::product(&[a.batch, a.width.saturating_add(a.embed), a.depth + 2, 4]),
-    )?;
-    if !(0.0..1.0).contains(&a.ema_decay) {
-        return Err(input("--ema-decay: expected a value in [0, 1)"));
-    }
-    if !(0.0..=1.0).contains(&a.cond_dropout) {
-        return Err(input("--cond-dropout: expected a probability"));
-    }
-    if a.checkpoint_every == 0 || a.log_every == 0 {
-        return Err(input("--checkpoint-every, --log-every: expected at least 1"));
+    if a.log_every == 0 {
+        return Err(input("--log-every: expected at least 1"));
     }
     if a.threads == Some(0) {
         return Err(input("--threads: expected at least 1"));
     }
-    if a.classifier && (a.schedule.schedule.is_continuous() || a.conditional || a.learn_variance) {
-        return Err(input("train-classifier: takes a discrete --schedule and no --conditional or --learn-variance"));
-    }
-    if a.classifier && a.loss.is_some() {
-        return Err(input("train-classifier: trains the cross-entropy; it takes no --loss"));
-    }
-    if a.loss == Some(Loss::CrossEntropy) {
-        return Err(input("--loss cross-entropy: is the classifier's (elbo train-classifier)"));
-    }
-    if a.family != Family::Diffusion && (a.conditional || a.classifier || a.latent == 0) {
-        return Err(input("--family vae|hvae: unconditional, with --latent at least 1"));
-    }
-    let loss = a.loss();
-    if a.schedule.schedule.is_continuous() {
-        if !matches!(loss, Loss::Vlb | Loss::Weighted(_)) {
-            return Err(input(format!(
-                "--loss {loss}: continuous-time schedules train vlb (VDM's bound) or weighted:NAME"
-            )));
-        }
-        if a.learn_variance {
-            return Err(input("--learn-variance: continuous-time models have no reverse variance to learn"));
-        }
-        if matches!(a.t_sampling, TimestepSampling::Importance | TimestepSampling::Antithetic) {
-            return Err(input("--t-sampling: continuous time takes uniform or stratified"));
-        }
-        if a.schedule.schedule == ScheduleKind::Learned && (loss != Loss::Vlb || a.prediction != PredictionKind::Eps) {
-            return Err(input("--schedule learned: trains with --loss vlb and --prediction eps"));
-        }
-        // the end points (and, for fixed schedules, the schedule itself)
-        let linear = crate::cli::ScheduleOpts { schedule: ScheduleKind::Vdm, ..a.schedule.clone() };
-        linear.continuous(&[])?;
-    }
-    if a.learn_variance && !matches!(loss, Loss::Hybrid | Loss::Vlb | Loss::Mc) {
-        return Err(input(
-            "--learn-variance: needs --loss hybrid, vlb or mc (the other losses do not train the variance)",
-        ));
-    }
-    Ok(())
+    a.options().validate()
 }
 
 pub fn run(a: &TrainCliArgs) -> Result<()> {
@@ -325,93 +262,9 @@ pub fn run(a: &TrainCliArgs) -> Result<()> {
     pool.install(|| train(a))
 }
 
-/// The training set of a run (regenerated from the stored arguments on resume).
-fn training_data(args: &TrainArgs) -> Result<crate::data::Dataset> {
-    DataSpec::parse(&args.data)?.load(args.n_train, args.seed)
-}
-
 /// A fresh run of the command line's arguments (step 0).
 pub(crate) fn new_trainer(a: &TrainCliArgs) -> Result<Trainer> {
-    let schedule = if a.schedule.schedule.is_continuous() { None } else { Some(a.schedule.build()?) };
-    let train = TrainArgs {
-        data: a.data.clone(),
-        n_train: a.n_train,
-        steps: a.steps,
-        batch: a.batch,
-        lr: a.lr,
-        warmup: a.warmup.min(a.steps),
-        weight_decay: a.weight_decay,
-        grad_clip: a.grad_clip,
-        ema_decay: a.ema_decay,
-        loss: a.loss(),
-        t_sampling: a.t_sampling,
-        variance: a.variance,
-        cond_dropout: a.cond_dropout,
-        seed: a.seed,
-        checkpoint_every: a.checkpoint_every,
-        data_fingerprint: None,
-    };
-    let mut data = training_data(&train)?;
-    let mut train = train;
-    train.data_fingerprint = Some(crate::checkpoint::data_fingerprint(&data.x, data.dim));
-    if a.classifier && data.classes == 1 {
-        return Err(input(format!("--data {}: a classifier needs at least two classes", a.data)));
-    }
-    if (a.conditional || a.classifier) && data.classes == 0 {
-        if a.classifier {
-            return Err(input(format!("--data {}: a classifier needs class labels (gmm: or a labelled CSV)", a.data)));
-        }
-        return Err(input(format!("--conditional: the data '{}' has no class labels", a.data)));
-    }
-    let normalization = match a.normalize {
-        Normalize::None => Normalization::identity(data.dim),
-        Normalize::Standard => Normalization::fit(&data.x, data.dim),
-    };
-    normalization.apply(&mut data.x);
-    check_normalized(&data.x, &a.data)?;
-    let config = ModelConfig {
-        format: "elbo-checkpoint".into(),
-        version: crate::checkpoint::CONFIG_VERSION,
-        step: 0,
-        mlp: MlpConfig {
-            dim: data.dim,
-            width: a.width,
-            depth: a.depth,
-            embed: a.embed,
-            classes: if a.conditional && !a.classifier { data.classes } else { 0 },
-            out: match (a.classifier, a.learn_variance) {
-                (true, _) => data.classes,
-                (false, true) => 2 * data.dim,
-                (false, false) => data.dim,
-            },
-        },
-        kind: match (a.classifier, a.family) {
-            (true, _) => ModelKind::Classifier,
-            (false, Family::Diffusion) => {
-                ModelKind::Denoiser { prediction: a.prediction, learned_variance: a.learn_variance }
-            }
-            (false, f) => ModelKind::Vae(crate::vae::VaeConfig {
-                latent: a.latent,
-                levels: if f == Family::Hvae { 2 } else { 1 },
-            }),
-        },
-        schedule: ScheduleConfig {
-            name: a.schedule.schedule,
-            timesteps: a.schedule.timesteps,
-            beta_start: a.schedule.beta_start,
-            beta_end: a.schedule.beta_end,
-            zero_terminal_snr: a.schedule.zero_terminal_snr,
-            log_snr_range: a
-                .schedule
-                .schedule
-                .is_continuous()
-                .then_some([a.schedule.log_snr_max, a.schedule.log_snr_min]),
-        },
-        normalization,
-        train,
-    };
-    config.validate().map_err(|e| input(format!("--data {}: {e}", a.data)))?;
-    Trainer::new(config, schedule, data)
+    a.options().trainer()
 }
 
 fn train(a: &TrainCliArgs) -> Result<()> {
@@ -472,14 +325,6 @@ fn train(a: &TrainCliArgs) -> Result<()> {
         let _ = std::fs::remove_dir_all(&a.out);
     }
     result
-}
-
-/// Refuses data whose normalised values overflow float32 (extreme but finite input).
-fn check_normalized(x: &[f32], data: &str) -> Result<()> {
-    if x.iter().any(|v| !v.is_finite()) {
-        return Err(input(format!("--data {data}: the values overflow float32 once normalised (rescale the data)")));
-    }
-    Ok(())
 }
 
 /// Checks an output PNG path before any work: its extension and its folder.

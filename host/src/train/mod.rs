@@ -4,6 +4,11 @@
 //! a fixed order before the data-parallel part, so results do not depend on `--threads`; the
 //! full state is checkpointed, so a resumed run ends bit-identical to an uninterrupted one.
 
+mod options;
+
+pub(crate) use options::check_normalized;
+pub use options::{TrainOptions, training_data};
+
 use std::path::Path;
 use std::time::Instant;
 
