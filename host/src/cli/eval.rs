@@ -94,63 +94,38 @@ pub struct EvalReport {
 
 use crate::evaluate::{bound, continuous_bound, samples, vae_bound};
 
-pub fn run(a: &EvalArgs) -> Result<()> {
-    if let Some(p) = &a.plot {
-        super::train::check_png(p, "--plot")?;
+/// `elbo eval` of a VAE or HVAE checkpoint: its own bound (16 draws per example).
+fn eval_vae(a: &EvalArgs, c: &crate::checkpoint::Checkpoint, v: &crate::vae::Vae) -> Result<()> {
+    let data = DataSpec::parse(&a.data)?.load(a.n, a.seed)?;
+    if data.dim != c.config.mlp.dim {
+        return Err(input(format!(
+            "--data {}: examples have {} values, the model expects {}",
+            a.data, data.dim, c.config.mlp.dim
+        )));
     }
-    if a.n == 0 || a.times == 0 {
-        return Err(input("--n, --times: expected at least 1"));
+    let (nats, se) = vae_bound(v, &c.ema, &c.config.normalization, &data.x, a.seed)?;
+    if !(nats.is_finite() && se.is_finite()) {
+        return Err(input(format!("--data {}: the bound is not finite (the data overflows the model)", a.data)));
     }
-    // generated sets are 2-D or a mixture's dimension (files are checked as they are read)
-    crate::io::check_memory("--n", crate::io::product(&[a.n, 64]))?;
-    crate::io::check_memory("--mmd-samples", crate::io::product(&[a.mmd_samples, 64]))?;
-    let dir = std::path::Path::new(&a.model);
-    if dir.join("config.json").is_file() {
-        let c = crate::checkpoint::Checkpoint::load(dir, false)?;
-        if let Some(v) = c.config.vae_net() {
-            let data = DataSpec::parse(&a.data)?.load(a.n, a.seed)?;
-            if data.dim != c.config.mlp.dim {
-                return Err(input(format!(
-                    "--data {}: examples have {} values, the model expects {}",
-                    a.data, data.dim, c.config.mlp.dim
-                )));
-            }
-            let (nats, se) = vae_bound(&v, &c.ema, &c.config.normalization, &data.x, a.seed)?;
-            if !(nats.is_finite() && se.is_finite()) {
-                return Err(input(format!(
-                    "--data {}: the bound is not finite (the data overflows the model)",
-                    a.data
-                )));
-            }
-            let per_dim = data.dim as f64 * std::f64::consts::LN_2;
-            if a.json {
-                let j = serde_json::json!({"neg_elbo_nats": nats, "neg_elbo_nats_se": se, "bpd": nats / per_dim, "bpd_se": se / per_dim, "n": data.len(), "dims": data.dim});
-                super::print_line(j)?;
-            }
-            eprintln!(
-                "-ELBO   {nats:.4} +- {se:.4} nats/example   {:.4} +- {:.4} bits/dim   (n = {}, D = {}, VAE, 16 draws)",
-                nats / per_dim,
-                se / per_dim,
-                data.len(),
-                data.dim
-            );
-            return Ok(());
-        }
+    let per_dim = data.dim as f64 * std::f64::consts::LN_2;
+    if a.json {
+        let j = serde_json::json!({"neg_elbo_nats": nats, "neg_elbo_nats_se": se, "bpd": nats / per_dim, "bpd_se": se / per_dim, "n": data.len(), "dims": data.dim});
+        super::print_line(j)?;
     }
-    let mut source = Source::load(&a.model, Some(&a.data), &a.onnx)?;
-    let spec = DataSpec::parse(&a.data)?;
-    let data: Dataset = spec.load(a.n, a.seed)?;
-    if let Source::Onnx(o) = &mut source
-        && o.shape.is_empty()
-    {
-        o.set_shape(&data.shape)?;
-    }
-    let dim = source.dim();
-    if data.dim != dim {
-        return Err(input(format!("--data {}: examples have {} values, the model expects {dim}", a.data, data.dim)));
-    }
-    let schedule = source.schedule(&a.schedule)?;
-    let learned = match &source {
+    eprintln!(
+        "-ELBO   {nats:.4} +- {se:.4} nats/example   {:.4} +- {:.4} bits/dim   (n = {}, D = {}, VAE, 16 draws)",
+        nats / per_dim,
+        se / per_dim,
+        data.len(),
+        data.dim
+    );
+    Ok(())
+}
+
+/// The options of the discrete bound for `source` on `data`: the reverse variance, the
+/// estimator and the decoder (continuous, or discretised to `--bins K` levels).
+fn elbo_options(a: &EvalArgs, source: &Source, data: &Dataset) -> Result<ElboOptions> {
+    let learned = match source {
         Source::Trained(t) => t.has_learned_variance(),
         _ => false,
     };
@@ -182,7 +157,72 @@ pub fn run(a: &EvalArgs) -> Result<()> {
             Decoder::Discretized { levels: k }
         }
     };
-    let opts = ElboOptions { variance, estimator, decoder };
+    Ok(ElboOptions { variance, estimator, decoder })
+}
+
+/// Prints the report on stderr (and as JSON on stdout with `--json`).
+fn print_report(a: &EvalArgs, report: &EvalReport, diffusion: f64) -> Result<()> {
+    if a.json {
+        super::print_line(serde_json::to_string(report).map_err(anyhow::Error::from)?)?;
+    }
+    eprintln!(
+        "-ELBO   {:.4} +- {:.4} nats/example   {:.4} +- {:.4} bits/dim   (n = {}, D = {}, {} / {})",
+        report.neg_elbo_nats,
+        report.neg_elbo_nats_se,
+        report.bpd,
+        report.bpd_se,
+        report.n,
+        report.dims,
+        a.estimator,
+        format!("{:?}", a.variance).to_lowercase()
+    );
+    eprintln!("  prior L_T      {:.3e} nats", report.prior_nats);
+    eprintln!("  sum L_1..L_T-1 {diffusion:.4} nats");
+    eprintln!("  decoder L_0    {:.4} nats", report.decoder_nats);
+    if let Some(e) = report.exact_nll_nats {
+        eprintln!("  exact NLL      {e:.4} nats (gap {:.4})", report.neg_elbo_nats - e);
+    }
+    if let (Some(m), Some(h)) = (report.mmd, report.mmd_bandwidth) {
+        eprintln!(
+            "MMD^2 samples vs data {m:.3e} (Gaussian kernel, bandwidth {h:.3}){}",
+            report.mmd_data.map_or(String::new(), |d| format!("; two data draws {d:.3e}"))
+        );
+    }
+    Ok(())
+}
+
+pub fn run(a: &EvalArgs) -> Result<()> {
+    if let Some(p) = &a.plot {
+        super::train::check_png(p, "--plot")?;
+    }
+    if a.n == 0 || a.times == 0 {
+        return Err(input("--n, --times: expected at least 1"));
+    }
+    // generated sets are 2-D or a mixture's dimension (files are checked as they are read)
+    crate::io::check_memory("--n", crate::io::product(&[a.n, 64]))?;
+    crate::io::check_memory("--mmd-samples", crate::io::product(&[a.mmd_samples, 64]))?;
+    let dir = std::path::Path::new(&a.model);
+    if dir.join("config.json").is_file() {
+        let c = crate::checkpoint::Checkpoint::load(dir, false)?;
+        if let Some(v) = c.config.vae_net() {
+            return eval_vae(a, &c, &v);
+        }
+    }
+    let mut source = Source::load(&a.model, Some(&a.data), &a.onnx)?;
+    let spec = DataSpec::parse(&a.data)?;
+    let data: Dataset = spec.load(a.n, a.seed)?;
+    if let Source::Onnx(o) = &mut source
+        && o.shape.is_empty()
+    {
+        o.set_shape(&data.shape)?;
+    }
+    let dim = source.dim();
+    if data.dim != dim {
+        return Err(input(format!("--data {}: examples have {} values, the model expects {dim}", a.data, data.dim)));
+    }
+    let schedule = source.schedule(&a.schedule)?;
+    let opts = elbo_options(a, &source, &data)?;
+    let normalization = source.normalization();
     let mut z = data.x.clone();
     normalization.apply(&mut z);
     let mut rng = Pcg32::seed_from_u64(a.seed);
@@ -242,7 +282,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         mmd_bandwidth: h,
         exact_nll_nats: exact,
         estimator: a.estimator.to_string(),
-        variance: format!("{variance:?}"),
+        variance: format!("{:?}", opts.variance),
     };
     let finite = [report.neg_elbo_nats, report.neg_elbo_nats_se, report.prior_nats, report.decoder_nats]
         .into_iter()
@@ -260,29 +300,5 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         let pts: Vec<(f64, f64)> = report.terms_nats.iter().enumerate().map(|(i, &v)| ((i + 2) as f64, v)).collect();
         crate::plot::curve(p, "per-step terms L_{t-1} of -ELBO (nats)", "t", "nats", &pts, true)?;
     }
-    if a.json {
-        super::print_line(serde_json::to_string(&report).map_err(anyhow::Error::from)?)?;
-    }
-    eprintln!(
-        "-ELBO   {:.4} +- {:.4} nats/example   {:.4} +- {:.4} bits/dim   (n = {n}, D = {dim}, {} / {})",
-        report.neg_elbo_nats,
-        se,
-        report.bpd,
-        report.bpd_se,
-        a.estimator,
-        format!("{:?}", a.variance).to_lowercase()
-    );
-    eprintln!("  prior L_T      {:.3e} nats", report.prior_nats);
-    eprintln!("  sum L_1..L_T-1 {:.4} nats", b.parts.diffusion);
-    eprintln!("  decoder L_0    {:.4} nats", report.decoder_nats);
-    if let Some(e) = exact {
-        eprintln!("  exact NLL      {e:.4} nats (gap {:.4})", total - e);
-    }
-    if let (Some(m), Some(h)) = (mmd, h) {
-        eprintln!(
-            "MMD^2 samples vs data {m:.3e} (Gaussian kernel, bandwidth {h:.3}){}",
-            mmd_data.map_or(String::new(), |d| format!("; two data draws {d:.3e}"))
-        );
-    }
-    Ok(())
+    print_report(a, &report, b.parts.diffusion)
 }
