@@ -25,8 +25,8 @@ pub fn shipped() -> (PathBuf, PathBuf) {
 /// time embedding, 3 hidden layers of 128, SiLU; batch 512, AdamW with warm-up and cosine
 /// decay, gradient clipping, EMA; `L_simple`, uniform timesteps, linear schedule, T = 1000).
 pub fn two_moons_trainer(steps: u64) -> Trainer {
-    let steps = steps.to_string();
-    elbo::cli::trainer(&["--data", "two-moons", "--out", "unused", "--seed", "0", "--steps", &steps])
+    elbo::train::TrainOptions { data: "two-moons".into(), steps, seed: 0, ..elbo::train::TrainOptions::DEFAULT }
+        .trainer()
         .expect("the default two-moons run builds")
 }
 

@@ -51,20 +51,6 @@ enum Command {
 
 pub use export::blob as export_blob;
 
-/// A fresh trainer for the flags of `elbo train` (without `elbo train`), built and validated as
-/// the command builds it; for benchmarks and programs that drive training step by step.
-pub fn trainer(flags: &[&str]) -> Result<crate::train::Trainer> {
-    #[derive(Parser)]
-    struct Flags {
-        #[command(flatten)]
-        args: train::TrainCliArgs,
-    }
-    let f = Flags::try_parse_from(std::iter::once("train").chain(flags.iter().copied()))
-        .map_err(|e| input(e.to_string().lines().next().unwrap_or("bad flags").to_string()))?;
-    train::validate(&f.args)?;
-    train::new_trainer(&f.args)
-}
-
 /// Runs the tool; returns the exit code (0 success, 2 bad input, 1 internal error).
 pub fn main() -> ExitCode {
     use clap::{CommandFactory, FromArgMatches, parser::ValueSource};

@@ -321,9 +321,9 @@ fn estimator_variances(
 type Curve = Vec<(f64, f64)>;
 
 fn rb_variance(a: &ExperimentArgs) -> Result<()> {
-    use crate::cli::train::{TrainCliArgs, new_trainer};
     use crate::metrics::{median_bandwidth, mmd2};
     use crate::model::Trained;
+    use crate::train::{Loss, TrainOptions};
     use elbo_core::sampler::{Ddim, Spacing};
     let data = if a.data == "8gaussians" { "two-moons".to_string() } else { a.data.clone() };
     let spec = DataSpec::parse(&data)?;
@@ -333,24 +333,25 @@ fn rb_variance(a: &ExperimentArgs) -> Result<()> {
     let ts: Vec<usize> = [2usize, 3, 5, 10, 20, 50, 100, 200, 300, 500, 700, 900, 1000].to_vec();
     let h = median_bandwidth(&held_out.x, dim);
     let every = (a.steps / 10).max(1);
-    let steps = a.steps.to_string();
-    let seed = a.seed.to_string();
     let mut report = String::new();
     // (loss name, loss curve, MMD curve), each as (step, value) points
     let mut curves: Vec<(String, Curve, Curve)> = Vec::new();
     let mut variances = Vec::new();
-    for loss in ["vlb", "mc"] {
-        let dir = a.out.join(format!("model-{loss}")).to_string_lossy().into_owned();
-        let args = TrainCliArgs::from_flags(&[
-            "--data", &data, "--loss", loss, "--steps", &steps, "--seed", &seed, "--out", &dir,
-        ])?;
-        let mut tr = new_trainer(&args)?;
+    for loss in [Loss::Vlb, Loss::Mc] {
+        let opts = TrainOptions {
+            data: data.clone(),
+            loss: Some(loss),
+            steps: a.steps,
+            seed: a.seed,
+            ..TrainOptions::DEFAULT
+        };
+        let mut tr = opts.trainer()?;
         let norm = tr.ckpt.config.normalization.clone();
         let mut z = held_out.x.clone();
         norm.apply(&mut z);
         let mut rng = Pcg32::seed_from_u64(a.seed + 7);
         let snapshot = |tr: &crate::train::Trainer| Trained::new(tr.ckpt.config.clone(), tr.ckpt.params.clone());
-        if loss == "vlb" {
+        if loss == Loss::Vlb {
             variances.push(("initialisation", estimator_variances(&mut snapshot(&tr)?, &z, &ts, &mut rng)?));
         }
         let (mut loss_pts, mut mmd_pts) = (Vec::new(), Vec::new());
@@ -376,7 +377,7 @@ fn rb_variance(a: &ExperimentArgs) -> Result<()> {
                 mmd_pts.push((k as f64, mmd2(&x, &held_out.x, dim, h)));
             }
         }
-        if loss == "vlb" {
+        if loss == Loss::Vlb {
             variances.push(("after training (RB model)", estimator_variances(&mut snapshot(&tr)?, &z, &ts, &mut rng)?));
         }
         curves.push((loss.to_string(), loss_pts, mmd_pts));

@@ -350,10 +350,14 @@ pub(super) fn guidance(a: &ExperimentArgs) -> Result<()> {
         if clf_dir.join("config.json").exists() {
             std::fs::remove_dir_all(&clf_dir).map_err(|e| input(format!("{}: {e}", clf_dir.display())))?;
         }
-        let (steps, seed, out) = (a.steps.to_string(), a.seed.to_string(), clf_dir.to_string_lossy().into_owned());
-        let mut args = TrainCliArgs::from_flags(&["--data", &spec, "--steps", &steps, "--seed", &seed, "--out", &out])?;
-        args.classifier = true;
-        new_trainer(&args)?.run(&clf_dir, 100, |_, _, _| {})?;
+        let opts = crate::train::TrainOptions {
+            data: spec.clone(),
+            steps: a.steps,
+            seed: a.seed,
+            classifier: true,
+            ..crate::train::TrainOptions::DEFAULT
+        };
+        opts.trainer()?.run(&clf_dir, 100, |_, _, _| {})?;
     }
     let mut clf = TrainedClassifier::load(&clf_dir)?;
     let k = mixture.weights.len();
