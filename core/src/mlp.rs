@@ -32,10 +32,21 @@ pub const MAX_WIDTH: usize = 256;
 /// `ln(10000)`, the time embedding's frequency range.
 const LN_10000: f32 = 9.210_340_5;
 
+/// The embedding time of the 1-based timestep `t` of a discrete model: the 0-based `t - 1`
+/// (the timestep diffusers and ONNX exports feed).
+pub fn discrete_tau(t: usize) -> f32 {
+    t.saturating_sub(1) as f32
+}
+
+/// The embedding time of `t` in `[0, 1]` of a continuous-time model: `1000 t`.
+pub fn continuous_tau(t: f64) -> f32 {
+    (1000.0 * t) as f32
+}
+
 /// improved-diffusion's sinusoidal `timestep_embedding` of the 0-based timestep `t - 1`:
 /// `out[k] = cos((t - 1) f_k)`, `out[E/2 + k] = sin((t - 1) f_k)`, `f_k = exp(-ln(10000) k / (E/2))`.
 pub fn timestep_embedding(t: usize, out: &mut [f32]) {
-    time_embedding(t.saturating_sub(1) as f32, out);
+    time_embedding(discrete_tau(t), out);
 }
 
 /// The same embedding of a real time `tau` (continuous-time models embed `tau = 1000 t`,

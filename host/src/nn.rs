@@ -363,15 +363,7 @@ pub struct Grads {
     pub input: Option<Vec<f32>>,
 }
 
-/// The embedding time of the 1-based timestep `t` of a discrete model: `t - 1`.
-pub fn discrete_tau(t: usize) -> f32 {
-    t.saturating_sub(1) as f32
-}
-
-/// The embedding time of `t` in `[0, 1]` of a continuous-time model: `1000 t`.
-pub fn continuous_tau(t: f64) -> f32 {
-    (1000.0 * t) as f32
-}
+pub use elbo_core::mlp::{continuous_tau, discrete_tau};
 
 /// Adds `bias` to every row of `z` and applies SiLU in place; with `slope`, writes `SiLU'`
 /// at each pre-activation there. Compiled for the CPU's widest vectors, chosen at run time
