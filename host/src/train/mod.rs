@@ -5,18 +5,18 @@
 //! full state is checkpointed, so a resumed run ends bit-identical to an uninterrupted one.
 
 mod continuous;
+mod objective;
 mod options;
 
 pub use continuous::{ContinuousBatch, ContinuousGrads, continuous_grads};
+use objective::{Example, Objective};
 pub(crate) use options::check_normalized;
 pub use options::{TrainOptions, training_data};
 
 use std::path::Path;
 use std::time::Instant;
 
-use elbo_core::elbo::{ReverseVariance, reverse_log_variance};
-use elbo_core::gaussian::{kl_grad, mc_log_ratio_grad, nll_grad};
-use elbo_core::param::{from_x0_eps, to_x0_eps};
+use elbo_core::elbo::ReverseVariance;
 use elbo_core::rng::{uniform_below, uniform_f64};
 use elbo_core::timesteps::{LossSecondMomentResampler, TimeSampling};
 use elbo_core::weighting::Weighting;
@@ -149,75 +149,25 @@ impl ExampleCtx<'_> {
     /// Returns the (unweighted) loss and writes `d loss / d output` into `g`. `out` holds the
     /// `D` mean outputs, then (for a learned variance) `D` variance outputs `v`.
     fn eval(&self, out: &[f32], x0: &[f32], eps: &[f32], xt: &[f32], z: &[f32], g: &mut [f32]) -> f64 {
-        let st = self.step;
         let dim = x0.len();
-        let d = dim as f64;
         let (mean, var_out) = out.split_at(dim);
-        let learned = !var_out.is_empty();
-        let (a, s) = (f64::from(st.cur.sqrt_abar), f64::from(st.cur.sqrt_one_minus_abar));
-        // The outputs enter every loss through (x0_hat, eps_hat), affine in the output:
-        // the derivatives are the conversion of a unit output at x_t = 0.
-        let (dx0, deps) = to_x0_eps(self.kind, 1.0, 0.0, a, s);
+        let ex = Example {
+            kind: self.kind,
+            variance: self.variance,
+            step: self.step,
+            snr_ratio: self.snr_ratio,
+            steps: self.steps,
+            mean,
+            var_out,
+            x0,
+            eps,
+            xt,
+            z,
+        };
         let mut total = 0.0;
         g.fill(0.0);
         let (gm, gv) = g.split_at_mut(dim);
-        if matches!(self.loss, Loss::Simple | Loss::Hybrid) {
-            for i in 0..dim {
-                let target = from_x0_eps(self.kind, f64::from(x0[i]), f64::from(eps[i]), a, s);
-                let r = f64::from(mean[i]) - target;
-                total += r * r / d;
-                gm[i] += (2.0 * r / d) as f32;
-            }
-        }
-        let vlb_scale = match self.loss {
-            Loss::Vlb | Loss::Mc => self.steps / d,
-            Loss::Hybrid => HYBRID_LAMBDA * self.steps / d,
-            _ => 0.0,
-        };
-        if vlb_scale > 0.0 {
-            // improved-diffusion's hybrid objective: the VLB trains only the learned variance
-            // (the mean is held fixed in it); with a fixed variance it adds to the mean's loss.
-            let mean_grad = !(learned && self.loss == Loss::Hybrid);
-            let lv_q = f64::from(st.posterior_log_variance_clipped);
-            let dlv_dv = 0.5 * (f64::from(st.log_beta) - lv_q);
-            let (c0, ct) = (f64::from(st.posterior_mean_coef_x0), f64::from(st.posterior_mean_coef_xt));
-            let sd_q = (0.5 * lv_q).exp();
-            for i in 0..dim {
-                let lv_p = if learned {
-                    reverse_log_variance(st, ReverseVariance::LearnedRange, var_out[i])
-                } else {
-                    reverse_log_variance(st, self.variance, 0.0)
-                };
-                let (x0_hat, _) = to_x0_eps(self.kind, f64::from(mean[i]), f64::from(xt[i]), a, s);
-                let e = f64::from(x0[i]) - x0_hat;
-                // the core's terms with their derivatives in the model's mean
-                // m_p = c0 x0_hat + ct x_t (so d m_p / d x0_hat = c0) and log-variance
-                let term = if st.t == 1 {
-                    nll_grad(f64::from(x0[i]), c0 * x0_hat + ct * f64::from(xt[i]), lv_p)
-                } else if self.loss == Loss::Mc {
-                    let zz = f64::from(z[i]);
-                    mc_log_ratio_grad(c0 * e + sd_q * zz, zz, lv_q, lv_p)
-                } else {
-                    kl_grad(c0 * e, lv_q, lv_p)
-                };
-                total += vlb_scale * term.value;
-                if mean_grad {
-                    gm[i] += (vlb_scale * term.d_mean * c0 * dx0) as f32;
-                }
-                if learned {
-                    gv[i] += (vlb_scale * term.d_log_var * dlv_dv) as f32;
-                }
-            }
-        }
-        if let Loss::Weighted(w) = self.loss {
-            let factor = 0.5 * self.steps * w.weight(f64::from(st.log_snr)) * self.snr_ratio / d;
-            for i in 0..dim {
-                let (_, eps_hat) = to_x0_eps(self.kind, f64::from(mean[i]), f64::from(xt[i]), a, s);
-                let r = eps_hat - f64::from(eps[i]);
-                total += factor * r * r;
-                gm[i] += (2.0 * factor * r * deps) as f32;
-            }
-        }
+        self.loss.objectives(!var_out.is_empty()).add(&ex, &mut total, gm, gv);
         total
     }
 }
