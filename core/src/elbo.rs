@@ -225,10 +225,10 @@ pub fn decoder_nll(
     }
     check_example(x0, x1, pred)?;
     var.check(x0.len())?;
-    if let Decoder::Discretized { levels } = decoder {
-        if levels < 2 {
-            return Err(Error::InvalidParameter { name: "levels", reason: "at least 2 levels" });
-        }
+    if let Decoder::Discretized { levels } = decoder
+        && levels < 2
+    {
+        return Err(Error::InvalidParameter { name: "levels", reason: "at least 2 levels" });
     }
     let c0 = f64::from(step.posterior_mean_coef_x0);
     let ct = f64::from(step.posterior_mean_coef_xt);
@@ -344,7 +344,7 @@ pub fn neg_elbo<D: Denoiser, S: NoiseSchedule + ?Sized, R: Rng + ?Sized>(
     out: ElboOutput<'_>,
 ) -> core::result::Result<ElboParts, RunError<D::Error>> {
     let dim = denoiser.dim();
-    if dim == 0 || x0.len() % dim != 0 || x0.is_empty() {
+    if dim == 0 || !x0.len().is_multiple_of(dim) || x0.is_empty() {
         return Err(Error::DimensionMismatch { expected: dim, got: x0.len() }.into());
     }
     let n = x0.len() / dim;

@@ -115,7 +115,7 @@ impl<'a> GaussianMixture<'a> {
 
     /// Draws `n = out.len() / D` exact samples; the component of each goes to `labels` if given.
     pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [f32], mut labels: Option<&mut [u32]>) -> Result<()> {
-        if out.len() % self.dim != 0 {
+        if !out.len().is_multiple_of(self.dim) {
             return Err(Error::DimensionMismatch { expected: self.dim * (out.len() / self.dim), got: out.len() });
         }
         let n = out.len() / self.dim;

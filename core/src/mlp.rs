@@ -191,7 +191,8 @@ impl<'a> ModelBlob<'a> {
         let shape = Shape { dim: h(0), width: h(1), depth: h(2), embed: h(3), classes: h(4), out: h(5) };
         let prediction = *PREDICTIONS.get(h(6)).ok_or(bad("a prediction code 0..=3"))?;
         let steps = h(7);
-        if shape.dim == 0 || shape.embed % 2 != 0 || shape.width == 0 || shape.out != shape.dim || steps == 0 {
+        if shape.dim == 0 || !shape.embed.is_multiple_of(2) || shape.width == 0 || shape.out != shape.dim || steps == 0
+        {
             return Err(bad("positive sizes, an even embedding, one output per coordinate and T > 0"));
         }
         if shape.width > MAX_WIDTH || shape.dim + shape.embed > MAX_WIDTH || shape.out > MAX_WIDTH {

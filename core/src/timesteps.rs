@@ -3,6 +3,7 @@
 //! with its importance weight `1 / (T p(t))` (continuous time: `1 / p(t)` on `[0, 1)`), so that
 //! weighted losses stay unbiased estimates of the same objective (seed 002 eq. 13).
 
+use heapless::HistoryBuf;
 use rand_core::Rng;
 
 use crate::error::{Error, Result, check_len};
@@ -82,102 +83,123 @@ impl TimeSampling {
     }
 }
 
+/// One timestep's record in a [`Resampler`]: its last `H` losses (a
+/// [`HistoryBuf`], oldest first), how many were ever recorded, and its cumulative
+/// probability.
+#[derive(Debug, Clone)]
+pub struct Slot<const H: usize> {
+    history: HistoryBuf<f64, H>,
+    count: usize,
+    /// The cumulative probability up to this timestep, valid when the resampler is fresh.
+    cdf: f64,
+}
+
+impl<const H: usize> Slot<H> {
+    /// A timestep with no recorded loss.
+    pub const EMPTY: Self = Slot { history: HistoryBuf::new(), count: 0, cdf: 0.0 };
+}
+
 /// improved-diffusion's `LossSecondMomentResampler`: once every timestep has `H` recorded
 /// losses, draws `t` with probability proportional to `sqrt(E[L_t^2])` (mixed with a uniform
 /// share of `uniform_prob`), which minimises the variance of the importance-weighted VLB.
-/// Before that, uniform. Capacity `N` timesteps, history `H` per timestep; no allocation.
+/// Before that, uniform. The slots live in any storage `S` (a fixed array on a device, a `Vec`
+/// on a host): one [`Slot`] per timestep. No allocation.
 #[derive(Debug, Clone)]
-pub struct LossSecondMomentResampler<const N: usize, const H: usize> {
+pub struct Resampler<S, const H: usize> {
     steps: usize,
     uniform_prob: f64,
-    history: [[f64; H]; N],
-    counts: [usize; N],
-    /// Cumulative probabilities, valid when `fresh`.
-    cdf: [f64; N],
+    slots: S,
     fresh: bool,
 }
 
-impl<const N: usize, const H: usize> LossSecondMomentResampler<N, H> {
+/// The resampler with a fixed capacity of `N` timesteps.
+pub type LossSecondMomentResampler<const N: usize, const H: usize> = Resampler<[Slot<H>; N], H>;
+
+impl<const N: usize, const H: usize> Resampler<[Slot<H>; N], H> {
     /// A resampler for `steps <= N` timesteps; improved-diffusion uses `H = 10` and
     /// `uniform_prob = 0.001`.
     pub fn new(steps: usize, uniform_prob: f64) -> Result<Self> {
+        Resampler::with_slots([const { Slot::EMPTY }; N], steps, uniform_prob)
+    }
+}
+
+impl<S: AsRef<[Slot<H>]> + AsMut<[Slot<H>]>, const H: usize> Resampler<S, H> {
+    /// A resampler for `steps` timesteps in the caller's empty `slots` (at least `steps`).
+    pub fn with_slots(slots: S, steps: usize, uniform_prob: f64) -> Result<Self> {
         if steps == 0 {
             return Err(Error::ZeroSteps);
         }
-        if steps > N {
-            return Err(Error::Capacity { requested: steps, capacity: N });
+        let capacity = slots.as_ref().len();
+        if steps > capacity {
+            return Err(Error::Capacity { requested: steps, capacity });
         }
         if H == 0 || !(uniform_prob > 0.0 && uniform_prob <= 1.0) {
             return Err(Error::InvalidParameter { name: "uniform_prob", reason: "a value in (0, 1] and H > 0" });
         }
-        Ok(LossSecondMomentResampler {
-            steps,
-            uniform_prob,
-            history: [[0.0; H]; N],
-            counts: [0; N],
-            cdf: [0.0; N],
-            fresh: false,
-        })
+        Ok(Resampler { steps, uniform_prob, slots, fresh: false })
+    }
+
+    fn slot(&self, t: usize) -> Result<&Slot<H>> {
+        match t.checked_sub(1).filter(|_| t <= self.steps).and_then(|i| self.slots.as_ref().get(i)) {
+            Some(s) => Ok(s),
+            None => Err(Error::TimestepOutOfRange { t, steps: self.steps }),
+        }
+    }
+
+    fn slot_mut(&mut self, t: usize) -> Result<&mut Slot<H>> {
+        let steps = self.steps;
+        match t.checked_sub(1).filter(|_| t <= steps).and_then(|i| self.slots.as_mut().get_mut(i)) {
+            Some(s) => Ok(s),
+            None => Err(Error::TimestepOutOfRange { t, steps }),
+        }
     }
 
     /// Whether every timestep has a full history (before that, draws are uniform).
     pub fn warmed_up(&self) -> bool {
-        self.counts[..self.steps].iter().all(|&c| c >= H)
+        self.slots.as_ref().iter().take(self.steps).all(|s| s.count >= H)
     }
 
     /// Records the loss of timestep `t`; the oldest of a full history is dropped.
     pub fn update(&mut self, t: usize, loss: f64) -> Result<()> {
-        if t == 0 || t > self.steps {
-            return Err(Error::TimestepOutOfRange { t, steps: self.steps });
-        }
         if !loss.is_finite() {
             return Err(Error::InvalidParameter { name: "loss", reason: "a finite value" });
         }
-        let c = self.counts[t - 1];
-        let h = &mut self.history[t - 1];
-        if c < H {
-            h[c] = loss;
-        } else {
-            h.copy_within(1.., 0);
-            h[H - 1] = loss;
-        }
-        self.counts[t - 1] = c + 1;
+        let s = self.slot_mut(t)?;
+        s.history.write(loss);
+        s.count += 1;
         self.fresh = false;
         Ok(())
     }
 
     /// The recorded losses of timestep `t` (oldest first) and how many were ever recorded, to
     /// save a run.
-    pub fn entry(&self, t: usize) -> Result<(&[f64], usize)> {
-        if t == 0 || t > self.steps {
-            return Err(Error::TimestepOutOfRange { t, steps: self.steps });
-        }
-        let c = self.counts[t - 1];
-        Ok((&self.history[t - 1][..c.min(H)], c))
+    pub fn entry(&self, t: usize) -> Result<(impl Iterator<Item = f64> + '_, usize)> {
+        let s = self.slot(t)?;
+        Ok((s.history.oldest_ordered().copied(), s.count))
     }
 
     /// Restores timestep `t` from [`entry`](Self::entry)'s values, to resume a run exactly.
     pub fn restore(&mut self, t: usize, losses: &[f64], count: usize) -> Result<()> {
-        if t == 0 || t > self.steps {
-            return Err(Error::TimestepOutOfRange { t, steps: self.steps });
-        }
         if losses.len() != count.min(H) || !losses.iter().all(|l| l.is_finite()) {
             return Err(Error::InvalidParameter { name: "history", reason: "min(count, H) finite losses" });
         }
-        self.history[t - 1][..losses.len()].copy_from_slice(losses);
-        self.counts[t - 1] = count;
+        let s = self.slot_mut(t)?;
+        s.history.clear();
+        for &l in losses {
+            s.history.write(l);
+        }
+        s.count = count;
         self.fresh = false;
         Ok(())
     }
 
     /// The probability of drawing `t`.
     pub fn probability(&mut self, t: usize) -> Result<f64> {
-        if t == 0 || t > self.steps {
-            return Err(Error::TimestepOutOfRange { t, steps: self.steps });
-        }
+        self.slot(t)?;
         self.refresh();
-        let lo = if t == 1 { 0.0 } else { self.cdf[t - 2] };
-        Ok(self.cdf[t - 1] - lo)
+        let cdf = |i: usize| self.slots.as_ref()[i].cdf;
+        let lo = if t == 1 { 0.0 } else { cdf(t - 2) };
+        Ok(cdf(t - 1) - lo)
     }
 
     fn refresh(&mut self) {
@@ -185,22 +207,24 @@ impl<const N: usize, const H: usize> LossSecondMomentResampler<N, H> {
             return;
         }
         let n = self.steps;
-        if !self.warmed_up() {
-            for i in 0..n {
-                self.cdf[i] = (i + 1) as f64 / n as f64;
+        let warmed = self.warmed_up();
+        let slots = &mut self.slots.as_mut()[..n];
+        if !warmed {
+            for (i, s) in slots.iter_mut().enumerate() {
+                s.cdf = (i + 1) as f64 / n as f64;
             }
         } else {
             let mut total = 0.0;
-            for i in 0..n {
-                let m2 = self.history[i].iter().map(|l| l * l).sum::<f64>() / H as f64;
-                self.cdf[i] = libm::sqrt(m2);
-                total += self.cdf[i];
+            for s in slots.iter_mut() {
+                let m2 = s.history.oldest_ordered().map(|l| l * l).sum::<f64>() / H as f64;
+                s.cdf = libm::sqrt(m2);
+                total += s.cdf;
             }
             let mut acc = 0.0;
-            for i in 0..n {
-                let w = if total > 0.0 { self.cdf[i] / total } else { 1.0 / n as f64 };
+            for s in slots.iter_mut() {
+                let w = if total > 0.0 { s.cdf / total } else { 1.0 / n as f64 };
                 acc += w * (1.0 - self.uniform_prob) + self.uniform_prob / n as f64;
-                self.cdf[i] = acc;
+                s.cdf = acc;
             }
         }
         self.fresh = true;
@@ -211,13 +235,14 @@ impl<const N: usize, const H: usize> LossSecondMomentResampler<N, H> {
         check_len(t_out.len(), w_out.len())?;
         self.refresh();
         let n = self.steps;
-        let total = self.cdf[n - 1];
+        let slots = &self.slots.as_ref()[..n];
+        let total = slots[n - 1].cdf;
         for (t, w) in t_out.iter_mut().zip(w_out.iter_mut()) {
             let u = uniform_f64(rng) * total;
-            let i = self.cdf[..n].partition_point(|&c| c <= u).min(n - 1);
-            let lo = if i == 0 { 0.0 } else { self.cdf[i - 1] };
+            let i = slots.partition_point(|s| s.cdf <= u).min(n - 1);
+            let lo = if i == 0 { 0.0 } else { slots[i - 1].cdf };
             *t = i + 1;
-            *w = total / (n as f64 * (self.cdf[i] - lo));
+            *w = total / (n as f64 * (slots[i].cdf - lo));
         }
         Ok(())
     }

@@ -178,3 +178,36 @@ fn loss_second_moment_resampler() {
     assert!(r.update(0, 1.0).is_err() && r.update(3, f64::NAN).is_err());
     assert!(LossSecondMomentResampler::<8, 10>::new(9, 0.001).is_err());
 }
+
+/// The resampler over a heap `Vec` of slots (the host's) draws what the fixed-capacity one
+/// (a device's) draws, and saves and restores its history exactly.
+#[test]
+fn resampler_storage_does_not_change_the_draws() {
+    use elbo_core::timesteps::{Resampler, Slot};
+    let steps = 12;
+    let mut fixed = LossSecondMomentResampler::<16, 10>::new(steps, 0.001).unwrap();
+    let mut heap = Resampler::with_slots(vec![Slot::<10>::EMPTY; steps], steps, 0.001).unwrap();
+    for k in 0..13 {
+        for t in 1..=steps {
+            let l = (t as f64).sqrt() + 0.1 * k as f64;
+            fixed.update(t, l).unwrap();
+            heap.update(t, l).unwrap();
+        }
+    }
+    let (mut t1, mut w1, mut t2, mut w2) = ([0usize; 64], [0f64; 64], [0usize; 64], [0f64; 64]);
+    fixed.sample(&mut Pcg32::seed_from_u64(3), &mut t1, &mut w1).unwrap();
+    heap.sample(&mut Pcg32::seed_from_u64(3), &mut t2, &mut w2).unwrap();
+    assert_eq!((t1, w1), (t2, w2));
+    // save and restore: the oldest-first history and the count
+    let mut restored = Resampler::with_slots(vec![Slot::<10>::EMPTY; steps], steps, 0.001).unwrap();
+    for t in 1..=steps {
+        let (h, n) = heap.entry(t).unwrap();
+        let h: Vec<f64> = h.collect();
+        assert_eq!(h.len(), 10);
+        assert_eq!(h[9], (t as f64).sqrt() + 0.1 * 12.0, "newest last");
+        restored.restore(t, &h, n).unwrap();
+    }
+    restored.sample(&mut Pcg32::seed_from_u64(3), &mut t2, &mut w2).unwrap();
+    assert_eq!((t1, w1), (t2, w2));
+    assert!(Resampler::with_slots(vec![Slot::<10>::EMPTY; 4], 5, 0.001).is_err());
+}

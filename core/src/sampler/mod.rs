@@ -43,7 +43,7 @@ pub(crate) fn check_finite(x: &[f32]) -> Result<()> {
 
 pub(crate) fn check_batch<D: Denoiser>(denoiser: &D, x: &[f32], scratch: &[f32], cond: Condition<'_>) -> Result<usize> {
     let dim = denoiser.dim();
-    if dim == 0 || x.is_empty() || x.len() % dim != 0 {
+    if dim == 0 || x.is_empty() || !x.len().is_multiple_of(dim) {
         return Err(Error::DimensionMismatch { expected: dim.max(1) * (x.len() / dim.max(1)).max(1), got: x.len() });
     }
     check_len(x.len(), scratch.len())?;

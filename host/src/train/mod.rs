@@ -18,12 +18,13 @@ use std::time::Instant;
 
 use elbo_core::elbo::ReverseVariance;
 use elbo_core::rng::{uniform_below, uniform_f64};
-use elbo_core::timesteps::{LossSecondMomentResampler, TimeSampling};
+use elbo_core::timesteps::{Resampler, Slot, TimeSampling};
 use elbo_core::weighting::Weighting;
 use elbo_core::{NoiseSchedule, Prediction, Step};
 use rand_core::SeedableRng;
 use rand_pcg::Pcg32;
 
+use crate::HostSchedule;
 use crate::checkpoint::{Checkpoint, ModelConfig, ModelKind, RunState};
 use crate::continuous::Continuous;
 use crate::data::Dataset;
@@ -32,7 +33,6 @@ use crate::kinds::ScheduleKind;
 use crate::network::Network;
 use crate::nn::discrete_tau;
 use crate::optimizer::learning_rate;
-use crate::{HostSchedule, MAX_STEPS};
 
 /// The training objective.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -130,7 +130,7 @@ impl<'de> serde::Deserialize<'de> for Loss {
 /// How timesteps are drawn.
 enum Sampler {
     Plain(TimeSampling),
-    Importance(Box<LossSecondMomentResampler<MAX_STEPS, 10>>),
+    Importance(Resampler<Vec<Slot<10>>, 10>),
 }
 
 /// One example's loss and its gradient with respect to the network output.
@@ -237,10 +237,10 @@ impl Trainer {
         }
         let variance = ReverseVariance::from(train.variance);
         let sampler = if let (Some(schedule), None) = (&schedule, train.t_sampling.plain()) {
-            let mut r = Box::new(
-                LossSecondMomentResampler::new(schedule.steps(), 0.001)
-                    .map_err(|e| input(format!("--t-sampling: {e}")))?,
-            );
+            // the history on the heap: one slot per timestep
+            let slots = vec![Slot::EMPTY; schedule.steps()];
+            let mut r = Resampler::with_slots(slots, schedule.steps(), 0.001)
+                .map_err(|e| input(format!("--t-sampling: {e}")))?;
             if let Some((hist, counts)) = &ckpt.state.resampler {
                 if hist.len() != schedule.steps() || counts.len() != schedule.steps() {
                     return Err(input("state.json: the importance sampler's history does not fit the schedule"));
@@ -471,9 +471,10 @@ impl Trainer {
             }
         }
         if let Sampler::Importance(r) = &self.sampler {
-            let entries: Vec<(&[f64], usize)> = (1..=steps).filter_map(|t| r.entry(t).ok()).collect();
+            let entries: Vec<(Vec<f64>, usize)> =
+                (1..=steps).filter_map(|t| r.entry(t).ok().map(|(h, n)| (h.collect(), n))).collect();
             self.ckpt.state.resampler =
-                Some((entries.iter().map(|(h, _)| h.to_vec()).collect(), entries.iter().map(|&(_, n)| n).collect()));
+                Some((entries.iter().map(|(h, _)| h.clone()).collect(), entries.iter().map(|&(_, n)| n).collect()));
         }
         Ok((loss_sum, grad))
     }
