@@ -126,24 +126,22 @@ impl Shape {
         }
     }
 
-    /// Layer `i` (`0..=depth`; `depth` is the output layer), or `None` past the output layer or
-    /// where an offset overflows.
-    pub fn checked_layer(&self, i: usize) -> Option<Layer> {
-        if i > self.depth {
-            return None;
-        }
-        let mut off = 0usize;
-        let mut n_in = self.dim.checked_add(self.embed)?;
-        for k in 0..=i {
+    /// The layers in order, `0..=depth` (`depth` is the output layer), each from the one
+    /// before; the iteration stops early where an offset overflows.
+    pub fn layers(&self) -> impl Iterator<Item = Layer> + '_ {
+        let first = self.dim.checked_add(self.embed).map(|n_in| (0usize, n_in));
+        (0..=self.depth).scan(first, move |state, k| {
+            let (off, n_in) = (*state)?;
             let n_out = if k == self.depth { self.out } else { self.width };
             let bias = off.checked_add(n_in.checked_mul(n_out)?)?;
-            if k == i {
-                return Some(Layer { n_in, n_out, weight: off, bias });
-            }
-            off = bias.checked_add(n_out)?;
-            n_in = n_out;
-        }
-        None
+            *state = bias.checked_add(n_out).map(|next| (next, n_out));
+            Some(Layer { n_in, n_out, weight: off, bias })
+        })
+    }
+
+    /// Layer `i` (`0..=depth`), or `None` past the output layer or where an offset overflows.
+    pub fn checked_layer(&self, i: usize) -> Option<Layer> {
+        self.layers().nth(i)
     }
 
     /// The offset of the class table of a conditional model.
@@ -355,9 +353,8 @@ impl BlobMlp<'_> {
             }
         }
         let params = self.blob.bytes.get(self.blob.params_at..self.blob.schedule_at).unwrap_or(&[]);
-        for layer in 0..=s.depth {
+        for (layer, Layer { n_in, n_out, weight: off, bias }) in s.layers().enumerate() {
             let last = layer == s.depth;
-            let Some(Layer { n_in, n_out, weight: off, bias }) = s.checked_layer(layer) else { return };
             // b_j = bias_j + sum_i a_i W[i][j], the sum in order of i for every j: the weights
             // are read row after row, in their storage order.
             for (j, bj) in b[..n_out].iter_mut().enumerate() {

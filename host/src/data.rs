@@ -82,12 +82,47 @@ impl Mixture {
 
     /// Runs `f` with the core's borrowed, validated view.
     pub fn with_core<T>(&self, f: impl FnOnce(&GaussianMixture<'_>) -> T) -> Result<T> {
-        let d = self.dim();
-        if self.stds.len() != self.means.len() || self.means.iter().chain(&self.stds).any(|r| r.len() != d) {
+        FlatMixture::new(self)?.with_core(f)
+    }
+}
+
+/// A mixture with its means and standard deviations laid out flat once (`K x D`, row after
+/// row), as the core reads them: for repeated use (an exact denoiser at every sampling step)
+/// without copying.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlatMixture {
+    dim: usize,
+    weights: Vec<f32>,
+    means: Vec<f32>,
+    stds: Vec<f32>,
+}
+
+impl FlatMixture {
+    /// Flattens and validates `m`.
+    pub fn new(m: &Mixture) -> Result<Self> {
+        let d = m.dim();
+        if m.stds.len() != m.means.len() || m.means.iter().chain(&m.stds).any(|r| r.len() != d) {
             return Err(input("mixture: means and stds need K rows of the same dimension"));
         }
-        let (means, stds) = (self.means.concat(), self.stds.concat());
-        let g = GaussianMixture::new(d, &self.weights, &means, &stds).map_err(|e| flag("mixture", e))?;
+        let flat = FlatMixture { dim: d, weights: m.weights.clone(), means: m.means.concat(), stds: m.stds.concat() };
+        flat.with_core(|_| ())?;
+        Ok(flat)
+    }
+
+    /// The data dimension.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// The number of components.
+    pub fn components(&self) -> usize {
+        self.weights.len()
+    }
+
+    /// Runs `f` with the core's borrowed, validated view (no allocation).
+    pub fn with_core<T>(&self, f: impl FnOnce(&GaussianMixture<'_>) -> T) -> Result<T> {
+        let g =
+            GaussianMixture::new(self.dim, &self.weights, &self.means, &self.stds).map_err(|e| flag("mixture", e))?;
         Ok(f(&g))
     }
 }

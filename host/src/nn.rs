@@ -89,7 +89,7 @@ impl Mlp {
     /// (The sizes must have been validated: see [`crate::checkpoint::ModelConfig::validate`].)
     pub fn new(cfg: MlpConfig) -> Self {
         let shape = cfg.shape();
-        let layers = (0..=cfg.depth).map_while(|i| shape.checked_layer(i)).collect();
+        let layers = shape.layers().collect();
         let class_table = shape.class_table();
         Mlp { n_params: shape.n_params(), cfg, layers, class_table, embeddings: std::sync::OnceLock::new() }
     }

@@ -198,9 +198,11 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     if a.n == 0 || a.times == 0 {
         return Err(input("--n, --times: expected at least 1"));
     }
-    // generated sets are 2-D or a mixture's dimension (files are checked as they are read)
-    crate::io::check_memory("--n", crate::io::product(&[a.n, 64]))?;
-    crate::io::check_memory("--mmd-samples", crate::io::product(&[a.mmd_samples, 64]))?;
+    // generated sets are 2-D or a mixture's dimension (a file's size is checked as it is read)
+    let spec = DataSpec::parse(&a.data)?;
+    let dim_guess = spec.mixture().map_or(2, |m| m.dim());
+    crate::io::check_memory("--n", crate::io::product(&[a.n, dim_guess, 4]))?;
+    crate::io::check_memory("--mmd-samples", crate::io::product(&[a.mmd_samples, dim_guess, 4]))?;
     let dir = std::path::Path::new(&a.model);
     if dir.join("config.json").is_file() {
         let c = crate::checkpoint::Checkpoint::load(dir, false)?;
@@ -209,7 +211,6 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         }
     }
     let mut source = Source::load(&a.model, Some(&a.data), &a.onnx)?;
-    let spec = DataSpec::parse(&a.data)?;
     let data: Dataset = spec.load(a.n, a.seed)?;
     if let Source::Onnx(o) = &mut source
         && o.shape.is_empty()

@@ -1,7 +1,7 @@
 //! `--model DIR|optimal`: a trained checkpoint, or the exact denoiser of a Gaussian mixture.
 
 use crate::HostSchedule;
-use crate::data::{DataSpec, Mixture, Normalization};
+use crate::data::{DataSpec, FlatMixture, Normalization};
 use crate::error::{Result, input};
 use crate::model::{Trained, build_schedule};
 use crate::onnx::{OnnxDenoiser, OnnxOpts};
@@ -13,7 +13,7 @@ pub enum Source {
     /// A trained checkpoint.
     Trained(Box<Trained>),
     /// The Bayes-optimal denoiser of a mixture.
-    Optimal(Mixture),
+    Optimal(FlatMixture),
     /// An ONNX model through ONNX Runtime.
     Onnx(Box<OnnxDenoiser>),
 }
@@ -24,7 +24,7 @@ impl Source {
         if model == "optimal" {
             let spec = data.ok_or_else(|| input("--model optimal: needs --data gmm:FILE.json (or 8gaussians)"))?;
             return match DataSpec::parse(spec)? {
-                DataSpec::Mixture(m) => Ok(Source::Optimal(m)),
+                DataSpec::Mixture(m) => Ok(Source::Optimal(FlatMixture::new(&m)?)),
                 _ => Err(input(format!(
                     "--model optimal: --data '{spec}' is not a Gaussian mixture (gmm:FILE.json or 8gaussians)"
                 ))),
@@ -84,7 +84,7 @@ impl Source {
     pub fn classes(&self) -> usize {
         match self {
             Source::Trained(t) => t.net.classes(),
-            Source::Optimal(m) => m.weights.len(),
+            Source::Optimal(m) => m.components(),
             Source::Onnx(o) => elbo_core::Denoiser::classes(o.as_ref()),
         }
     }

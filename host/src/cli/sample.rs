@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use elbo_core::NoiseSchedule;
 use elbo_core::denoiser::{Condition, Denoiser};
 use elbo_core::rng::fill_standard_normal;
 use elbo_core::sampler::{ClassifierFree, ClassifierGuided};
@@ -16,7 +15,7 @@ use crate::data::load_file;
 use crate::error::{Result, flag, input};
 use crate::io::write_samples;
 use crate::kinds::{SamplerKind, SpacingKind, VarianceChoice};
-use crate::sampling::SamplerOptions;
+use crate::sampling::{SamplerOptions, sample};
 
 /// Arguments of `elbo sample`.
 #[derive(Debug, Args)]
@@ -99,21 +98,6 @@ impl SampleArgs {
             langevin_step_size: self.langevin_step_size,
         }
     }
-}
-
-/// Draws samples in model space, in place in `x`.
-fn draw<D: Denoiser>(
-    a: &SampleArgs,
-    den: &mut D,
-    schedule: &dyn NoiseSchedule,
-    x: &mut [f32],
-    cond: Condition<'_>,
-    rng: &mut Pcg32,
-) -> Result<()>
-where
-    D::Error: std::fmt::Display + 'static,
-{
-    crate::sampling::sample(&a.sampler_options(), den, schedule, x, cond, rng)
 }
 
 pub fn run(a: &SampleArgs) -> Result<()> {
@@ -241,15 +225,16 @@ pub fn run(a: &SampleArgs) -> Result<()> {
         return Err(input("--classifier: guides a checkpoint directory's model (not an ONNX file)"));
     }
     let normalization = source.data_normalization();
+    let so = a.sampler_options();
     if let Some(clf) = classifier.as_mut() {
         let mut g = ClassifierGuided::new(&mut source, clf, classes, gamma, &mut guide_buf)
             .map_err(|e| flag("--guidance", e))?;
-        draw(a, &mut g, schedule.as_ref(), &mut x, cond, &mut rng)?;
+        sample(&so, &mut g, schedule.as_ref(), &mut x, cond, &mut rng)?;
     } else if labels.is_some() {
         let mut g = ClassifierFree::new(&mut source, gamma, &mut guide_buf).map_err(|e| flag("--guidance", e))?;
-        draw(a, &mut g, schedule.as_ref(), &mut x, cond, &mut rng)?;
+        sample(&so, &mut g, schedule.as_ref(), &mut x, cond, &mut rng)?;
     } else {
-        draw(a, &mut source, schedule.as_ref(), &mut x, cond, &mut rng)?;
+        sample(&so, &mut source, schedule.as_ref(), &mut x, cond, &mut rng)?;
     }
     if let Some(nm) = normalization {
         nm.invert(&mut x);

@@ -3,7 +3,8 @@
 //! complete. A second writer is refused with exit code 2, naming the process that holds the
 //! output. The lock is released by the kernel when its holder exits, killed or not, so a
 //! killed run never blocks the next one; the next writer then removes what the killed one left
-//! behind (hidden temporary files `.NAME.PID.tmp` and an unfinished checkpoint `.next/`).
+//! behind (hidden temporary files `.NAME.PID.tmp`; an unfinished checkpoint is the
+//! checkpoint's own recovery to clean).
 //!
 //! Taking the lock is also the check that the output's folder exists and is writable.
 
@@ -124,8 +125,8 @@ impl OutputLock {
 }
 
 /// Removes the hidden temporary files of [`super::write_atomic`] in `dir` (only those of the
-/// file `name`, if given) and an unfinished checkpoint `.next/`: called with the output's lock
-/// held, so their writers are gone.
+/// file `name`, if given): called with the output's lock held, so their writers are gone. (An
+/// unfinished checkpoint is [`crate::checkpoint::recover`]'s to clean.)
 fn remove_stale_temps(dir: &Path, name: Option<&str>) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for e in entries.flatten() {
@@ -139,8 +140,5 @@ fn remove_stale_temps(dir: &Path, name: Option<&str>) {
         if temp && ours {
             let _ = std::fs::remove_file(e.path());
         }
-    }
-    if name.is_none() {
-        let _ = std::fs::remove_dir_all(dir.join(crate::checkpoint::NEXT));
     }
 }

@@ -91,8 +91,7 @@ pub(crate) fn mlp_graph(shape: &Shape, params: &[f32], float_timestep: bool) -> 
     }
     nodes.push(node("Concat", &["sample", &emb], "h0", &[("axis", 1)]));
     let mut h = "h0".to_string();
-    for i in 0..=shape.depth {
-        let Some(l) = shape.checked_layer(i) else { break };
+    for (i, l) in shape.layers().enumerate() {
         let (w_name, b_name) = (format!("layers.{i}.weight"), format!("layers.{i}.bias"));
         init.push(tensor(&w_name, &[l.n_in, l.n_out], &params[l.weight..l.weight + l.n_in * l.n_out]));
         init.push(tensor(&b_name, &[l.n_out], &params[l.bias..l.bias + l.n_out]));
