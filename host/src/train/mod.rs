@@ -470,12 +470,6 @@ impl Trainer {
                 r.update(ti, l).map_err(|e| input(format!("{e}")))?;
             }
         }
-        if let Sampler::Importance(r) = &self.sampler {
-            let entries: Vec<(Vec<f64>, usize)> =
-                (1..=steps).filter_map(|t| r.entry(t).ok().map(|(h, n)| (h.collect(), n))).collect();
-            self.ckpt.state.resampler =
-                Some((entries.iter().map(|(h, _)| h.clone()).collect(), entries.iter().map(|&(_, n)| n).collect()));
-        }
         Ok((loss_sum, grad))
     }
 
@@ -501,6 +495,17 @@ impl Trainer {
         c.config.step = k;
     }
 
+    /// Brings the checkpoint's run state up to date with what lives outside it (the importance
+    /// sampler's history), before it is saved.
+    pub fn sync_state(&mut self) {
+        if let Sampler::Importance(r) = &self.sampler {
+            let steps = self.schedule.as_ref().map_or(0, |s| s.steps());
+            let (hist, counts) =
+                (1..=steps).filter_map(|t| r.entry(t).ok().map(|(h, n)| (h.collect::<Vec<f64>>(), n))).unzip();
+            self.ckpt.state.resampler = Some((hist, counts));
+        }
+    }
+
     /// Runs to `steps`, logging every `log_every` steps, checkpointing into `dir`.
     pub fn run(&mut self, dir: &Path, log_every: u64, mut progress: impl FnMut(u64, f64, f64)) -> Result<()> {
         let total = self.ckpt.config.train.steps;
@@ -520,6 +525,7 @@ impl Trainer {
                 self.ckpt.state.pending_loss = (0.0, 0);
             }
             if k.is_multiple_of(every) || k == total {
+                self.sync_state();
                 self.ckpt.save(dir)?;
             }
         }
