@@ -1,4 +1,4 @@
-//! The denoiser network: an MLP on `[x, emb(t) (+ emb(class))]` with SiLU activations.
+//! The MLP family: a denoiser on `[x, emb(t) (+ emb(class))]` with SiLU activations.
 //!
 //! - Time embedding: improved-diffusion's sinusoidal embedding of a time `tau`
 //!   ([`elbo_core::mlp::time_embedding`], shared with the device network): the 0-based timestep
@@ -18,14 +18,7 @@ use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, s};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-/// Rows per chunk of the data-parallel forward/backward pass (fixed: results do not depend on
-/// the thread count).
-pub const CHUNK: usize = 128;
-
-/// Parameters per block of the element-wise parallel passes over the parameter vector (the
-/// chunk gradients' sum here, the optimiser step in [`crate::train`]); any split gives the same
-/// bits.
-pub const PARAM_BLOCK: usize = 4096;
+use super::{CHUNK, Grads, PARAM_BLOCK, sigmoid};
 
 /// The architecture.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -353,18 +346,6 @@ impl Mlp {
     }
 }
 
-/// The result of [`Mlp::loss_and_grads`].
-pub struct Grads {
-    /// The summed loss.
-    pub loss: f64,
-    /// `d loss / d params`.
-    pub params: Vec<f32>,
-    /// `d loss / d x` (`rows x D`), if asked for.
-    pub input: Option<Vec<f32>>,
-}
-
-pub use elbo_core::mlp::{continuous_tau, discrete_tau};
-
 /// Adds `bias` to every row of `z` and applies SiLU in place; with `slope`, writes `SiLU'`
 /// at each pre-activation there. Compiled for the CPU's widest vectors, chosen at run time
 /// (the same operations in every version: results do not depend on the CPU).
@@ -391,42 +372,6 @@ fn bias_silu(z: &mut [f32], slope: Option<&mut [f32]>, bias: &[f32]) {
             }
         }
     }
-}
-
-/// `sigmoid(z) = 1 / (1 + e^-z)`, with [`exp`]; SiLU is `z sigmoid(z)` and its derivative
-/// `sigmoid(z) (1 + z (1 - sigmoid(z)))`.
-#[inline(always)]
-fn sigmoid(z: f32) -> f32 {
-    1.0 / (1.0 + exp(-z))
-}
-
-/// `e^x` in f32 without a library call, so that loops over it vectorise: Cephes' `expf`
-/// (`x = n ln 2 + r`, `|r| <= ln 2 / 2`, `e^r` by its degree-7 minimax polynomial, `2^n` put
-/// into the exponent bits), within 2 ulp of the exact value (tested against f64). Arguments
-/// are clamped to `[-87.3, 88.3]`, where `2^n` stays a normal f32: below that the result is
-/// ~1e-38 (not 0), above it ~2e38 (not infinity), which the sigmoid does not tell apart.
-#[inline(always)]
-fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // ln 2 split so that n * LN2_HI is exact
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // 1.5 * 2^23: adding and subtracting it rounds to the nearest integer
-    const ROUND: f32 = 12_582_912.0;
-    let x = x.clamp(-87.3, 88.3);
-    let shifted = x * LOG2E + ROUND;
-    let n = shifted - ROUND;
-    // the integer n read off the mantissa bits (an `as` cast would not vectorise)
-    let n_int = (shifted.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
-    let r = (x - n * LN2_HI) - n * LN2_LO;
-    let mut p = 1.987_569_1e-4f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5; // Cephes: 5.0000001201e-1, which rounds to 0.5 in f32
-    let er = p * r * r + r + 1.0;
-    er * f32::from_bits(((n_int + 127) as u32) << 23)
 }
 
 impl crate::network::Network for Mlp {
@@ -551,24 +496,6 @@ mod tests {
                 assert!((fd - an).abs() <= 1e-2 * an.abs().max(fd.abs()).max(1e-2), "x[{k}]: {an} vs {fd}");
             }
         }
-    }
-
-    /// `exp` against f64's `exp` over its whole range (and at the clamps): within 2 ulp.
-    #[test]
-    fn exp_is_within_two_ulp() {
-        let mut worst = 0.0f64;
-        let n = 2_000_000;
-        for k in 0..=n {
-            let x = -87.3 + (88.3 + 87.3) * k as f32 / n as f32;
-            let exact = f64::from(x).exp();
-            let ulp = f64::from(f32::EPSILON) * 2f64.powi(exact.log2().floor() as i32);
-            worst = worst.max((f64::from(exp(x)) - exact).abs() / ulp);
-        }
-        assert!(worst <= 2.0, "worst error {worst} ulp");
-        assert!(exp(-1000.0) > 0.0 && exp(-1000.0) < 1.3e-38);
-        assert!(exp(1000.0).is_finite() && exp(1000.0) > 1e38);
-        assert!(exp(f32::NAN).is_nan());
-        assert!(sigmoid(-200.0) < 1e-37 && sigmoid(200.0) == 1.0);
     }
 
     /// The same results with 1 and 3 threads, bit for bit.

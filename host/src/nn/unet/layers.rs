@@ -1,0 +1,559 @@
+//! The U-Net's layers, forward and backward, on one chunk of `n` examples held channels-last:
+//! a tensor is `n x pixels x channels`, row-major, so that a convolution is one matrix product
+//! of its im2col matrix with the weight and a 1x1 convolution is the product of the tensor
+//! itself. Every reduction runs in a fixed order (no result depends on the thread count).
+//!
+//! Backward functions add to the parameter gradient `g` (laid out as the parameters) and, where
+//! asked, to the input gradient `dx`.
+
+use ndarray::linalg::general_mat_mul;
+use ndarray::{ArrayView2, ArrayViewMut2};
+
+use crate::nn::sigmoid;
+
+/// `c = a b + beta c` for row-major `a` (`m x k`, or `k x m` read transposed when `ta`), `b`
+/// (`k x n`, or `n x k` when `tb`) and `c` (`m x n`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm(m: usize, k: usize, n: usize, a: &[f32], ta: bool, b: &[f32], tb: bool, beta: f32, c: &mut [f32]) {
+    let a = if ta {
+        ArrayView2::from_shape((k, m), &a[..k * m]).expect("gemm: a's shape").reversed_axes()
+    } else {
+        ArrayView2::from_shape((m, k), &a[..m * k]).expect("gemm: a's shape")
+    };
+    let b = if tb {
+        ArrayView2::from_shape((n, k), &b[..n * k]).expect("gemm: b's shape").reversed_axes()
+    } else {
+        ArrayView2::from_shape((k, n), &b[..k * n]).expect("gemm: b's shape")
+    };
+    let mut c = ArrayViewMut2::from_shape((m, n), &mut c[..m * n]).expect("gemm: c's shape");
+    general_mat_mul(1.0, &a, &b, beta, &mut c);
+}
+
+/// Adds `bias` to every row of `y` (`rows x bias.len()`).
+fn add_bias(y: &mut [f32], bias: &[f32]) {
+    for row in y.chunks_exact_mut(bias.len()) {
+        row.iter_mut().zip(bias).for_each(|(v, &b)| *v += b);
+    }
+}
+
+/// Adds the column sums of `dy` (`rows x db.len()`) to `db`, row by row.
+fn sum_rows(dy: &[f32], db: &mut [f32]) {
+    for row in dy.chunks_exact(db.len()) {
+        db.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
+    }
+}
+
+/// A convolution with a square kernel of size 1 or 3, stride 1 or 2 and zero padding `k / 2`
+/// (PyTorch's `Conv2d(cin, cout, k, stride, padding=k // 2)`). The weight is laid out
+/// `[k, k, cin, cout]`: row `(ky, kx, ci)` of the im2col matrix's product.
+#[derive(Debug, Clone)]
+pub struct Conv {
+    /// Input channels.
+    pub cin: usize,
+    /// Output channels.
+    pub cout: usize,
+    /// Kernel size (1 or 3).
+    pub k: usize,
+    /// Stride (1 or 2).
+    pub stride: usize,
+    /// Offset of the weight.
+    pub weight: usize,
+    /// Offset of the bias.
+    pub bias: usize,
+}
+
+impl Conv {
+    /// The output's height and width for an input of `h x w`.
+    pub fn out_size(&self, h: usize, w: usize) -> (usize, usize) {
+        let p = self.k / 2;
+        ((h + 2 * p - self.k) / self.stride + 1, (w + 2 * p - self.k) / self.stride + 1)
+    }
+
+    fn rows_k(&self) -> usize {
+        self.k * self.k * self.cin
+    }
+
+    /// The im2col matrix: row `(b, oy, ox)`, column `(ky, kx, ci)`.
+    fn im2col(&self, x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32> {
+        let (ho, wo) = self.out_size(h, w);
+        let (k, s, ci) = (self.k, self.stride, self.cin);
+        let p = k / 2;
+        let kk = self.rows_k();
+        let mut cols = vec![0.0f32; n * ho * wo * kk];
+        for b in 0..n {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let row = &mut cols[((b * ho + oy) * wo + ox) * kk..][..kk];
+                    for ky in 0..k {
+                        let iy = (oy * s + ky).wrapping_sub(p);
+                        if iy >= h {
+                            continue;
+                        }
+                        for kx in 0..k {
+                            let ix = (ox * s + kx).wrapping_sub(p);
+                            if ix >= w {
+                                continue;
+                            }
+                            row[(ky * k + kx) * ci..][..ci].copy_from_slice(&x[((b * h + iy) * w + ix) * ci..][..ci]);
+                        }
+                    }
+                }
+            }
+        }
+        cols
+    }
+
+    /// Adds the im2col gradient `dcols` back onto the input gradient `dx` (the adjoint of
+    /// [`Conv::im2col`]), in a fixed order.
+    fn col2im(&self, dcols: &[f32], n: usize, h: usize, w: usize, dx: &mut [f32]) {
+        let (ho, wo) = self.out_size(h, w);
+        let (k, s, ci) = (self.k, self.stride, self.cin);
+        let p = k / 2;
+        let kk = self.rows_k();
+        for b in 0..n {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let row = &dcols[((b * ho + oy) * wo + ox) * kk..][..kk];
+                    for ky in 0..k {
+                        let iy = (oy * s + ky).wrapping_sub(p);
+                        if iy >= h {
+                            continue;
+                        }
+                        for kx in 0..k {
+                            let ix = (ox * s + kx).wrapping_sub(p);
+                            if ix >= w {
+                                continue;
+                            }
+                            let d = &mut dx[((b * h + iy) * w + ix) * ci..][..ci];
+                            d.iter_mut().zip(&row[(ky * k + kx) * ci..][..ci]).for_each(|(a, &v)| *a += v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn direct(&self) -> bool {
+        self.k == 1 && self.stride == 1
+    }
+
+    /// The output (`n x ho*wo x cout`) of the input `x` (`n x h*w x cin`).
+    pub fn forward(&self, p: &[f32], x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32> {
+        let (ho, wo) = self.out_size(h, w);
+        let m = n * ho * wo;
+        let mut y = vec![0.0f32; m * self.cout];
+        let weight = &p[self.weight..self.weight + self.rows_k() * self.cout];
+        if self.direct() {
+            gemm(m, self.cin, self.cout, x, false, weight, false, 0.0, &mut y);
+        } else {
+            let cols = self.im2col(x, n, h, w);
+            gemm(m, self.rows_k(), self.cout, &cols, false, weight, false, 0.0, &mut y);
+        }
+        add_bias(&mut y, &p[self.bias..self.bias + self.cout]);
+        y
+    }
+
+    /// Backward from `dy` (`n x ho*wo x cout`): adds to the weight's and bias's gradients in `g`
+    /// and, with `dx`, to the input's gradient.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        p: &[f32],
+        g: &mut [f32],
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        dy: &[f32],
+        dx: Option<&mut [f32]>,
+    ) {
+        let (ho, wo) = self.out_size(h, w);
+        let m = n * ho * wo;
+        let kk = self.rows_k();
+        let weight = &p[self.weight..self.weight + kk * self.cout];
+        let cols;
+        let a: &[f32] = if self.direct() {
+            x
+        } else {
+            cols = self.im2col(x, n, h, w);
+            &cols
+        };
+        gemm(kk, m, self.cout, a, true, dy, false, 1.0, &mut g[self.weight..self.weight + kk * self.cout]);
+        sum_rows(dy, &mut g[self.bias..self.bias + self.cout]);
+        if let Some(dx) = dx {
+            if self.direct() {
+                gemm(m, self.cout, kk, dy, false, weight, true, 1.0, dx);
+            } else {
+                let mut dcols = vec![0.0f32; m * kk];
+                gemm(m, self.cout, kk, dy, false, weight, true, 0.0, &mut dcols);
+                self.col2im(&dcols, n, h, w, dx);
+            }
+        }
+    }
+}
+
+/// A fully connected layer, `y = x W + b` with `W` laid out `[in, out]`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    /// Inputs.
+    pub n_in: usize,
+    /// Outputs.
+    pub n_out: usize,
+    /// Offset of the weight.
+    pub weight: usize,
+    /// Offset of the bias.
+    pub bias: usize,
+}
+
+impl Linear {
+    /// The output (`rows x n_out`) of `x` (`rows x n_in`).
+    pub fn forward(&self, p: &[f32], x: &[f32]) -> Vec<f32> {
+        let rows = x.len() / self.n_in;
+        let mut y = vec![0.0f32; rows * self.n_out];
+        gemm(rows, self.n_in, self.n_out, x, false, &p[self.weight..], false, 0.0, &mut y);
+        add_bias(&mut y, &p[self.bias..self.bias + self.n_out]);
+        y
+    }
+
+    /// Backward from `dy`: adds to the gradients in `g` and to `dx`.
+    pub fn backward(&self, p: &[f32], g: &mut [f32], x: &[f32], dy: &[f32], dx: &mut [f32]) {
+        let rows = x.len() / self.n_in;
+        gemm(
+            self.n_in,
+            rows,
+            self.n_out,
+            x,
+            true,
+            dy,
+            false,
+            1.0,
+            &mut g[self.weight..self.weight + self.n_in * self.n_out],
+        );
+        sum_rows(dy, &mut g[self.bias..self.bias + self.n_out]);
+        gemm(rows, self.n_out, self.n_in, dy, false, &p[self.weight..], true, 1.0, dx);
+    }
+}
+
+/// Group normalisation (Wu and He, 2018, eq. 1-3; PyTorch's `GroupNorm(groups, c, eps=1e-5)`):
+/// each example's channels fall into `groups` groups of `c / groups`, normalised by the mean and
+/// (biased) variance over the group's channels and all pixels, then scaled and shifted per
+/// channel by `gamma` and `beta`.
+#[derive(Debug, Clone)]
+pub struct GroupNorm {
+    /// Channels.
+    pub c: usize,
+    /// Groups (dividing `c`).
+    pub groups: usize,
+    /// Offset of `gamma`.
+    pub gamma: usize,
+    /// Offset of `beta`.
+    pub beta: usize,
+}
+
+/// What [`GroupNorm::backward`] needs: the normalised input and `1 / sqrt(var + eps)` per
+/// example and group.
+pub struct GroupNormCache {
+    xhat: Vec<f32>,
+    rstd: Vec<f32>,
+}
+
+/// PyTorch's default epsilon of `GroupNorm`.
+pub const GN_EPS: f64 = 1e-5;
+
+impl GroupNorm {
+    /// The output of `x` (`n x pixels x c`), and the cache for backward.
+    pub fn forward(&self, p: &[f32], x: &[f32], n: usize) -> (Vec<f32>, GroupNormCache) {
+        let c = self.c;
+        let pix = x.len() / (n * c);
+        let cg = c / self.groups;
+        let count = (pix * cg) as f64;
+        let gamma = &p[self.gamma..self.gamma + c];
+        let beta = &p[self.beta..self.beta + c];
+        let mut xhat = vec![0.0f32; x.len()];
+        let mut y = vec![0.0f32; x.len()];
+        let mut rstd = vec![0.0f32; n * self.groups];
+        let mut mean = vec![0.0f64; self.groups];
+        let mut var = vec![0.0f64; self.groups];
+        for b in 0..n {
+            let xb = &x[b * pix * c..(b + 1) * pix * c];
+            mean.iter_mut().for_each(|v| *v = 0.0);
+            var.iter_mut().for_each(|v| *v = 0.0);
+            for row in xb.chunks_exact(c) {
+                for (j, &v) in row.iter().enumerate() {
+                    mean[j / cg] += f64::from(v);
+                }
+            }
+            mean.iter_mut().for_each(|m| *m /= count);
+            for row in xb.chunks_exact(c) {
+                for (j, &v) in row.iter().enumerate() {
+                    let d = f64::from(v) - mean[j / cg];
+                    var[j / cg] += d * d;
+                }
+            }
+            let r: Vec<f32> = var.iter().map(|v| (1.0 / (v / count + GN_EPS).sqrt()) as f32).collect();
+            let m32: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
+            rstd[b * self.groups..(b + 1) * self.groups].copy_from_slice(&r);
+            let off = b * pix * c;
+            for (k, row) in xb.chunks_exact(c).enumerate() {
+                let o = off + k * c;
+                for (j, &v) in row.iter().enumerate() {
+                    let xh = (v - m32[j / cg]) * r[j / cg];
+                    xhat[o + j] = xh;
+                    y[o + j] = xh * gamma[j] + beta[j];
+                }
+            }
+        }
+        (y, GroupNormCache { xhat, rstd })
+    }
+
+    /// Backward from `dy`: adds to `gamma`'s and `beta`'s gradients and returns `dx`
+    /// (`dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat))` over each group).
+    pub fn backward(&self, p: &[f32], g: &mut [f32], cache: &GroupNormCache, n: usize, dy: &[f32]) -> Vec<f32> {
+        let c = self.c;
+        let pix = dy.len() / (n * c);
+        let cg = c / self.groups;
+        let count = (pix * cg) as f64;
+        let gamma = &p[self.gamma..self.gamma + c];
+        let mut dgamma = vec![0.0f32; c];
+        let mut dbeta = vec![0.0f32; c];
+        let mut dx = vec![0.0f32; dy.len()];
+        let mut m1 = vec![0.0f64; self.groups];
+        let mut m2 = vec![0.0f64; self.groups];
+        for b in 0..n {
+            let off = b * pix * c;
+            m1.iter_mut().for_each(|v| *v = 0.0);
+            m2.iter_mut().for_each(|v| *v = 0.0);
+            for k in 0..pix {
+                let o = off + k * c;
+                for j in 0..c {
+                    let (d, xh) = (dy[o + j], cache.xhat[o + j]);
+                    dgamma[j] += d * xh;
+                    dbeta[j] += d;
+                    let dxh = f64::from(d * gamma[j]);
+                    m1[j / cg] += dxh;
+                    m2[j / cg] += dxh * f64::from(xh);
+                }
+            }
+            let m1f: Vec<f32> = m1.iter().map(|v| (v / count) as f32).collect();
+            let m2f: Vec<f32> = m2.iter().map(|v| (v / count) as f32).collect();
+            let r = &cache.rstd[b * self.groups..(b + 1) * self.groups];
+            for k in 0..pix {
+                let o = off + k * c;
+                for j in 0..c {
+                    let q = j / cg;
+                    let dxh = dy[o + j] * gamma[j];
+                    dx[o + j] = r[q] * (dxh - m1f[q] - cache.xhat[o + j] * m2f[q]);
+                }
+            }
+        }
+        g[self.gamma..self.gamma + c].iter_mut().zip(&dgamma).for_each(|(a, &v)| *a += v);
+        g[self.beta..self.beta + c].iter_mut().zip(&dbeta).for_each(|(a, &v)| *a += v);
+        dx
+    }
+}
+
+/// `SiLU(x) = x sigmoid(x)`.
+pub fn silu(x: &[f32]) -> Vec<f32> {
+    x.iter().map(|&v| v * sigmoid(v)).collect()
+}
+
+/// Turns `dy` into `dx` through the SiLU at `x`: `SiLU'(x) = sigmoid(x) (1 + x (1 - sigmoid(x)))`.
+pub fn silu_backward(x: &[f32], dy: &mut [f32]) {
+    for (d, &v) in dy.iter_mut().zip(x) {
+        let s = sigmoid(v);
+        *d *= s * (1.0 + v * (1.0 - s));
+    }
+}
+
+/// Nearest-neighbour upsampling by 2 of `n x h*w x c` (PyTorch's `interpolate(scale_factor=2,
+/// mode="nearest")`).
+pub fn upsample(x: &[f32], n: usize, h: usize, w: usize, c: usize) -> Vec<f32> {
+    let mut y = vec![0.0f32; 4 * x.len()];
+    for b in 0..n {
+        for yy in 0..2 * h {
+            for xx in 0..2 * w {
+                let src = ((b * h + yy / 2) * w + xx / 2) * c;
+                let dst = ((b * 2 * h + yy) * 2 * w + xx) * c;
+                y[dst..dst + c].copy_from_slice(&x[src..src + c]);
+            }
+        }
+    }
+    y
+}
+
+/// The adjoint of [`upsample`]: each input pixel's gradient is the sum of its four copies'.
+pub fn upsample_backward(dy: &[f32], n: usize, h: usize, w: usize, c: usize) -> Vec<f32> {
+    let mut dx = vec![0.0f32; dy.len() / 4];
+    for b in 0..n {
+        for yy in 0..2 * h {
+            for xx in 0..2 * w {
+                let dst = ((b * h + yy / 2) * w + xx / 2) * c;
+                let src = ((b * 2 * h + yy) * 2 * w + xx) * c;
+                dx[dst..dst + c].iter_mut().zip(&dy[src..src + c]).for_each(|(a, &v)| *a += v);
+            }
+        }
+    }
+    dx
+}
+
+/// Single-head self-attention over the pixels with a residual connection (DDPM's and
+/// improved-diffusion's `AttentionBlock`): `x + proj(softmax(q k^T / sqrt(c)) v)`, with
+/// `q, k, v` a 1x1 convolution of `GroupNorm(x)`.
+#[derive(Debug, Clone)]
+pub struct Attention {
+    /// Channels.
+    pub c: usize,
+    /// The normalisation.
+    pub norm: GroupNorm,
+    /// `c -> 3c` (q, k, v).
+    pub qkv: Conv,
+    /// `c -> c`.
+    pub proj: Conv,
+}
+
+/// What [`Attention::backward`] needs.
+pub struct AttentionCache {
+    norm: GroupNormCache,
+    h: Vec<f32>,
+    qkv: Vec<f32>,
+    attn: Vec<f32>,
+    o: Vec<f32>,
+}
+
+impl Attention {
+    /// The output of `x` (`n x t x c`, `t` pixels).
+    pub fn forward(&self, p: &[f32], x: &[f32], n: usize, hh: usize, ww: usize) -> (Vec<f32>, AttentionCache) {
+        let c = self.c;
+        let t = hh * ww;
+        let (h, norm) = self.norm.forward(p, x, n);
+        let qkv = self.qkv.forward(p, &h, n, hh, ww);
+        let scale = 1.0 / (c as f32).sqrt();
+        let mut attn = vec![0.0f32; n * t * t];
+        let mut o = vec![0.0f32; n * t * c];
+        for b in 0..n {
+            let m = ndarray::ArrayView2::from_shape((t, 3 * c), &qkv[b * t * 3 * c..(b + 1) * t * 3 * c]).expect("qkv");
+            let q = m.slice(ndarray::s![.., 0..c]);
+            let k = m.slice(ndarray::s![.., c..2 * c]);
+            let v = m.slice(ndarray::s![.., 2 * c..3 * c]);
+            let a = &mut attn[b * t * t..(b + 1) * t * t];
+            let mut av = ArrayViewMut2::from_shape((t, t), &mut *a).expect("attn");
+            general_mat_mul(scale, &q, &k.t(), 0.0, &mut av);
+            for row in a.chunks_exact_mut(t) {
+                softmax(row);
+            }
+            let av = ArrayView2::from_shape((t, t), &*a).expect("attn");
+            let mut ov = ArrayViewMut2::from_shape((t, c), &mut o[b * t * c..(b + 1) * t * c]).expect("o");
+            general_mat_mul(1.0, &av, &v, 0.0, &mut ov);
+        }
+        let mut y = self.proj.forward(p, &o, n, hh, ww);
+        y.iter_mut().zip(x).for_each(|(a, &v)| *a += v);
+        (y, AttentionCache { norm, h, qkv, attn, o })
+    }
+
+    /// Backward from `dy`: adds to the gradients in `g`; returns `dx`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        p: &[f32],
+        g: &mut [f32],
+        cache: &AttentionCache,
+        n: usize,
+        hh: usize,
+        ww: usize,
+        dy: &[f32],
+    ) -> Vec<f32> {
+        let c = self.c;
+        let t = hh * ww;
+        let scale = 1.0 / (c as f32).sqrt();
+        let mut d_o = vec![0.0f32; n * t * c];
+        self.proj.backward(p, g, &cache.o, n, hh, ww, dy, Some(&mut d_o));
+        let mut dqkv = vec![0.0f32; n * t * 3 * c];
+        let mut da = vec![0.0f32; t * t];
+        for b in 0..n {
+            let m = ArrayView2::from_shape((t, 3 * c), &cache.qkv[b * t * 3 * c..(b + 1) * t * 3 * c]).expect("qkv");
+            let q = m.slice(ndarray::s![.., 0..c]);
+            let k = m.slice(ndarray::s![.., c..2 * c]);
+            let v = m.slice(ndarray::s![.., 2 * c..3 * c]);
+            let a = &cache.attn[b * t * t..(b + 1) * t * t];
+            let av = ArrayView2::from_shape((t, t), a).expect("attn");
+            let dob = ArrayView2::from_shape((t, c), &d_o[b * t * c..(b + 1) * t * c]).expect("do");
+            let mut dm =
+                ArrayViewMut2::from_shape((t, 3 * c), &mut dqkv[b * t * 3 * c..(b + 1) * t * 3 * c]).expect("dqkv");
+            // dv = A^T do; dA = do v^T
+            general_mat_mul(1.0, &av.t(), &dob, 0.0, &mut dm.slice_mut(ndarray::s![.., 2 * c..3 * c]));
+            let mut dav = ArrayViewMut2::from_shape((t, t), &mut da[..]).expect("da");
+            general_mat_mul(1.0, &dob, &v.t(), 0.0, &mut dav);
+            // through the softmax: dS = A (dA - rowsum(A dA)), then the scale
+            for (drow, arow) in da.chunks_exact_mut(t).zip(a.chunks_exact(t)) {
+                let dot: f32 = drow.iter().zip(arow).map(|(d, a)| d * a).sum();
+                drow.iter_mut().zip(arow).for_each(|(d, &a)| *d = a * (*d - dot) * scale);
+            }
+            let ds = ArrayView2::from_shape((t, t), &da[..]).expect("ds");
+            // dq = dS k; dk = dS^T q
+            general_mat_mul(1.0, &ds, &k, 0.0, &mut dm.slice_mut(ndarray::s![.., 0..c]));
+            general_mat_mul(1.0, &ds.t(), &q, 0.0, &mut dm.slice_mut(ndarray::s![.., c..2 * c]));
+        }
+        let mut dh = vec![0.0f32; n * t * c];
+        self.qkv.backward(p, g, &cache.h, n, hh, ww, &dqkv, Some(&mut dh));
+        let mut dx = self.norm.backward(p, g, &cache.norm, n, &dh);
+        dx.iter_mut().zip(dy).for_each(|(a, &v)| *a += v);
+        dx
+    }
+}
+
+/// The softmax of a row in place (the maximum subtracted first).
+fn softmax(row: &mut [f32]) {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut sum = 0.0f32;
+    for v in row.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    row.iter_mut().for_each(|v| *v /= sum);
+}
+
+/// VDM's Fourier features of the input (Kingma et al., 2021, appendix C: `sin(2^e 2 pi x)` and
+/// `cos(2^e 2 pi x)` for each channel and exponent `e`), appended to the input's channels:
+/// `[x, sin(w_0 x_0), sin(w_1 x_0), .., sin(w_last x_last), cos(..)]` (channel-major, as VDM's
+/// `Base2FourierFeatures`).
+pub fn fourier(x: &[f32], c: usize, exponents: &[i32]) -> Vec<f32> {
+    let f = exponents.len();
+    let cw = c * (1 + 2 * f);
+    let ws: Vec<f32> = exponents.iter().map(|&e| fourier_frequency(e)).collect();
+    let mut y = vec![0.0f32; x.len() / c * cw];
+    for (row, out) in x.chunks_exact(c).zip(y.chunks_exact_mut(cw)) {
+        out[..c].copy_from_slice(row);
+        for (ci, &v) in row.iter().enumerate() {
+            for (k, &w) in ws.iter().enumerate() {
+                let a = v * w;
+                out[c + ci * f + k] = a.sin();
+                out[c + c * f + ci * f + k] = a.cos();
+            }
+        }
+    }
+    y
+}
+
+/// The angular frequency `2^e 2 pi` of [`fourier`], in f32.
+pub fn fourier_frequency(e: i32) -> f32 {
+    (2f64.powi(e) * 2.0 * std::f64::consts::PI) as f32
+}
+
+/// The gradient of `x` from that of [`fourier`]'s output.
+pub fn fourier_backward(x: &[f32], c: usize, exponents: &[i32], dy: &[f32]) -> Vec<f32> {
+    let f = exponents.len();
+    let cw = c * (1 + 2 * f);
+    let ws: Vec<f32> = exponents.iter().map(|&e| fourier_frequency(e)).collect();
+    let mut dx = vec![0.0f32; x.len()];
+    for ((row, d), dout) in x.chunks_exact(c).zip(dx.chunks_exact_mut(c)).zip(dy.chunks_exact(cw)) {
+        for (ci, &v) in row.iter().enumerate() {
+            let mut acc = dout[ci];
+            for (k, &w) in ws.iter().enumerate() {
+                let a = v * w;
+                acc += dout[c + ci * f + k] * w * a.cos() - dout[c + c * f + ci * f + k] * w * a.sin();
+            }
+            d[ci] = acc;
+        }
+    }
+    dx
+}
