@@ -273,6 +273,53 @@ pub fn continuous_decoder_term(dim: usize, lambda_max: f64) -> f64 {
     0.5 * dim as f64 * (LN_2PI + 1.0 - lambda_max)
 }
 
+/// Continuous time, quantised data: VDM's discrete decoder (Kingma et al., 2021, appendix C,
+/// "the reconstruction loss"), `p(x = x_k | z_0) = softmax_k(-(z_0 / alpha_0 - x_k)^2 / (2 s^2))`
+/// over the `levels` values `x_k = 2k / (levels - 1) - 1`, with `s = sigma_0 / alpha_0 =
+/// exp(-lambda_max / 2)`. For a coordinate at level `j` and the draw `z_0 / alpha_0 = x_j + s eps`
+/// of `q(z_0 | x)`, returns `-ln p(x_j | z_0)` and its derivative with respect to `lambda_max`:
+/// with `d_k = (x_j - x_k) / s` and `a_k = -(d_k + eps)^2 / 2`, the value is
+/// `eps^2 / 2 + logsumexp_k a_k` and the derivative `-1/2 sum_k softmax_k(a) (d_k + eps) d_k`.
+/// Levels more than 60 nats below the largest `a_k` are left out (their weight is below
+/// `e^-60`). Returns `None` unless `j < levels` and `levels >= 2`.
+pub fn discrete_decoder_nll(j: usize, levels: usize, eps: f64, lambda_max: f64) -> Option<(f64, f64)> {
+    if levels < 2 || j >= levels {
+        return None;
+    }
+    let s = libm::exp(-0.5 * lambda_max);
+    let step = 2.0 / (levels - 1) as f64;
+    let a = |k: usize| {
+        let d = (j as f64 - k as f64) * step / s;
+        (d, -0.5 * (d + eps) * (d + eps))
+    };
+    // the level nearest to x_j + s eps has the largest a_k
+    let u = j as f64 + s * eps / step;
+    let top = if u <= 0.0 { 0 } else { (libm::round(u) as usize).min(levels - 1) };
+    let a_max = a(top).1;
+    let (mut sum, mut dsum) = (0.0, 0.0);
+    let mut add = |k: usize| {
+        let (d, ak) = a(k);
+        if ak < a_max - 60.0 {
+            return false;
+        }
+        let w = libm::exp(ak - a_max);
+        sum += w;
+        dsum += w * (d + eps) * d;
+        true
+    };
+    add(top);
+    let mut k = top;
+    while k > 0 && add(k - 1) {
+        k -= 1;
+    }
+    let mut k = top;
+    while k + 1 < levels && add(k + 1) {
+        k += 1;
+    }
+    let lse = a_max + libm::log(sum);
+    Some((0.5 * eps * eps + lse, -0.5 * dsum / sum))
+}
+
 /// How the per-step KL terms are estimated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Estimator {

@@ -29,7 +29,7 @@ use crate::data::Normalization;
 use crate::error::{Result, input};
 use crate::io::sync_dir;
 use crate::kinds::{FixedVariance, PredictionKind, ScheduleKind, TimestepSampling};
-use crate::nn::{Mlp, MlpConfig};
+use crate::nn::{Mlp, MlpConfig, UNet, UNetConfig};
 use crate::train::Loss;
 
 /// The hidden folder a new checkpoint is written into.
@@ -120,9 +120,9 @@ pub fn tensors(config: &ModelConfig) -> (Vec<(String, Vec<usize>, usize)>, usize
     if let Some(v) = config.vae_net() {
         return (v.tensors(), v.n_params());
     }
-    let mlp = Mlp::new(config.mlp.clone());
-    let mut v = mlp.tensors();
-    let mut n = mlp.n_params();
+    let net = config.network();
+    let mut v = net.tensors();
+    let mut n = net.n_params();
     if config.schedule.name == ScheduleKind::Learned {
         v.push(("schedule.params".into(), vec![crate::continuous::N_PARAMS], n));
         n += crate::continuous::N_PARAMS;
@@ -163,6 +163,10 @@ pub struct TrainArgs {
     pub seed: u64,
     /// Checkpoint every this many steps.
     pub checkpoint_every: u64,
+    /// Quantised data on these many levels of [-1, 1]: the continuous-time bound uses VDM's
+    /// discrete decoder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bins: Option<usize>,
     /// A fingerprint of the training data as read (FNV-1a of its values' bits), so that
     /// `--resume` notices a data file that changed since the run began.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -197,6 +201,43 @@ pub enum ModelKind {
     Vae(crate::vae::VaeConfig),
 }
 
+impl Architecture {
+    /// Input values per example.
+    pub fn dim(&self) -> usize {
+        match self {
+            Architecture::Mlp(m) => m.dim,
+            Architecture::Unet(u) => u.dim(),
+        }
+    }
+
+    /// Output values per example.
+    pub fn out(&self) -> usize {
+        match self {
+            Architecture::Mlp(m) => m.out,
+            Architecture::Unet(u) => u.out(),
+        }
+    }
+
+    /// Classes of a conditional network (0: unconditional).
+    pub fn classes(&self) -> usize {
+        match self {
+            Architecture::Mlp(m) => m.classes,
+            Architecture::Unet(u) => u.classes,
+        }
+    }
+}
+
+/// A model's network: its family and architecture (stored in `config.json` under the family's
+/// name, `mlp` or `unet`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Architecture {
+    /// An MLP on flat vectors.
+    Mlp(MlpConfig),
+    /// A convolutional U-Net on images.
+    Unet(UNetConfig),
+}
+
 /// The current version of `config.json` (version 1, whose `prediction` string doubled as the
 /// model kind, still loads).
 pub const CONFIG_VERSION: u32 = 2;
@@ -212,7 +253,8 @@ pub struct ModelConfig {
     /// Steps done.
     pub step: u64,
     /// The network.
-    pub mlp: MlpConfig,
+    #[serde(flatten)]
+    pub net: Architecture,
     /// What the network is.
     pub kind: ModelKind,
     /// The schedule.
@@ -229,7 +271,10 @@ struct ConfigFile {
     format: String,
     version: u32,
     step: u64,
-    mlp: MlpConfig,
+    #[serde(default)]
+    mlp: Option<MlpConfig>,
+    #[serde(default)]
+    unet: Option<UNetConfig>,
     #[serde(default)]
     kind: Option<ModelKind>,
     #[serde(default)]
@@ -248,6 +293,12 @@ impl TryFrom<ConfigFile> for ModelConfig {
         if f.format != "elbo-checkpoint" || !(1..=CONFIG_VERSION).contains(&f.version) {
             return Err(format!("not an elbo checkpoint (format elbo-checkpoint, version 1 to {CONFIG_VERSION})"));
         }
+        let net = match (f.mlp, f.unet) {
+            (Some(m), None) => Architecture::Mlp(m),
+            (None, Some(u)) if f.version == 2 => Architecture::Unet(u),
+            _ => return Err("expected the network under one of mlp or unet".into()),
+        };
+        let (dim, out) = (net.dim(), net.out());
         let kind = match (f.version, f.kind, f.prediction.as_deref(), f.vae) {
             (2, Some(k), None, None) => k,
             (2, ..) => return Err("version 2 stores the model's kind, not prediction or vae".into()),
@@ -257,7 +308,7 @@ impl TryFrom<ConfigFile> for ModelConfig {
                 prediction: elbo_core::Prediction::from_name(p)
                     .map_err(|_| format!("unknown prediction '{p}'"))?
                     .into(),
-                learned_variance: f.mlp.dim.checked_mul(2) == Some(f.mlp.out),
+                learned_variance: dim.checked_mul(2) == Some(out),
             },
             _ => return Err("version 1 needs prediction (and vae for a VAE)".into()),
         };
@@ -265,7 +316,7 @@ impl TryFrom<ConfigFile> for ModelConfig {
             format: f.format,
             version: CONFIG_VERSION,
             step: f.step,
-            mlp: f.mlp,
+            net,
             kind,
             schedule: f.schedule,
             normalization: f.normalization,
@@ -288,49 +339,35 @@ impl ModelConfig {
     /// Checks every size and value a loader or trainer relies on, with checked arithmetic, so
     /// that a damaged or hand-edited `config.json` is refused instead of crashing a run.
     pub fn validate(&self) -> std::result::Result<(), String> {
-        let m = &self.mlp;
-        if m.dim == 0 || m.width == 0 || m.out == 0 {
-            return Err("mlp: dim, width and out must be at least 1".into());
+        match &self.net {
+            Architecture::Mlp(m) => self.validate_mlp(m)?,
+            Architecture::Unet(u) => {
+                u.validate()?;
+                if u.n_params() > MAX_PARAMS {
+                    return Err(format!("unet: above the limit of {MAX_PARAMS} parameters"));
+                }
+                if !matches!(self.kind, ModelKind::Denoiser { .. }) {
+                    return Err("unet: only denoisers are U-Nets (classifiers and VAEs are MLPs)".into());
+                }
+            }
         }
-        if m.embed < 2 || !m.embed.is_multiple_of(2) {
-            return Err("mlp: embed must be an even number >= 2".into());
-        }
-        if m.depth > 64 {
-            return Err(format!("mlp: depth {} is above the limit of 64", m.depth));
-        }
-        if let Some(v) = self.vae()
-            && (v.latent == 0 || !(1..=2).contains(&v.levels) || v.latent > MAX_PARAMS)
-        {
-            return Err("vae: latent must be at least 1 and levels 1 or 2".into());
-        }
-        m.checked_n_params().filter(|&n| n <= MAX_PARAMS).ok_or_else(|| {
-            format!("mlp: {} x {} x {} is above the limit of {MAX_PARAMS} parameters", m.dim, m.width, m.depth)
-        })?;
-        if let Some(v) = self.vae() {
-            // every VAE network is at most as large as an MLP of the widest in/out sizes
-            let widest = m.dim.max(2 * v.latent);
-            let one = MlpConfig { dim: widest, out: widest, classes: 0, ..m.clone() };
-            one.checked_n_params()
-                .and_then(|k| k.checked_mul(5))
-                .filter(|&k| k <= MAX_PARAMS)
-                .ok_or("vae: too large")?;
-        }
+        let (dim, out) = (self.net.dim(), self.net.out());
         match self.kind {
             ModelKind::Denoiser { learned_variance, .. }
-                if Some(m.out) != m.dim.checked_mul(if learned_variance { 2 } else { 1 }) =>
+                if Some(out) != dim.checked_mul(if learned_variance { 2 } else { 1 }) =>
             {
-                return Err("mlp: a denoiser has one output per coordinate (two with a learned variance)".into());
+                return Err("a denoiser has one output per coordinate (two with a learned variance)".into());
             }
-            ModelKind::Classifier if m.classes > 0 => {
+            ModelKind::Classifier if self.net.classes() > 0 => {
                 return Err("mlp: a classifier takes no class input".into());
             }
             _ => {}
         }
         let nz = &self.normalization;
-        if nz.mean.len() != m.dim || nz.std.len() != m.dim {
+        if nz.mean.len() != dim || nz.std.len() != dim {
             return Err(format!(
                 "normalization: expected {} means and stds (the data's dimension), found {} and {}",
-                m.dim,
+                dim,
                 nz.mean.len(),
                 nz.std.len()
             ));
@@ -373,9 +410,51 @@ impl ModelConfig {
         Ok(())
     }
 
-    /// The network of a denoiser or classifier (the MLP family).
+    /// The sizes of an MLP network (and of a VAE's networks).
+    fn validate_mlp(&self, m: &MlpConfig) -> std::result::Result<(), String> {
+        if m.dim == 0 || m.width == 0 || m.out == 0 {
+            return Err("mlp: dim, width and out must be at least 1".into());
+        }
+        if m.embed < 2 || !m.embed.is_multiple_of(2) {
+            return Err("mlp: embed must be an even number >= 2".into());
+        }
+        if m.depth > 64 {
+            return Err(format!("mlp: depth {} is above the limit of 64", m.depth));
+        }
+        if let Some(v) = self.vae()
+            && (v.latent == 0 || !(1..=2).contains(&v.levels) || v.latent > MAX_PARAMS)
+        {
+            return Err("vae: latent must be at least 1 and levels 1 or 2".into());
+        }
+        m.checked_n_params().filter(|&n| n <= MAX_PARAMS).ok_or_else(|| {
+            format!("mlp: {} x {} x {} is above the limit of {MAX_PARAMS} parameters", m.dim, m.width, m.depth)
+        })?;
+        if let Some(v) = self.vae() {
+            // every VAE network is at most as large as an MLP of the widest in/out sizes
+            let widest = m.dim.max(2 * v.latent);
+            let one = MlpConfig { dim: widest, out: widest, classes: 0, ..m.clone() };
+            one.checked_n_params()
+                .and_then(|k| k.checked_mul(5))
+                .filter(|&k| k <= MAX_PARAMS)
+                .ok_or("vae: too large")?;
+        }
+        Ok(())
+    }
+
+    /// The network of a denoiser or classifier.
     pub fn network(&self) -> std::sync::Arc<dyn crate::network::Network> {
-        std::sync::Arc::new(Mlp::new(self.mlp.clone()))
+        match &self.net {
+            Architecture::Mlp(m) => std::sync::Arc::new(Mlp::new(m.clone())),
+            Architecture::Unet(u) => std::sync::Arc::new(UNet::new(u.clone())),
+        }
+    }
+
+    /// The MLP's sizes, if the network is an MLP.
+    pub fn mlp(&self) -> Option<&MlpConfig> {
+        match &self.net {
+            Architecture::Mlp(m) => Some(m),
+            Architecture::Unet(_) => None,
+        }
     }
 
     /// The VAE configuration of a VAE checkpoint.
@@ -401,7 +480,7 @@ impl ModelConfig {
 
     /// The VAE of a VAE checkpoint.
     pub fn vae_net(&self) -> Option<crate::vae::Vae> {
-        self.vae().map(|v| crate::vae::Vae::new(self.mlp.dim, v, self.mlp.width, self.mlp.depth))
+        self.vae().zip(self.mlp()).map(|(v, m)| crate::vae::Vae::new(m.dim, v, m.width, m.depth))
     }
 }
 

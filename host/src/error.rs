@@ -46,6 +46,11 @@ pub fn input(msg: impl Into<String>) -> Error {
     Error::Input(msg.into())
 }
 
+/// An internal failure (exit code 1), with its cause.
+pub fn internal(msg: impl Into<String>) -> Error {
+    Error::Internal(anyhow::anyhow!(msg.into()))
+}
+
 /// A core error on a flag's (or file's) value, naming it.
 pub fn flag(name: &str, e: elbo_core::Error) -> Error {
     Error::Core { context: name.to_string(), source: e }

@@ -71,6 +71,7 @@ pub fn continuous_bound<D: Denoiser>(
     sched: &dyn LogSnrSchedule,
     x: &[f32],
     times: usize,
+    bins: Option<usize>,
     rng: &mut Pcg32,
 ) -> Result<Bound>
 where
@@ -79,8 +80,30 @@ where
     let dim = den.dim();
     let n = x.len() / dim;
     let (l_max, l_min) = sched.end_points();
-    let decoder = continuous_decoder_term(dim, l_max);
-    let mut per_example: Vec<f64> = x.chunks_exact(dim).map(|xi| continuous_prior_term(xi, l_min) + decoder).collect();
+    // the decoder: VDM's discrete one at a draw of z_0 for quantised data, else the Gaussian
+    // density's closed form
+    let decoders: Vec<f64> = match bins {
+        Some(k) => {
+            let mut e = vec![0.0f32; x.len()];
+            fill_standard_normal(rng, &mut e);
+            x.chunks_exact(dim)
+                .zip(e.chunks_exact(dim))
+                .map(|(xi, ei)| {
+                    xi.iter()
+                        .zip(ei)
+                        .map(|(&v, &z)| {
+                            let j = crate::train::level_of(v, k);
+                            elbo_core::elbo::discrete_decoder_nll(j, k, f64::from(z), l_max).map_or(0.0, |r| r.0)
+                        })
+                        .sum()
+                })
+                .collect()
+        }
+        None => vec![continuous_decoder_term(dim, l_max); n],
+    };
+    let decoder = decoders.iter().sum::<f64>() / n as f64;
+    let mut per_example: Vec<f64> =
+        x.chunks_exact(dim).zip(&decoders).map(|(xi, dec)| continuous_prior_term(xi, l_min) + dec).collect();
     let prior = per_example.iter().sum::<f64>() / n as f64 - decoder;
     let (mut z, mut eps, mut pred) = (vec![0.0f32; x.len()], vec![0.0f32; x.len()], vec![0.0f32; x.len()]);
     let u = uniform_f64(rng);

@@ -313,3 +313,25 @@ mod tests {
         }
     }
 }
+
+/// Which part of a built-in image set (`--split`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// The training images.
+    #[default]
+    Train,
+    /// The held-out images.
+    Test,
+}
+
+/// The network family of a diffusion model (`--arch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
+pub enum Arch {
+    /// The U-Net for image data (`[C, H, W]` examples), the MLP otherwise.
+    Auto,
+    /// An MLP on flat vectors.
+    Mlp,
+    /// A convolutional U-Net (image data).
+    Unet,
+}

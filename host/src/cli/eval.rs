@@ -11,6 +11,7 @@ use super::ScheduleOpts;
 use super::model_arg::Source;
 use crate::data::{DataSpec, Dataset};
 use crate::error::{Result, input};
+use crate::kinds::Split;
 use crate::kinds::{EstimatorKind, VarianceChoice};
 use crate::metrics::{median_bandwidth, mmd2};
 
@@ -29,9 +30,13 @@ pub struct EvalArgs {
     /// Seed (of the held-out draw and the bound's noise); differs from training's by default.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Data quantised to K levels on [-1, 1]: use the discretised decoder.
+    /// Data quantised to K levels on [-1, 1]: use the discretised decoder [default: the levels
+    /// of a built-in image set].
     #[arg(long)]
     pub bins: Option<u32>,
+    /// The part of a built-in image set (digits, mnist5k) to evaluate on.
+    #[arg(long, value_enum, default_value_t = Split::Test)]
+    pub split: Split,
     /// Reverse variance: small, large, learned, or auto (learned if the model has it, else large).
     #[arg(long, value_enum, default_value_t = VarianceChoice::Auto)]
     pub variance: VarianceChoice,
@@ -96,11 +101,13 @@ use crate::evaluate::{bound, continuous_bound, samples, vae_bound};
 
 /// `elbo eval` of a VAE or HVAE checkpoint: its own bound (16 draws per example).
 fn eval_vae(a: &EvalArgs, c: &crate::checkpoint::Checkpoint, v: &crate::vae::Vae) -> Result<()> {
-    let data = DataSpec::parse(&a.data)?.load(a.n, a.seed)?;
-    if data.dim != c.config.mlp.dim {
+    let data = DataSpec::parse(&a.data)?.with_split(a.split).load(a.n, a.seed)?;
+    if data.dim != c.config.net.dim() {
         return Err(input(format!(
             "--data {}: examples have {} values, the model expects {}",
-            a.data, data.dim, c.config.mlp.dim
+            a.data,
+            data.dim,
+            c.config.net.dim()
         )));
     }
     let (nats, se) = vae_bound(v, &c.ema, &c.config.normalization, &data.x, a.seed)?;
@@ -124,7 +131,7 @@ fn eval_vae(a: &EvalArgs, c: &crate::checkpoint::Checkpoint, v: &crate::vae::Vae
 
 /// The options of the discrete bound for `source` on `data`: the reverse variance, the
 /// estimator and the decoder (continuous, or discretised to `--bins K` levels).
-fn elbo_options(a: &EvalArgs, source: &Source, data: &Dataset) -> Result<ElboOptions> {
+fn elbo_options(a: &EvalArgs, source: &Source, data: &Dataset, bins: Option<u32>) -> Result<ElboOptions> {
     let learned = match source {
         Source::Trained(t) => t.has_learned_variance(),
         _ => false,
@@ -142,7 +149,7 @@ fn elbo_options(a: &EvalArgs, source: &Source, data: &Dataset) -> Result<ElboOpt
         EstimatorKind::Mc => Estimator::MonteCarlo,
     };
     let normalization = source.normalization();
-    let decoder = match a.bins {
+    let decoder = match bins {
         None => Decoder::Continuous,
         Some(k) if k < 2 => return Err(input("--bins: expected at least 2 levels")),
         Some(k) => {
@@ -199,7 +206,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         return Err(input("--n, --times: expected at least 1"));
     }
     // generated sets are 2-D or a mixture's dimension (a file's size is checked as it is read)
-    let spec = DataSpec::parse(&a.data)?;
+    let spec = DataSpec::parse(&a.data)?.with_split(a.split);
     let dim_guess = spec.mixture().map_or(2, |m| m.dim());
     crate::io::check_memory("--n", crate::io::product(&[a.n, dim_guess, 4]))?;
     crate::io::check_memory("--mmd-samples", crate::io::product(&[a.mmd_samples, dim_guess, 4]))?;
@@ -222,7 +229,9 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         return Err(input(format!("--data {}: examples have {} values, the model expects {dim}", a.data, data.dim)));
     }
     let schedule = source.schedule(&a.schedule)?;
-    let opts = elbo_options(a, &source, &data)?;
+    let identity = source.normalization() == crate::data::Normalization::identity(data.dim);
+    let bins = a.bins.or(data.levels.filter(|_| identity).map(|k| k as u32));
+    let opts = elbo_options(a, &source, &data, bins)?;
     let normalization = source.normalization();
     let mut z = data.x.clone();
     normalization.apply(&mut z);
@@ -234,7 +243,12 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         _ => None,
     };
     let b = match (&mut source, continuous) {
-        (Source::Trained(t), Some(c)) => continuous_bound(t.as_mut(), &c, &z, a.times, &mut rng)?,
+        (Source::Trained(t), Some(c)) => {
+            if let Some(k) = bins {
+                crate::train::check_quantised(&data.x, k as usize, &a.data)?;
+            }
+            continuous_bound(t.as_mut(), &c, &z, a.times, bins.map(|k| k as usize), &mut rng)?
+        }
         _ => bound(&mut source, schedule.as_ref(), &z, opts, &mut rng)?,
     };
     let mut generated = if n_mmd > 0 { Some(samples(&mut source, schedule.as_ref(), n_mmd, &mut rng)?) } else { None };

@@ -184,11 +184,11 @@ pub fn run(a: &SampleArgs) -> Result<()> {
                 }
                 _ => {}
             }
-            if c.config.mlp.dim != dim {
+            if c.config.net.dim() != dim {
                 return Err(input(format!(
                     "--classifier {}: its inputs have {} values, not {dim}",
                     dir.display(),
-                    c.config.mlp.dim
+                    c.config.net.dim()
                 )));
             }
             Some(c)

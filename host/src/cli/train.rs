@@ -6,12 +6,13 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::ScheduleOpts;
+use crate::checkpoint::Architecture;
 use crate::checkpoint::{Checkpoint, ModelConfig, ModelKind};
 use crate::data::Normalization;
 use crate::error::{Result, input};
-use crate::kinds::{Family, FixedVariance, Normalize, PredictionKind, TimestepSampling};
+use crate::kinds::{Arch, Family, FixedVariance, Normalize, PredictionKind, TimestepSampling};
 use crate::model::build_schedule;
-use crate::train::{Loss, TrainOptions, Trainer, check_normalized, training_data};
+use crate::train::{Fourier, Loss, TrainOptions, Trainer, UNetOptions, check_normalized, training_data};
 
 /// Arguments of `elbo train`.
 #[derive(Debug, Args)]
@@ -90,9 +91,41 @@ pub struct TrainCliArgs {
     /// Probability of dropping the label during conditional training.
     #[arg(long, default_value_t = TrainOptions::DEFAULT.cond_dropout)]
     pub cond_dropout: f64,
-    /// Data normalisation: standard (per-coordinate mean and std) or none.
-    #[arg(long, value_enum, default_value_t = TrainOptions::DEFAULT.normalize)]
-    pub normalize: Normalize,
+    /// Data normalisation: standard (per-coordinate mean and std) or none [default: none for
+    /// image data trained by a U-Net, standard otherwise].
+    #[arg(long, value_enum)]
+    pub normalize: Option<Normalize>,
+    /// Continuous time: the data is quantised to K levels of [-1, 1], so the bound uses VDM's
+    /// discrete decoder [default: the levels of a built-in image set (digits 17, mnist5k 256);
+    /// a Gaussian density for other data].
+    #[arg(long)]
+    pub bins: Option<usize>,
+    /// The network: auto (a U-Net for image data, an MLP otherwise), mlp, or unet.
+    #[arg(long, value_enum, default_value_t = Arch::Auto)]
+    pub arch: Arch,
+    /// U-Net: channels of the first level [default: 64 for images of at most 256 pixels, 32
+    /// above].
+    #[arg(long)]
+    pub channels: Option<usize>,
+    /// U-Net: channel multiplier of each level, e.g. 1,2,2 [default: a level per halving of
+    /// the image while its side stays even and at least 8, at most three: 8x8 gets 1,2 and
+    /// 28x28 1,2,2].
+    #[arg(long, value_delimiter = ',')]
+    pub mults: Option<Vec<usize>>,
+    /// U-Net: residual blocks per level.
+    #[arg(long, default_value_t = UNetOptions::DEFAULT.blocks)]
+    pub blocks: usize,
+    /// U-Net: self-attention at the lowest resolution (true or false).
+    #[arg(long, default_value_t = UNetOptions::DEFAULT.attention, action = clap::ArgAction::Set)]
+    pub attention: bool,
+    /// U-Net: GroupNorm groups (dividing --channels).
+    #[arg(long, default_value_t = UNetOptions::DEFAULT.groups)]
+    pub groups: usize,
+    /// U-Net: VDM's Fourier features of the input: auto (for quantised data of known grey
+    /// levels K, the exponents e - 1 and e with 2^e nearest (K - 1) / 2: 6,7 for 8-bit
+    /// images; none otherwise), none, or exponents like 6,7.
+    #[arg(long, default_value = "auto")]
+    pub fourier: Fourier,
     /// Checkpoint every this many steps.
     #[arg(long, default_value_t = TrainOptions::DEFAULT.checkpoint_every)]
     pub checkpoint_every: u64,
@@ -126,14 +159,20 @@ const SAFE_ON_RESUME: [&str; 5] = ["threads", "log_every", "plot", "resume", "ou
 /// learning-rate decay is then laid over the new total) but not shrink.
 fn resume_differences(a: &TrainCliArgs, config: &ModelConfig) -> Vec<String> {
     let t = &config.train;
-    let m = &config.mlp;
+    let dash = || "-".to_string();
+    let mlp = config.mlp();
+    let unet = match &config.net {
+        Architecture::Unet(u) => Some(u),
+        Architecture::Mlp(_) => None,
+    };
+    let join = |v: &[usize]| v.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(",");
     let family = match config.vae() {
         None => Family::Diffusion,
         Some(v) if v.levels == 2 => Family::Hvae,
         Some(_) => Family::Vae,
     };
     let learned_variance = matches!(config.kind, ModelKind::Denoiser { learned_variance: true, .. });
-    let identity = config.normalization == Normalization::identity(m.dim);
+    let identity = config.normalization == Normalization::identity(config.net.dim());
     let range = config.schedule.log_snr_range;
     let pairs: Vec<(&str, String, String)> = vec![
         ("data", a.data.clone(), t.data.clone()),
@@ -157,15 +196,37 @@ fn resume_differences(a: &TrainCliArgs, config: &ModelConfig) -> Vec<String> {
         ("zero_terminal_snr", a.schedule.zero_terminal_snr.to_string(), config.schedule.zero_terminal_snr.to_string()),
         ("log_snr_max", a.schedule.log_snr_max.to_string(), range.map_or("-".into(), |r| r[0].to_string())),
         ("log_snr_min", a.schedule.log_snr_min.to_string(), range.map_or("-".into(), |r| r[1].to_string())),
-        ("width", a.width.to_string(), m.width.to_string()),
-        ("depth", a.depth.to_string(), m.depth.to_string()),
-        ("embed", a.embed.to_string(), m.embed.to_string()),
+        ("width", a.width.to_string(), mlp.map_or_else(dash, |m| m.width.to_string())),
+        ("depth", a.depth.to_string(), mlp.map_or_else(dash, |m| m.depth.to_string())),
+        (
+            "embed",
+            a.embed.to_string(),
+            mlp.map_or_else(|| unet.map_or_else(dash, |u| u.embed.to_string()), |m| m.embed.to_string()),
+        ),
+        ("bins", a.bins.map_or_else(dash, |k| k.to_string()), t.bins.map_or_else(dash, |k| k.to_string())),
+        ("arch", format!("{:?}", a.arch), if unet.is_some() { "Unet".into() } else { "Mlp".into() }),
+        ("channels", a.channels.map_or_else(dash, |c| c.to_string()), unet.map_or_else(dash, |u| u.base.to_string())),
+        ("mults", a.mults.as_deref().map_or_else(dash, join), unet.map_or_else(dash, |u| join(&u.mults))),
+        ("blocks", a.blocks.to_string(), unet.map_or_else(dash, |u| u.blocks.to_string())),
+        ("attention", a.attention.to_string(), unet.map_or_else(dash, |u| u.attention.to_string())),
+        ("groups", a.groups.to_string(), unet.map_or_else(dash, |u| u.groups.to_string())),
+        (
+            "fourier",
+            match &a.fourier {
+                Fourier::Exponents(v) => v.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(","),
+                Fourier::None => String::new(),
+                Fourier::Auto => {
+                    unet.map_or_else(dash, |u| u.fourier.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(","))
+                }
+            },
+            unet.map_or_else(dash, |u| u.fourier.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(",")),
+        ),
         ("prediction", a.prediction.to_string(), config.prediction().map_or("-".into(), |p| p.name().to_string())),
         ("learn_variance", a.learn_variance.to_string(), learned_variance.to_string()),
-        ("conditional", a.conditional.to_string(), (m.classes > 0).to_string()),
+        ("conditional", a.conditional.to_string(), (config.net.classes() > 0).to_string()),
         (
             "normalize",
-            format!("{:?}", a.normalize),
+            format!("{:?}", a.normalize.unwrap_or(Normalize::Standard)),
             format!("{:?}", if identity { Normalize::None } else { Normalize::Standard }),
         ),
         ("family", format!("{:?}", a.family), format!("{family:?}")),
@@ -224,6 +285,16 @@ impl TrainCliArgs {
             family: self.family,
             latent: self.latent,
             classifier: self.classifier,
+            arch: self.arch,
+            bins: self.bins,
+            unet: UNetOptions {
+                channels: self.channels,
+                mults: self.mults.clone(),
+                blocks: self.blocks,
+                attention: self.attention,
+                groups: self.groups,
+                fourier: self.fourier.clone(),
+            },
         }
     }
 

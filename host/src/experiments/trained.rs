@@ -68,7 +68,7 @@ fn figures(model: &mut Trained, held_out: &Dataset, h: f64, seed: u64) -> Result
     let mut rng = Pcg32::seed_from_u64(seed);
     let sched = model.schedule()?;
     let b = match model.continuous() {
-        Some(c) => continuous_bound(model, &c?, &z, 200, &mut rng)?,
+        Some(c) => continuous_bound(model, &c?, &z, 200, None, &mut rng)?,
         None => {
             let opts = ElboOptions {
                 variance: ReverseVariance::Large,
@@ -284,7 +284,7 @@ pub(super) fn vdm(a: &ExperimentArgs) -> Result<()> {
         let tc: Vec<f64> = (0..data_n.len()).map(|_| elbo_core::rng::uniform_f64(&mut rng)).collect();
         let mut eps = vec![0.0f32; x0.len()];
         fill_standard_normal(&mut rng, &mut eps);
-        let batch = ContinuousBatch { x0: &x0, tc: &tc, eps: &eps, labels: None };
+        let batch = ContinuousBatch { x0: &x0, tc: &tc, eps: &eps, labels: None, bins: None };
         let r = continuous_grads(model.net.as_ref(), &model.params, &c, elbo_core::Prediction::Eps, Loss::Vlb, &batch);
         let m = r.per_example.iter().sum::<f64>() / r.per_example.len() as f64;
         let var = r.per_example.iter().map(|l| (l - m).powi(2)).sum::<f64>() / (r.per_example.len() - 1) as f64;

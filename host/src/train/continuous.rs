@@ -21,6 +21,9 @@ pub struct ContinuousBatch<'a> {
     pub eps: &'a [f32],
     /// Labels (conditional models).
     pub labels: Option<&'a [u32]>,
+    /// Quantised data on these many levels of [-1, 1]: VDM's discrete decoder (else the
+    /// Gaussian density's).
+    pub bins: Option<usize>,
 }
 
 /// The result of [`continuous_grads`].
@@ -54,7 +57,9 @@ pub fn continuous_grads(
     loss: Loss,
     batch: &ContinuousBatch<'_>,
 ) -> ContinuousGrads {
-    use elbo_core::elbo::{continuous_decoder_term, continuous_diffusion_term, continuous_prior_term};
+    use elbo_core::elbo::{
+        continuous_decoder_term, continuous_diffusion_term, continuous_prior_term, discrete_decoder_nll,
+    };
     use elbo_core::schedule::LogSnrSchedule;
     let b = batch.tc.len();
     let dim = batch.x0.len() / b.max(1);
@@ -109,9 +114,23 @@ pub fn continuous_grads(
     let per_example = per_example.into_inner().expect("no panic holds the lock");
     let (l_max, l_min) = sched.end_points();
     let mut total = grads.loss;
+    // the decoder term per coordinate and its derivative with respect to gamma_0 = -lambda_max
+    let (decoder, ddecoder_dg0) = match batch.bins {
+        // the draw z_0 = alpha_0 x + sigma_0 eps shares the diffusion term's noise (as VDM)
+        Some(k) => {
+            let (mut v, mut dv) = (0.0, 0.0);
+            for (&x, &e) in batch.x0.iter().zip(batch.eps) {
+                let (nll, dnll) = discrete_decoder_nll(level_of(x, k), k, f64::from(e), l_max).unwrap_or((0.0, 0.0));
+                v += nll;
+                dv += dnll;
+            }
+            (v / (b as f64 * d), -dv / (b as f64 * d))
+        }
+        None => (continuous_decoder_term(dim, l_max) / d, 0.5),
+    };
     if loss == Loss::Vlb {
         let prior: f64 = batch.x0.chunks_exact(dim).map(|x| continuous_prior_term(x, l_min)).sum::<f64>();
-        total += prior / (b as f64 * d) + continuous_decoder_term(dim, l_max) / d;
+        total += prior / (b as f64 * d) + decoder;
     }
     let (mut sched_mean, mut sched_second) = (vec![], vec![]);
     if let (Some(l), Some(gz)) = (learned, &grads.input) {
@@ -151,8 +170,14 @@ pub fn continuous_grads(
             })
             .sum::<f64>()
             / (b as f64 * d);
-        sched_mean[0] += dprior_dg1 * g1_0 + 0.5;
+        sched_mean[0] += dprior_dg1 * g1_0 + ddecoder_dg0;
         sched_mean[1] += dprior_dg1 * g1_1;
     }
     ContinuousGrads { loss: total, per_example, net: grads.params, sched_mean, sched_second }
+}
+
+/// The level `j` of a value `x = 2j / (levels - 1) - 1` of quantised data (the nearest one).
+pub fn level_of(x: f32, levels: usize) -> usize {
+    let j = ((f64::from(x) + 1.0) * 0.5 * (levels - 1) as f64).round();
+    j.clamp(0.0, (levels - 1) as f64) as usize
 }

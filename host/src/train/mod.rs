@@ -8,10 +8,10 @@ mod continuous;
 mod objective;
 mod options;
 
-pub use continuous::{ContinuousBatch, ContinuousGrads, continuous_grads};
+pub use continuous::{ContinuousBatch, ContinuousGrads, continuous_grads, level_of};
 use objective::{Example, Objective};
 pub(crate) use options::check_normalized;
-pub use options::{TrainOptions, training_data};
+pub use options::{Fourier, TrainOptions, UNetOptions, check_quantised, training_data};
 
 use std::path::Path;
 use std::time::Instant;
@@ -371,7 +371,7 @@ impl Trainer {
         let x0: Vec<f32> = idx.iter().flat_map(|&i| self.data.x[i * dim..(i + 1) * dim].iter().copied()).collect();
         let n_net = self.net.n_params();
         let sched = crate::model::continuous_schedule(&self.ckpt.config.schedule, &self.ckpt.params[n_net..])?;
-        let batch = ContinuousBatch { x0: &x0, tc: &tc, eps: &eps, labels: labels.as_deref() };
+        let batch = ContinuousBatch { x0: &x0, tc: &tc, eps: &eps, labels: labels.as_deref(), bins: args.bins };
         let r = continuous_grads(self.net.as_ref(), &self.ckpt.params, &sched, kind, self.loss, &batch);
         let mut grad = r.net;
         if let Continuous::Learned(_) = sched {
@@ -556,7 +556,7 @@ mod tests {
         let tc: Vec<f64> = (0..b).map(|i| (i as f64 + 0.37) / b as f64).collect();
         let mut eps = vec![0.0f32; 2 * b];
         elbo_core::rng::fill_standard_normal(&mut rng, &mut eps);
-        let batch = ContinuousBatch { x0: &x0, tc: &tc, eps: &eps, labels: None };
+        let batch = ContinuousBatch { x0: &x0, tc: &tc, eps: &eps, labels: None, bins: None };
         let eval = |p: &[f32]| {
             let sched = Continuous::Learned(Box::new(LearnedGamma::from_params(&p[n_net..]).unwrap()));
             continuous_grads(&mlp, p, &sched, Prediction::Eps, Loss::Vlb, &batch)

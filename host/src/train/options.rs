@@ -2,12 +2,13 @@
 //! what `elbo train` builds from its flags and what programs build in code
 //! (`TrainOptions { steps: 500, ..TrainOptions::DEFAULT }.trainer()`).
 
+use crate::checkpoint::Architecture;
 use crate::checkpoint::{ModelConfig, ModelKind, ScheduleConfig, TrainArgs};
 use crate::cli::ScheduleOpts;
 use crate::data::{DataSpec, Normalization};
 use crate::error::{Result, input};
-use crate::kinds::{Family, FixedVariance, Normalize, PredictionKind, ScheduleKind, TimestepSampling};
-use crate::nn::MlpConfig;
+use crate::kinds::{Arch, Family, FixedVariance, Normalize, PredictionKind, ScheduleKind, TimestepSampling};
+use crate::nn::{MlpConfig, UNetConfig};
 use crate::train::{Loss, Trainer};
 
 /// Everything that decides what a training run computes (not how it is watched).
@@ -55,8 +56,9 @@ pub struct TrainOptions {
     pub conditional: bool,
     /// Probability of dropping the label during conditional training.
     pub cond_dropout: f64,
-    /// Data normalisation.
-    pub normalize: Normalize,
+    /// Data normalisation (`None`: none for image data trained by a U-Net, standard
+    /// otherwise).
+    pub normalize: Option<Normalize>,
     /// Checkpoint every this many steps.
     pub checkpoint_every: u64,
     /// The model family.
@@ -65,6 +67,127 @@ pub struct TrainOptions {
     pub latent: usize,
     /// Train a noise-conditional classifier instead.
     pub classifier: bool,
+    /// The network family of a diffusion model.
+    pub arch: Arch,
+    /// Continuous time: the data is quantised to these many levels of [-1, 1] (VDM's discrete
+    /// decoder); `None`: the built-in image sets' levels, a Gaussian density for other data.
+    pub bins: Option<usize>,
+    /// The U-Net's sizes.
+    pub unet: UNetOptions,
+}
+
+/// The U-Net's sizes as asked for; `None` (and [`Fourier::Auto`]) are sized for the data by
+/// [`UNetOptions::config`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct UNetOptions {
+    /// Channels of the first level.
+    pub channels: Option<usize>,
+    /// Channel multiplier per level.
+    pub mults: Option<Vec<usize>>,
+    /// Residual blocks per level.
+    pub blocks: usize,
+    /// Self-attention at the lowest resolution.
+    pub attention: bool,
+    /// GroupNorm groups.
+    pub groups: usize,
+    /// VDM's Fourier features.
+    pub fourier: Fourier,
+}
+
+/// VDM's Fourier features of the input (`--fourier`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fourier {
+    /// At the two finest frequencies of quantised data with known grey levels: `2^e` with
+    /// `2^e` nearest `(K - 1) / 2` for `K` levels (VDM's 6 and 7 for 8-bit data), and `e - 1`;
+    /// none for other data.
+    Auto,
+    /// None.
+    None,
+    /// These exponents.
+    Exponents(Vec<i32>),
+}
+
+impl std::str::FromStr for Fourier {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(Fourier::Auto),
+            "none" => Ok(Fourier::None),
+            _ => s
+                .split(',')
+                .map(|e| {
+                    e.trim()
+                        .parse::<i32>()
+                        .map_err(|_| format!("expected auto, none or exponents like 6,7; found '{s}'"))
+                })
+                .collect::<std::result::Result<Vec<i32>, String>>()
+                .map(Fourier::Exponents),
+        }
+    }
+}
+
+impl std::fmt::Display for Fourier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fourier::Auto => f.write_str("auto"),
+            Fourier::None => f.write_str("none"),
+            Fourier::Exponents(v) => f.write_str(&v.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(",")),
+        }
+    }
+}
+
+impl UNetOptions {
+    /// The defaults: sized for the data, 2 blocks per level, attention, 8 groups.
+    pub const DEFAULT: UNetOptions =
+        UNetOptions { channels: None, mults: None, blocks: 2, attention: true, groups: 8, fourier: Fourier::Auto };
+
+    /// The architecture for images of `(C, H, W)` with `levels` grey levels (if known):
+    /// - levels of resolution: halve the image while its smaller side stays even and at
+    ///   least 8, up to three levels (8x8: 8, 4; 28x28: 28, 14, 7; 32x32: 32, 16, 8);
+    /// - channel multipliers `[1]`, `[1, 2]`, `[1, 2, 2]`;
+    /// - 64 channels for images of at most 256 pixels, 32 above.
+    pub fn config(
+        &self,
+        (c, h, w): (usize, usize, usize),
+        levels: Option<usize>,
+        embed: usize,
+        classes: usize,
+        out_channels: usize,
+    ) -> UNetConfig {
+        let mut side = h.min(w);
+        let mut n = 1;
+        while n < 3 && side.is_multiple_of(2) && side >= 8 && h.is_multiple_of(1 << n) && w.is_multiple_of(1 << n) {
+            side /= 2;
+            n += 1;
+        }
+        let mults = self.mults.clone().unwrap_or_else(|| [1, 2, 2][..n].to_vec());
+        let fourier = match &self.fourier {
+            Fourier::None => vec![],
+            Fourier::Exponents(v) => v.clone(),
+            Fourier::Auto => match levels {
+                Some(k) if k > 2 => {
+                    let e = (((k - 1) as f64) / 2.0).log2().round() as i32;
+                    vec![e - 1, e]
+                }
+                _ => vec![],
+            },
+        };
+        UNetConfig {
+            channels: c,
+            height: h,
+            width: w,
+            base: self.channels.unwrap_or(if h * w <= 256 { 64 } else { 32 }),
+            mults,
+            blocks: self.blocks,
+            attention: self.attention,
+            groups: self.groups,
+            embed,
+            classes,
+            out_channels,
+            fourier,
+        }
+    }
 }
 
 impl TrainOptions {
@@ -91,11 +214,14 @@ impl TrainOptions {
         learn_variance: false,
         conditional: false,
         cond_dropout: 0.1,
-        normalize: Normalize::Standard,
+        normalize: None,
         checkpoint_every: 1000,
         family: Family::Diffusion,
         latent: 2,
         classifier: false,
+        arch: Arch::Auto,
+        bins: None,
+        unet: UNetOptions::DEFAULT,
     };
 
     /// `loss`, or its default for the schedule (a classifier's is the cross-entropy).
@@ -232,6 +358,7 @@ impl TrainOptions {
             seed: a.seed,
             checkpoint_every: a.checkpoint_every,
             data_fingerprint: None,
+            bins: None,
         };
         let mut data = training_data(&train)?;
         let mut train = train;
@@ -248,28 +375,70 @@ impl TrainOptions {
             }
             return Err(input(format!("--conditional: the data '{}' has no class labels", a.data)));
         }
-        let normalization = match a.normalize {
+        let unet = match (a.arch, data.image_shape()) {
+            (Arch::Mlp, _) => false,
+            (Arch::Auto, image) => image.is_some() && a.family == Family::Diffusion && !a.classifier,
+            (Arch::Unet, None) => {
+                return Err(input(format!(
+                    "--arch unet: the data '{}' is not image data (expected a .npy of shape [N, C, H, W] or [N, H, W], or a built-in image set)",
+                    a.data
+                )));
+            }
+            (Arch::Unet, Some(_)) if a.family != Family::Diffusion || a.classifier => {
+                return Err(input("--arch unet: is a denoiser's network (classifiers and VAEs are MLPs)"));
+            }
+            (Arch::Unet, Some(_)) => true,
+        };
+        if unet && let Some(v) = data.x.iter().find(|v| !(-1.0..=1.0).contains(*v)) {
+            return Err(input(format!(
+                "--data {}: a U-Net trains on images with values in [-1, 1]; found {v}",
+                a.data
+            )));
+        }
+        let continuous = a.schedule.schedule.is_continuous();
+        if a.bins.is_some() && !continuous {
+            return Err(input(
+                "--bins: is the discrete decoder of continuous-time training (a discrete schedule's bound takes eval --bins)",
+            ));
+        }
+        train.bins = a.bins.or(if continuous { data.levels } else { None });
+        if let Some(k) = train.bins {
+            check_quantised(&data.x, k, &a.data)?;
+        }
+        let normalize = a.normalize.unwrap_or(if unet { Normalize::None } else { Normalize::Standard });
+        let normalization = match normalize {
             Normalize::None => Normalization::identity(data.dim),
             Normalize::Standard => Normalization::fit(&data.x, data.dim),
         };
         normalization.apply(&mut data.x);
         check_normalized(&data.x, &a.data)?;
-        let config = ModelConfig {
-            format: "elbo-checkpoint".into(),
-            version: crate::checkpoint::CONFIG_VERSION,
-            step: 0,
-            mlp: MlpConfig {
+        let classes = if a.conditional && !a.classifier { data.classes } else { 0 };
+        let net = match data.image_shape() {
+            Some(image) if unet => {
+                let out_channels = image.0 * if a.learn_variance { 2 } else { 1 };
+                let cfg: UNetConfig = a.unet.config(image, data.levels, a.embed, classes, out_channels);
+                cfg.validate().map_err(|e| input(format!("--data {} with the U-Net's flags: {e}", a.data)))?;
+                crate::io::check_memory("--channels/--mults/--blocks", cfg.n_params().checked_mul(24))?;
+                Architecture::Unet(cfg)
+            }
+            _ => Architecture::Mlp(MlpConfig {
                 dim: data.dim,
                 width: a.width,
                 depth: a.depth,
                 embed: a.embed,
-                classes: if a.conditional && !a.classifier { data.classes } else { 0 },
+                classes,
                 out: match (a.classifier, a.learn_variance) {
                     (true, _) => data.classes,
                     (false, true) => 2 * data.dim,
                     (false, false) => data.dim,
                 },
-            },
+            }),
+        };
+        let config = ModelConfig {
+            format: "elbo-checkpoint".into(),
+            version: crate::checkpoint::CONFIG_VERSION,
+            step: 0,
+            net,
             kind: match (a.classifier, a.family) {
                 (true, _) => ModelKind::Classifier,
                 (false, Family::Diffusion) => {
@@ -303,6 +472,25 @@ impl TrainOptions {
 /// The training set of a run (regenerated from the stored arguments on resume).
 pub fn training_data(args: &TrainArgs) -> Result<crate::data::Dataset> {
     DataSpec::parse(&args.data)?.load(args.n_train, args.seed)
+}
+
+/// Refuses data that does not lie on the `levels` values `2j / (levels - 1) - 1` of [-1, 1].
+pub fn check_quantised(x: &[f32], levels: usize, data: &str) -> Result<()> {
+    if !(2..=65536).contains(&levels) {
+        return Err(input("--bins: expected 2 to 65536 levels"));
+    }
+    let step = 2.0 / (levels - 1) as f64;
+    let off = |v: f32| {
+        let j = super::continuous::level_of(v, levels) as f64;
+        (f64::from(v) - (j * step - 1.0)).abs() > 1e-3 * step || !(-1.0..=1.0).contains(&v)
+    };
+    if let Some(v) = x.iter().find(|&&v| off(v)) {
+        return Err(input(format!(
+            "--data {data}: with --bins {levels} every value must be one of the {levels} levels 2j/{} - 1 of [-1, 1]; found {v}",
+            levels - 1
+        )));
+    }
+    Ok(())
 }
 
 /// Refuses data whose normalised values overflow float32 (extreme but finite input).

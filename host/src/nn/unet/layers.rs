@@ -12,21 +12,41 @@ use ndarray::{ArrayView2, ArrayViewMut2};
 use crate::nn::sigmoid;
 
 /// `c = a b + beta c` for row-major `a` (`m x k`, or `k x m` read transposed when `ta`), `b`
-/// (`k x n`, or `n x k` when `tb`) and `c` (`m x n`).
+/// (`k x n`, or `n x k` when `tb`) and `c` (`m x n`), `beta` 0 or 1; single-threaded (the
+/// chunks run in parallel), so the same inputs give the same bits.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm(m: usize, k: usize, n: usize, a: &[f32], ta: bool, b: &[f32], tb: bool, beta: f32, c: &mut [f32]) {
-    let a = if ta {
-        ArrayView2::from_shape((k, m), &a[..k * m]).expect("gemm: a's shape").reversed_axes()
-    } else {
-        ArrayView2::from_shape((m, k), &a[..m * k]).expect("gemm: a's shape")
-    };
-    let b = if tb {
-        ArrayView2::from_shape((n, k), &b[..n * k]).expect("gemm: b's shape").reversed_axes()
-    } else {
-        ArrayView2::from_shape((k, n), &b[..k * n]).expect("gemm: b's shape")
-    };
-    let mut c = ArrayViewMut2::from_shape((m, n), &mut c[..m * n]).expect("gemm: c's shape");
-    general_mat_mul(1.0, &a, &b, beta, &mut c);
+    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "gemm: buffers too short");
+    let (a_rs, a_cs) = if ta { (1, m as isize) } else { (k as isize, 1) };
+    let (b_rs, b_cs) = if tb { (1, k as isize) } else { (n as isize, 1) };
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: the assertion above keeps every element `gemm` reads or writes, at the strides
+    // given, inside `a`, `b` and `c`; `c` is borrowed mutably, so it aliases neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            beta != 0.0,
+            a.as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_ptr(),
+            b_cs,
+            b_rs,
+            beta,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
 }
 
 /// Adds `bias` to every row of `y` (`rows x bias.len()`).

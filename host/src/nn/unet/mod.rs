@@ -306,6 +306,9 @@ pub struct UNet {
     n_params: usize,
     tensors: Vec<(String, Vec<usize>, usize, Init)>,
     parts: Parts,
+    /// The chunks' gradient buffers, kept between calls: a fresh allocation of this size
+    /// costs a page fault per 4 KiB at its first write, which is most of a step's time.
+    scratch: std::sync::Arc<std::sync::Mutex<Vec<f32>>>,
 }
 
 /// A chunk's features: values (`n x h*w x c`) and their spatial size.
@@ -427,7 +430,7 @@ impl UNet {
     pub fn new(cfg: UNetConfig) -> Self {
         let mut l = Layout { n: 0, tensors: Vec::new() };
         let parts = l.build(&cfg);
-        UNet { cfg, n_params: l.n, tensors: l.tensors, parts }
+        UNet { cfg, n_params: l.n, tensors: l.tensors, parts, scratch: Default::default() }
     }
 
     /// The configuration.
@@ -546,8 +549,7 @@ impl UNet {
         let y = parts.out_conv.forward(p, &out_a, n, hh, ww);
         let mut out = vec![0.0f32; n * cfg.out()];
         self.to_channels_first(&y, cfg.out_channels, &mut out);
-        let tape =
-            keep.then_some(Tape { x: xl, feat, te, l1, s1, emb, es, ops: caches, out_norm, out_y, out_a });
+        let tape = keep.then_some(Tape { x: xl, feat, te, l1, s1, emb, es, ops: caches, out_norm, out_y, out_a });
         (out, tape)
     }
 
@@ -698,7 +700,9 @@ impl crate::network::Network for UNet {
         let (d, o, np) = (self.cfg.dim(), self.cfg.out(), self.n_params);
         let n = tau.len();
         let n_chunks = n.div_ceil(CHUNK);
-        let mut grads = vec![0.0f32; n_chunks * np];
+        let mut grads = std::mem::take(&mut *self.scratch.lock().unwrap_or_else(|e| e.into_inner()));
+        grads.clear();
+        grads.resize(n_chunks * np, 0.0);
         let chunks: Vec<(f64, Option<Vec<f32>>)> = grads
             .par_chunks_mut(np.max(1))
             .enumerate()
@@ -722,6 +726,7 @@ impl crate::network::Network for UNet {
                 block.iter_mut().zip(gc).for_each(|(a, &b)| *a += b);
             }
         });
+        *self.scratch.lock().unwrap_or_else(|e| e.into_inner()) = grads;
         let mut loss = 0.0;
         let mut input = want_input.then(|| Vec::with_capacity(n * d));
         for (l, dx) in chunks {

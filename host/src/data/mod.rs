@@ -1,6 +1,9 @@
-//! Data sets: the built-in 2-D sets (generated from a seed, with component labels), Gaussian
-//! mixtures from JSON (`gmm:FILE.json`), and `.npy` / `.csv` files; per-coordinate
-//! normalisation computed on the training data.
+//! Data sets: the built-in 2-D sets (generated from a seed, with component labels), the
+//! built-in image sets ([`images`]), Gaussian mixtures from JSON (`gmm:FILE.json`), and `.npy` /
+//! `.csv` files (a `.npy` of shape `[N, C, H, W]` or `[N, H, W]` is image data, its labels in a
+//! sibling `NAME_labels.npy`); per-coordinate normalisation computed on the training data.
+
+pub mod images;
 
 use std::path::Path;
 
@@ -27,6 +30,8 @@ pub struct Dataset {
     pub labels: Option<Vec<u32>>,
     /// Number of classes (0 without labels).
     pub classes: usize,
+    /// The number of grey levels of quantised image data, where known (built-in image sets).
+    pub levels: Option<usize>,
 }
 
 impl Dataset {
@@ -38,6 +43,15 @@ impl Dataset {
     /// Whether there are no examples.
     pub fn is_empty(&self) -> bool {
         self.x.is_empty()
+    }
+
+    /// `(C, H, W)` of image data: examples of shape `[C, H, W]` or `[H, W]`.
+    pub fn image_shape(&self) -> Option<(usize, usize, usize)> {
+        match self.shape[..] {
+            [c, h, w] => Some((c, h, w)),
+            [h, w] => Some((1, h, w)),
+            _ => None,
+        }
     }
 }
 
@@ -134,6 +148,8 @@ pub enum DataSpec {
     Builtin(String),
     /// A Gaussian mixture with known density.
     Mixture(Mixture),
+    /// A built-in image set and its split.
+    Image(images::ImageSet, crate::kinds::Split),
     /// A `.npy` or `.csv` file.
     File(std::path::PathBuf),
 }
@@ -150,13 +166,25 @@ impl DataSpec {
         if BUILTIN.contains(&spec) {
             return Ok(DataSpec::Builtin(spec.to_string()));
         }
+        if let Some(set) = images::ImageSet::from_name(spec) {
+            return Ok(DataSpec::Image(set, crate::kinds::Split::Train));
+        }
         let p = Path::new(spec);
         match p.extension().and_then(|e| e.to_str()) {
             Some("npy") | Some("csv") => Ok(DataSpec::File(p.to_path_buf())),
             _ => Err(input(format!(
-                "--data: '{spec}' is not a built-in set ({}), gmm:FILE.json, or a .npy/.csv file",
-                BUILTIN.join(", ")
+                "--data: '{spec}' is not a built-in set ({}, {}), gmm:FILE.json, or a .npy/.csv file",
+                BUILTIN.join(", "),
+                images::IMAGE_SETS.join(", ")
             ))),
+        }
+    }
+
+    /// The same data with the split `split` of a built-in image set (other data has no split).
+    pub fn with_split(self, split: crate::kinds::Split) -> Self {
+        match self {
+            DataSpec::Image(set, _) => DataSpec::Image(set, split),
+            other => other,
         }
     }
 
@@ -176,15 +204,16 @@ impl DataSpec {
         match self {
             DataSpec::Builtin(name) => {
                 let (x, labels, classes) = builtin(name, n, &mut rng);
-                Ok(Dataset { x, dim: 2, shape: vec![2], labels: Some(labels), classes })
+                Ok(Dataset { x, dim: 2, shape: vec![2], labels: Some(labels), classes, levels: None })
             }
             DataSpec::Mixture(m) => {
                 let dim = m.dim();
                 let mut x = vec![0.0f32; n * dim];
                 let mut labels = vec![0u32; n];
                 m.with_core(|g| g.sample(&mut rng, &mut x, Some(&mut labels)))?.map_err(|e| flag("--data", e))?;
-                Ok(Dataset { x, dim, shape: vec![dim], labels: Some(labels), classes: m.weights.len() })
+                Ok(Dataset { x, dim, shape: vec![dim], labels: Some(labels), classes: m.weights.len(), levels: None })
             }
+            DataSpec::Image(set, split) => set.load(*split),
             DataSpec::File(path) => load_file(path),
         }
     }
@@ -265,7 +294,57 @@ pub fn load_file(path: &Path) -> Result<Dataset> {
         return Err(input(format!("{}: no data", path.display())));
     }
     check_finite(&x, dim, path)?;
-    Ok(Dataset { x, dim, shape, labels: None, classes: 0 })
+    let n = x.len() / dim;
+    let (labels, classes) = match sibling_labels(path, n)? {
+        Some((l, c)) => (Some(l), c),
+        None => (None, 0),
+    };
+    Ok(Dataset { x, dim, shape, labels, classes, levels: None })
+}
+
+/// The largest class label a labels file may hold.
+const MAX_LABEL: i64 = 1 << 20;
+
+/// The labels of `DIR/NAME.npy` in `DIR/NAME_labels.npy` (integers or whole floats, shape
+/// `[N]`), if that file exists: the labels and the number of classes (the largest label + 1).
+fn sibling_labels(path: &Path, n: usize) -> Result<Option<(Vec<u32>, usize)>> {
+    use ndarray::ArrayD;
+    use ndarray_npy::ReadNpyExt;
+    let (Some(stem), Some("npy")) =
+        (path.file_stem().and_then(|s| s.to_str()), path.extension().and_then(|e| e.to_str()))
+    else {
+        return Ok(None);
+    };
+    let lp = path.with_file_name(format!("{stem}_labels.npy"));
+    if !lp.is_file() {
+        return Ok(None);
+    }
+    let bad = |what: String| input(format!("{}: {what}", lp.display()));
+    let open = || std::fs::File::open(&lp).map_err(|e| bad(e.to_string()));
+    let values: Vec<f64> = if let Ok(a) = ArrayD::<i64>::read_npy(open()?) {
+        a.iter().map(|&v| v as f64).collect()
+    } else if let Ok(a) = ArrayD::<i32>::read_npy(open()?) {
+        a.iter().map(|&v| f64::from(v)).collect()
+    } else if let Ok(a) = ArrayD::<f64>::read_npy(open()?) {
+        a.iter().copied().collect()
+    } else if let Ok(a) = ArrayD::<f32>::read_npy(open()?) {
+        a.iter().map(|&v| f64::from(v)).collect()
+    } else {
+        return Err(bad("expected class labels: an int64, int32 or float .npy array of shape [N]".into()));
+    };
+    if values.len() != n {
+        return Err(bad(format!(
+            "expected {n} labels (one per example of {}), found {}",
+            path.display(),
+            values.len()
+        )));
+    }
+    if let Some(v) = values.iter().find(|v| !(v.fract() == 0.0 && (0.0..MAX_LABEL as f64).contains(*v))) {
+        return Err(bad(format!("expected whole class labels in 0..{MAX_LABEL}, found {v}")));
+    }
+    let labels: Vec<u32> = values.iter().map(|&v| v as u32).collect();
+    let classes = labels.iter().max().map_or(0, |&m| m as usize + 1);
+    Ok(Some((labels, classes)))
 }
 
 /// Reads a `.npy` header (format versions 1 to 3) and checks it against the file's length
