@@ -552,43 +552,50 @@ mod tests {
         params.extend(LearnedGamma::init(-6.0, 4.0, &noise));
         let n_net = mlp.n_params();
         let b = 5;
-        let x0: Vec<f32> = (0..2 * b).map(|i| ((i as f32) * 0.9).sin() * 1.5).collect();
-        let tc: Vec<f64> = (0..b).map(|i| (i as f64 + 0.37) / b as f64).collect();
-        let mut eps = vec![0.0f32; 2 * b];
-        elbo_core::rng::fill_standard_normal(&mut rng, &mut eps);
-        let batch = ContinuousBatch { x0: &x0, tc: &tc, eps: &eps, labels: None, bins: None };
-        let eval = |p: &[f32]| {
-            let sched = Continuous::Learned(Box::new(LearnedGamma::from_params(&p[n_net..]).unwrap()));
-            continuous_grads(&mlp, p, &sched, Prediction::Eps, Loss::Vlb, &batch)
-        };
-        let r = eval(&params);
-        let second = |r: &ContinuousGrads| r.per_example.iter().map(|l| l * l).sum::<f64>() / b as f64;
-        for i in (0..N_PARAMS).step_by(5).chain([0, 1, 2]) {
-            // f32 rounding of z_t limits the step from below
-            let h = 2e-2f32;
-            let (mut up, mut dn) = (params.clone(), params.clone());
-            up[n_net + i] += h;
-            dn[n_net + i] -= h;
-            let (ru, rd) = (eval(&up), eval(&dn));
-            let hh = f64::from(up[n_net + i]) - f64::from(dn[n_net + i]);
-            let fd_mean = (ru.loss - rd.loss) / hh;
-            let fd_second = (second(&ru) - second(&rd)) / hh;
-            for (what, an, fd) in [("mean", r.sched_mean[i], fd_mean), ("second", r.sched_second[i], fd_second)] {
-                if what == "mean" && i >= 2 {
-                    // the shape's mean gradient is not used: only check the end points' here
-                    continue;
+        // Gaussian decoder on real values; VDM's discrete decoder on 17 levels (s = sigma_0 /
+        // alpha_0 = e^-3 is 0.4 level steps, so its gradient on gamma_0 is far from zero)
+        for bins in [None, Some(17)] {
+            let x0: Vec<f32> = match bins {
+                None => (0..2 * b).map(|i| ((i as f32) * 0.9).sin() * 1.5).collect(),
+                Some(_) => (0..2 * b).map(|i| ((i * 7) % 17) as f32 / 8.0 - 1.0).collect(),
+            };
+            let tc: Vec<f64> = (0..b).map(|i| (i as f64 + 0.37) / b as f64).collect();
+            let mut eps = vec![0.0f32; 2 * b];
+            elbo_core::rng::fill_standard_normal(&mut rng, &mut eps);
+            let batch = ContinuousBatch { x0: &x0, tc: &tc, eps: &eps, labels: None, bins };
+            let eval = |p: &[f32]| {
+                let sched = Continuous::Learned(Box::new(LearnedGamma::from_params(&p[n_net..]).unwrap()));
+                continuous_grads(&mlp, p, &sched, Prediction::Eps, Loss::Vlb, &batch)
+            };
+            let r = eval(&params);
+            let second = |r: &ContinuousGrads| r.per_example.iter().map(|l| l * l).sum::<f64>() / b as f64;
+            for i in (0..N_PARAMS).step_by(5).chain([0, 1, 2]) {
+                // f32 rounding of z_t limits the step from below
+                let h = 2e-2f32;
+                let (mut up, mut dn) = (params.clone(), params.clone());
+                up[n_net + i] += h;
+                dn[n_net + i] -= h;
+                let (ru, rd) = (eval(&up), eval(&dn));
+                let hh = f64::from(up[n_net + i]) - f64::from(dn[n_net + i]);
+                let fd_mean = (ru.loss - rd.loss) / hh;
+                let fd_second = (second(&ru) - second(&rd)) / hh;
+                for (what, an, fd) in [("mean", r.sched_mean[i], fd_mean), ("second", r.sched_second[i], fd_second)] {
+                    if what == "mean" && i >= 2 {
+                        // the shape's mean gradient is not used: only check the end points' here
+                        continue;
+                    }
+                    assert!((an - fd).abs() <= 2e-2 * an.abs().max(fd.abs()).max(1e-3), "{what} p{i}: {an} vs {fd}");
                 }
-                assert!((an - fd).abs() <= 2e-2 * an.abs().max(fd.abs()).max(1e-3), "{what} p{i}: {an} vs {fd}");
             }
-        }
-        for k in (0..n_net).step_by(37) {
-            let h = 1e-2f32;
-            let (mut up, mut dn) = (params.clone(), params.clone());
-            up[k] += h;
-            dn[k] -= h;
-            let fd = (eval(&up).loss - eval(&dn).loss) / f64::from(2.0 * h);
-            let an = f64::from(r.net[k]);
-            assert!((an - fd).abs() <= 2e-2 * an.abs().max(fd.abs()).max(1e-3), "net {k}: {an} vs {fd}");
+            for k in (0..n_net).step_by(37) {
+                let h = 1e-2f32;
+                let (mut up, mut dn) = (params.clone(), params.clone());
+                up[k] += h;
+                dn[k] -= h;
+                let fd = (eval(&up).loss - eval(&dn).loss) / f64::from(2.0 * h);
+                let an = f64::from(r.net[k]);
+                assert!((an - fd).abs() <= 2e-2 * an.abs().max(fd.abs()).max(1e-3), "net {k}: {an} vs {fd}");
+            }
         }
     }
 
