@@ -225,6 +225,14 @@ impl Architecture {
             Architecture::Unet(u) => u.classes,
         }
     }
+
+    /// The shape of one example: `[C, H, W]` for a U-Net, `[dim]` for an MLP.
+    pub fn example_shape(&self) -> Vec<usize> {
+        match self {
+            Architecture::Mlp(m) => vec![m.dim],
+            Architecture::Unet(u) => vec![u.channels, u.height, u.width],
+        }
+    }
 }
 
 /// A model's network: its family and architecture (stored in `config.json` under the family's

@@ -61,6 +61,19 @@ fn unet_training_on_digits_lowers_the_bound() {
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let bpd = r["bpd"].as_f64().unwrap();
     assert_eq!(r["n"], 297);
+    // samples come out as images, and the plot is an image grid
+    let s = dir.path().join("s.npy");
+    elbo()
+        .args(["sample", "--n", "3", "--sampler", "ddim", "--steps", "5", "--model"])
+        .arg(&out)
+        .arg("--out")
+        .arg(&s)
+        .arg("--plot")
+        .arg(dir.path().join("s.png"))
+        .assert()
+        .success();
+    let samples = elbo::data::load_file(&s).unwrap();
+    assert_eq!((samples.len(), samples.shape.clone()), (3, vec![1, 8, 8]));
     let train_bpd = l[5] / std::f64::consts::LN_2;
     assert!(bpd.is_finite() && (bpd - train_bpd).abs() < 0.15 * train_bpd, "held out {bpd}, training {train_bpd}");
 }

@@ -67,7 +67,8 @@ impl Source {
     pub fn shape(&self) -> Vec<usize> {
         match self {
             Source::Onnx(o) => o.shape.clone(),
-            _ => vec![self.dim()],
+            Source::Trained(t) => t.config.net.example_shape(),
+            Source::Optimal(_) => vec![self.dim()],
         }
     }
 
