@@ -104,6 +104,10 @@ pub struct ScheduleConfig {
     /// `timesteps` is then the default discretisation for sampling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_snr_range: Option<[f64; 2]>,
+    /// diffusers' `trained_betas` (`betas[t - 1] = beta_t`) of an ONNX model's schedule: they
+    /// replace the named schedule (`timesteps` is their number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trained_betas: Option<Vec<f64>>,
 }
 
 impl ScheduleConfig {
@@ -389,6 +393,9 @@ impl ModelConfig {
         }
         if !(s.beta_start.is_finite() && s.beta_end.is_finite()) {
             return Err("schedule: beta_start and beta_end must be finite".into());
+        }
+        if s.trained_betas.is_some() {
+            return Err("schedule: trained_betas belong to ONNX models, not checkpoints".into());
         }
         if let Some([hi, lo]) = s.log_snr_range
             && !(hi.is_finite() && lo.is_finite() && lo < hi)

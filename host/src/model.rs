@@ -55,6 +55,12 @@ fn build_schedule_with(s: &ScheduleConfig, params: &[f32]) -> Result<Box<HostSch
     if s.is_continuous() {
         return discretise(&continuous_schedule(s, params)?, s.timesteps);
     }
+    if let Some(b) = &s.trained_betas {
+        let kind = elbo_core::BetaSchedule::Custom(b);
+        return Ok(Box::new(
+            HostSchedule::new(&kind, b.len(), s.zero_terminal_snr).map_err(|e| flag("trained_betas", e))?,
+        ));
+    }
     let kind = s
         .name
         .beta_schedule(s.beta_start, s.beta_end)

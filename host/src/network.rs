@@ -19,6 +19,8 @@ pub type LossGrad<'a> = &'a (dyn Fn(usize, &[f32], &mut [f32]) -> f64 + Sync);
 /// A network's ONNX graph: nodes and initialisers from the inputs `sample` `[N, ...]`,
 /// `timestep` `[N]` and, if conditional, `class_labels` `[N]` to the output `out_sample`.
 pub struct OnnxGraph {
+    /// The family's name (`MLP`, `U-Net`), for the file's description.
+    pub family: &'static str,
     /// The nodes, in order.
     pub nodes: Vec<NodeProto>,
     /// The weights and constants.
@@ -27,6 +29,17 @@ pub struct OnnxGraph {
     pub inputs: Vec<ValueInfoProto>,
     /// The output.
     pub output: ValueInfoProto,
+}
+
+/// How an exported graph's `timestep` input becomes the network's embedding time `tau`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeInput {
+    /// The input is declared float32 (else int64).
+    pub float: bool,
+    /// A continuous-time model exported on a discretisation of `T` steps: the 0-based input
+    /// `k` means `t = (k + 1) / T`, and `tau = 1000 (k + 1) / T` (as the native model reads it
+    /// on that discretisation). `None`: `tau` is the input (a discrete model's `t - 1`).
+    pub continuous_steps: Option<usize>,
 }
 
 /// What every network family provides.
@@ -70,9 +83,9 @@ pub trait Network: Send + Sync + std::fmt::Debug {
         (g.loss, g.params)
     }
 
-    /// The ONNX graph of the network with `params`, its timestep input declared float32 or
-    /// int64; `None` where the family has no ONNX export yet.
-    fn onnx_graph(&self, params: &[f32], float_timestep: bool) -> Option<OnnxGraph>;
+    /// The ONNX graph of the network with `params`, its timestep input as `time` says; `None`
+    /// where the family has no ONNX export yet.
+    fn onnx_graph(&self, params: &[f32], time: TimeInput) -> Option<OnnxGraph>;
     /// The shape of the `no_std` device network that computes the same function (the device
     /// blob's header), if the family runs on devices.
     fn device_shape(&self) -> Option<Shape>;

@@ -179,7 +179,7 @@ fn every_bad_input_exits_2_with_one_line_and_leaves_nothing() {
     let s_bool = sched("s5.json", r#"{"rescale_betas_zero_snr": "yes"}"#);
     let s_array = sched("s6.json", "[1, 2]");
     let s_schedule = sched("s7.json", r#"{"beta_schedule": 3}"#);
-    let s_betas = sched("s8.json", r#"{"trained_betas": [0.1, 0.2]}"#);
+    let s_betas = sched("s8.json", r#"{"num_train_timesteps": 3, "trained_betas": [0.1, 1.5]}"#);
     let sdir = f.root.join("sdir");
     std::fs::create_dir(&sdir).unwrap();
     let sdir = sdir.to_string_lossy().into_owned();
@@ -358,7 +358,7 @@ fn every_bad_input_exits_2_with_one_line_and_leaves_nothing() {
         s(&["export", "--model", &m, "--out", &f.p("nowhere/m.bin")]),
         s(&["export", "--model", &f.p("nothing"), "--out", &bin]),
         s(&["export", "--model", &vdm, "--out", &bin]),
-        s(&["export", "--model", &vdm, "--out", &onnx.replace("m.onnx", "v.onnx")]),
+        s(&["export", "--model", &vdm, "--out", &onnx.replace("m.onnx", "v.bin")]),
         s(&["export", "--model", &wide, "--out", &bin]),
         s(&["export", "--model", &clf_out, "--out", &bin]),
         // elbo schedule

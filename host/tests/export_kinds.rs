@@ -1,4 +1,6 @@
-//! Export refuses what its target cannot express, and everything it writes loads back in elbo:
+//! Export refuses what its target cannot express, and everything it writes loads back in elbo
+//! (continuous-time models go to ONNX as their discretisation: `trained_betas` and the mapped
+//! timestep input):
 //! for every model kind, `elbo export` to FILE.onnx and FILE.bin either succeeds and the file
 //! samples in elbo (the blob through the device's parser and sampler), or exits 2 with one line
 //! and writes nothing.
@@ -18,14 +20,14 @@ const KINDS: [(&str, &[&str], bool, bool); 13] = [
     ("scaled-linear", &["--schedule", "scaled_linear", "--beta-start", "0.001", "--beta-end", "0.03"], true, true),
     ("sigmoid", &["--schedule", "sigmoid"], true, true),
     ("zero-snr-v", &["--schedule", "squaredcos_cap_v2", "--zero-terminal-snr", "--prediction", "v"], true, true),
-    ("cosine-logsnr", &["--schedule", "cosine-logsnr"], false, false),
+    ("cosine-logsnr", &["--schedule", "cosine-logsnr"], true, false),
     ("x0", &["--prediction", "x0"], true, true),
     ("v", &["--prediction", "v", "--schedule", "squaredcos_cap_v2"], true, true),
     ("score", &["--prediction", "score"], true, true),
     ("conditional", &["--data", "rings", "--conditional"], true, true),
     ("learned-variance", &["--learn-variance", "--loss", "hybrid"], false, false),
-    ("continuous", &["--schedule", "vdm"], false, false),
-    ("learned-schedule", &["--schedule", "learned"], false, false),
+    ("continuous", &["--schedule", "vdm"], true, false),
+    ("learned-schedule", &["--schedule", "learned"], true, false),
     ("vae", &["--family", "vae"], false, false),
 ];
 

@@ -58,12 +58,12 @@ pub fn run(a: &ExportArgs) -> Result<()> {
     if onnx && model.has_learned_variance() {
         return Err(input("--model: learned-variance models are not exported to ONNX yet"));
     }
-    if model.config.schedule.is_continuous() {
-        // neither target can express it: the device blob and ONNX's timestep input (with its
-        // diffusers schedule metadata) describe integer timesteps of a discrete schedule
+    if !onnx && model.config.schedule.is_continuous() {
+        // the device network reads integer timesteps of a discrete table; the ONNX graph maps
+        // its timestep input to the continuous time of the discretisation (`TimeInput`)
         return Err(input(format!(
-            "--model {}: a continuous-time model (--schedule {}) cannot be exported yet: FILE.bin and FILE.onnx \
-             hold discrete schedules with integer timesteps",
+            "--model {}: a continuous-time model (--schedule {}) cannot be exported as a device blob yet: \
+             FILE.bin holds discrete schedules with integer timesteps (FILE.onnx can hold it)",
             a.model.display(),
             model.config.schedule.name
         )));

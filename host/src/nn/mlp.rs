@@ -415,8 +415,8 @@ impl crate::network::Network for Mlp {
         Mlp::loss_and_grads(self, params, x, tau, labels, want_input, loss_grad)
     }
 
-    fn onnx_graph(&self, params: &[f32], float_timestep: bool) -> Option<crate::network::OnnxGraph> {
-        Some(crate::onnx::export::mlp_graph(&self.cfg.shape(), params, float_timestep))
+    fn onnx_graph(&self, params: &[f32], time: crate::network::TimeInput) -> Option<crate::network::OnnxGraph> {
+        Some(crate::onnx::export::mlp_graph(&self.cfg.shape(), params, time))
     }
 
     fn device_shape(&self) -> Option<Shape> {

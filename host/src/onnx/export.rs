@@ -12,9 +12,9 @@ use elbo_core::mlp::Shape;
 
 use super::proto::*;
 use crate::model::Trained;
-use crate::network::OnnxGraph;
+use crate::network::{OnnxGraph, TimeInput};
 
-fn tensor(name: &str, dims: &[usize], data: &[f32]) -> TensorProto {
+pub(super) fn tensor(name: &str, dims: &[usize], data: &[f32]) -> TensorProto {
     TensorProto {
         dims: dims.iter().map(|&d| d as i64).collect(),
         data_type: FLOAT,
@@ -23,7 +23,7 @@ fn tensor(name: &str, dims: &[usize], data: &[f32]) -> TensorProto {
     }
 }
 
-fn tensor_i64(name: &str, dims: &[usize], data: &[i64]) -> TensorProto {
+pub(super) fn tensor_i64(name: &str, dims: &[usize], data: &[i64]) -> TensorProto {
     TensorProto {
         dims: dims.iter().map(|&d| d as i64).collect(),
         data_type: INT64,
@@ -32,17 +32,44 @@ fn tensor_i64(name: &str, dims: &[usize], data: &[i64]) -> TensorProto {
     }
 }
 
-fn node(op: &str, inputs: &[&str], output: &str, attrs: &[(&str, i64)]) -> NodeProto {
+pub(super) fn node(op: &str, inputs: &[&str], output: &str, attrs: &[(&str, i64)]) -> NodeProto {
+    let attrs =
+        attrs.iter().map(|(n, v)| AttributeProto { name: (*n).into(), i: *v, r#type: ATTR_INT, ..Default::default() });
+    node_with(op, inputs, output, attrs.collect())
+}
+
+/// A node with any attributes (see [`attr_ints`], [`attr_float`], [`attr_string`]).
+pub(super) fn node_with(op: &str, inputs: &[&str], output: &str, attribute: Vec<AttributeProto>) -> NodeProto {
     NodeProto {
         input: inputs.iter().map(|s| s.to_string()).collect(),
         output: vec![output.to_string()],
         name: format!("{op}_{output}"),
         op_type: op.into(),
-        attribute: attrs.iter().map(|(n, v)| AttributeProto { name: (*n).into(), i: *v, r#type: ATTR_INT }).collect(),
+        attribute,
     }
 }
 
-fn value_info(name: &str, elem: i32, dims: &[Option<usize>]) -> ValueInfoProto {
+/// An attribute of integers.
+pub(super) fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto { name: name.into(), ints: v.to_vec(), r#type: ATTR_INTS, ..Default::default() }
+}
+
+/// An attribute of one integer.
+pub(super) fn attr_int(name: &str, v: i64) -> AttributeProto {
+    AttributeProto { name: name.into(), i: v, r#type: ATTR_INT, ..Default::default() }
+}
+
+/// A float attribute.
+pub(super) fn attr_float(name: &str, v: f32) -> AttributeProto {
+    AttributeProto { name: name.into(), f: v, r#type: ATTR_FLOAT, ..Default::default() }
+}
+
+/// A string attribute.
+pub(super) fn attr_string(name: &str, v: &str) -> AttributeProto {
+    AttributeProto { name: name.into(), s: v.as_bytes().to_vec(), r#type: ATTR_STRING, ..Default::default() }
+}
+
+pub(super) fn value_info(name: &str, elem: i32, dims: &[Option<usize>]) -> ValueInfoProto {
     let dim = dims
         .iter()
         .map(|d| match d {
@@ -64,22 +91,46 @@ pub fn onnx_bytes(model: &Trained) -> Option<Vec<u8>> {
     onnx_bytes_with(model, false)
 }
 
-/// The ONNX graph of an MLP of `shape` with `params` (see [`crate::network::Network::onnx_graph`]).
-pub(crate) fn mlp_graph(shape: &Shape, params: &[f32], float_timestep: bool) -> OnnxGraph {
-    let (d, e) = (shape.dim, shape.embed);
+/// The nodes of the sinusoidal time embedding (the core's `mlp::time_embedding`, `[cos, sin]`)
+/// of the input `timestep` (cast to float32; for a continuous-time model `1000 (k + 1) / T`,
+/// see [`TimeInput`]), as `t_emb` `[N, e]`.
+pub(super) fn time_embedding(e: usize, time: TimeInput, init: &mut Vec<TensorProto>, nodes: &mut Vec<NodeProto>) {
     let half = e / 2;
     let freqs: Vec<f32> = (0..half).map(|k| embedding_frequency(k, half)).collect();
-    let mut init = vec![tensor("freqs", &[1, half], &freqs), tensor_i64("axis1", &[1], &[1])];
-    let mut nodes = vec![
-        node("Cast", &["timestep"], "t_float", &[("to", i64::from(FLOAT))]),
+    init.extend([tensor("freqs", &[1, half], &freqs), tensor_i64("axis1", &[1], &[1])]);
+    match time.continuous_steps {
+        // (k + 1) 1000 is a whole number below 2^24 (exact in f32), then one rounded division
+        Some(steps) => {
+            init.extend([
+                tensor("t_one", &[1], &[1.0]),
+                tensor("t_thousand", &[1], &[1000.0]),
+                tensor("t_steps", &[1], &[steps as f32]),
+            ]);
+            nodes.extend([
+                node("Cast", &["timestep"], "t_in", &[("to", i64::from(FLOAT))]),
+                node("Add", &["t_in", "t_one"], "t_next", &[]),
+                node("Mul", &["t_next", "t_thousand"], "t_scaled", &[]),
+                node("Div", &["t_scaled", "t_steps"], "t_float", &[]),
+            ]);
+        }
+        None => nodes.push(node("Cast", &["timestep"], "t_float", &[("to", i64::from(FLOAT))])),
+    }
+    nodes.extend([
         node("Unsqueeze", &["t_float", "axis1"], "t_col", &[]),
         node("Mul", &["t_col", "freqs"], "t_args", &[]),
         node("Cos", &["t_args"], "t_cos", &[]),
         node("Sin", &["t_args"], "t_sin", &[]),
         node("Concat", &["t_cos", "t_sin"], "t_emb", &[("axis", 1)]),
-    ];
+    ]);
+}
+
+/// The ONNX graph of an MLP of `shape` with `params` (see [`crate::network::Network::onnx_graph`]).
+pub(crate) fn mlp_graph(shape: &Shape, params: &[f32], time: TimeInput) -> OnnxGraph {
+    let (d, e) = (shape.dim, shape.embed);
+    let (mut init, mut nodes) = (vec![], vec![]);
+    time_embedding(e, time, &mut init, &mut nodes);
     let mut emb = "t_emb".to_string();
-    let t_type = if float_timestep { FLOAT } else { INT64 };
+    let t_type = if time.float { FLOAT } else { INT64 };
     let mut inputs = vec![value_info("sample", FLOAT, &[None, Some(d)]), value_info("timestep", t_type, &[None])];
     if let Some(off) = shape.class_table() {
         let n = (shape.classes + 1) * e;
@@ -104,23 +155,52 @@ pub(crate) fn mlp_graph(shape: &Shape, params: &[f32], float_timestep: bool) -> 
             h = a;
         }
     }
-    OnnxGraph { nodes, initializers: init, inputs, output: value_info("out_sample", FLOAT, &[None, Some(shape.out)]) }
+    OnnxGraph {
+        family: "MLP",
+        nodes,
+        initializers: init,
+        inputs,
+        output: value_info("out_sample", FLOAT, &[None, Some(shape.out)]),
+    }
 }
 
 /// The ONNX file of a trained model; `float_timestep` declares the timestep input float32
 /// (as some exporters do) instead of int64. `None` where the network has no ONNX export.
 pub fn onnx_bytes_with(model: &Trained, float_timestep: bool) -> Option<Vec<u8>> {
-    let g = model.net.onnx_graph(&model.params, float_timestep)?;
-    let classes = model.net.classes();
     let s = &model.config.schedule;
-    let schedule = serde_json::json!({
-        "_class_name": "DDPMScheduler",
-        "num_train_timesteps": s.timesteps,
-        "beta_schedule": s.name.name(),
-        "beta_start": s.beta_start,
-        "beta_end": s.beta_end,
-        "rescale_betas_zero_snr": s.zero_terminal_snr,
-    });
+    let continuous = s.is_continuous();
+    let time = TimeInput { float: float_timestep, continuous_steps: continuous.then_some(s.timesteps) };
+    let g = model.net.onnx_graph(&model.params, time)?;
+    let classes = model.net.classes();
+    let schedule = if continuous {
+        // the discretisation the native model samples on (abar_k = sigmoid(lambda(k / T)), in
+        // f64), as diffusers' trained_betas: beta_k = 1 - abar_k / abar_{k-1}, abar_0 = 1
+        use elbo_core::schedule::LogSnrSchedule;
+        let c = model.continuous()?.ok()?;
+        let mut prev = 1.0f64;
+        let betas: Vec<f64> = (1..=s.timesteps)
+            .map(|k| {
+                let abar = 1.0 / (1.0 + (-c.log_snr(k as f64 / s.timesteps as f64)).exp());
+                let b = 1.0 - abar / prev;
+                prev = abar;
+                b
+            })
+            .collect();
+        serde_json::json!({
+            "_class_name": "DDPMScheduler",
+            "num_train_timesteps": s.timesteps,
+            "trained_betas": betas,
+        })
+    } else {
+        serde_json::json!({
+            "_class_name": "DDPMScheduler",
+            "num_train_timesteps": s.timesteps,
+            "beta_schedule": s.name.name(),
+            "beta_start": s.beta_start,
+            "beta_end": s.beta_end,
+            "rescale_betas_zero_snr": s.zero_terminal_snr,
+        })
+    };
     let mut schedule = schedule;
     // diffusers' names; it has none for a score model (elbo.prediction says score)
     let diffusers_type = match model.prediction {
@@ -142,10 +222,10 @@ pub fn onnx_bytes_with(model: &Trained, float_timestep: bool) -> Option<Vec<u8>>
         ir_version: 8,
         producer_name: "elbo".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
-        doc_string: "MLP denoiser exported by elbo".into(),
+        doc_string: format!("{} denoiser exported by elbo", g.family),
         graph: Some(GraphProto {
             node: g.nodes,
-            name: "elbo_mlp".into(),
+            name: format!("elbo_{}", g.family.to_lowercase().replace('-', "")),
             initializer: g.initializers,
             input: g.inputs,
             output: vec![g.output],

@@ -8,6 +8,7 @@
 
 pub mod export;
 pub mod proto;
+pub mod unet;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -204,12 +205,23 @@ pub fn schedule_from_diffusers(text: &str, what: &str) -> Result<ScheduleConfig>
         let x = typed(k, "a finite number", |x| x.as_f64().is_some_and(f64::is_finite))?;
         Ok(x.and_then(Value::as_f64).unwrap_or(d))
     };
-    if typed("trained_betas", "null", |_| false)?.is_some() {
-        return Err(input(format!("{what}: trained_betas are not supported")));
-    }
+    let betas_ok = |x: &Value| {
+        x.as_array().is_some_and(|a| {
+            !a.is_empty() && a.iter().all(|b| b.as_f64().is_some_and(|b| b > 0.0 && b < 1.0 && b.is_finite()))
+        })
+    };
+    let trained_betas: Option<Vec<f64>> = typed("trained_betas", "a list of betas in (0, 1)", betas_ok)?
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_f64).collect());
     let timesteps = typed("num_train_timesteps", "a positive whole number", |x| x.as_u64().is_some_and(|t| t > 0))?
         .and_then(Value::as_u64)
+        .or(trained_betas.as_ref().map(|b| b.len() as u64))
         .unwrap_or(1000);
+    if let Some(b) = &trained_betas
+        && b.len() as u64 != timesteps
+    {
+        return Err(input(format!("{what}: {} trained_betas for num_train_timesteps {timesteps}", b.len())));
+    }
     if timesteps > crate::MAX_STEPS as u64 {
         return Err(input(format!("{what}: num_train_timesteps {timesteps} is above {}", crate::MAX_STEPS)));
     }
@@ -227,6 +239,7 @@ pub fn schedule_from_diffusers(text: &str, what: &str) -> Result<ScheduleConfig>
             .and_then(Value::as_bool)
             .unwrap_or(false),
         log_snr_range: None,
+        trained_betas,
     })
 }
 

@@ -68,14 +68,23 @@ pub struct NodeProto {
 }
 
 /// `AttributeProto.AttributeType`.
+pub const ATTR_FLOAT: i32 = 1;
 pub const ATTR_INT: i32 = 2;
+pub const ATTR_STRING: i32 = 3;
+pub const ATTR_INTS: i32 = 7;
 
 #[derive(Clone, PartialEq, Message)]
 pub struct AttributeProto {
     #[prost(string, tag = "1")]
     pub name: String,
+    #[prost(float, tag = "2")]
+    pub f: f32,
     #[prost(int64, tag = "3")]
     pub i: i64,
+    #[prost(bytes = "vec", tag = "4")]
+    pub s: Vec<u8>,
+    #[prost(int64, repeated, tag = "8")]
+    pub ints: Vec<i64>,
     #[prost(int32, tag = "20")]
     pub r#type: i32,
 }

@@ -460,6 +460,7 @@ impl TrainOptions {
                     .schedule
                     .is_continuous()
                     .then_some([a.schedule.log_snr_max, a.schedule.log_snr_min]),
+                trained_betas: None,
             },
             normalization,
             train,

@@ -144,18 +144,18 @@ enum Init {
 
 /// A residual block.
 #[derive(Debug, Clone)]
-struct ResBlock {
-    norm1: GroupNorm,
-    conv1: Conv,
-    emb: Linear,
-    norm2: GroupNorm,
-    conv2: Conv,
-    skip: Option<Conv>,
+pub(crate) struct ResBlock {
+    pub(crate) norm1: GroupNorm,
+    pub(crate) conv1: Conv,
+    pub(crate) emb: Linear,
+    pub(crate) norm2: GroupNorm,
+    pub(crate) conv2: Conv,
+    pub(crate) skip: Option<Conv>,
 }
 
 /// One step of the network between the input convolution and the output head.
 #[derive(Debug, Clone)]
-enum Op {
+pub(crate) enum Op {
     Res(ResBlock),
     Attn(Attention),
     /// A 3x3 convolution of stride 2.
@@ -290,13 +290,13 @@ impl Layout {
 
 /// The layers of a network.
 #[derive(Debug, Clone)]
-struct Parts {
-    temb: [Linear; 2],
-    class_table: Option<usize>,
-    input: Conv,
-    ops: Vec<Op>,
-    out_norm: GroupNorm,
-    out_conv: Conv,
+pub(crate) struct Parts {
+    pub(crate) temb: [Linear; 2],
+    pub(crate) class_table: Option<usize>,
+    pub(crate) input: Conv,
+    pub(crate) ops: Vec<Op>,
+    pub(crate) out_norm: GroupNorm,
+    pub(crate) out_conv: Conv,
 }
 
 /// The network: configuration, parameter layout and layers.
@@ -436,6 +436,11 @@ impl UNet {
     /// The configuration.
     pub fn config(&self) -> &UNetConfig {
         &self.cfg
+    }
+
+    /// The layers (for the ONNX export).
+    pub(crate) fn parts(&self) -> &Parts {
+        &self.parts
     }
 
     /// `x` (`n x C x H x W`) channels-last (`n x H*W x C`).
@@ -738,8 +743,8 @@ impl crate::network::Network for UNet {
         Grads { loss, params: grad, input }
     }
 
-    fn onnx_graph(&self, _params: &[f32], _float_timestep: bool) -> Option<crate::network::OnnxGraph> {
-        None
+    fn onnx_graph(&self, params: &[f32], time: crate::network::TimeInput) -> Option<crate::network::OnnxGraph> {
+        Some(crate::onnx::unet::unet_graph(self, params, time))
     }
 
     fn device_shape(&self) -> Option<elbo_core::mlp::Shape> {
