@@ -49,6 +49,47 @@ pub(crate) fn gemm(m: usize, k: usize, n: usize, a: &[f32], ta: bool, b: &[f32],
     }
 }
 
+/// `a b` as a new `m x n` matrix (see [`gemm`]), its memory written once by the product (not
+/// zeroed first: a product's output is most of a step's memory traffic).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_new(m: usize, k: usize, n: usize, a: &[f32], ta: bool, b: &[f32], tb: bool) -> Vec<f32> {
+    assert!(k > 0 && a.len() >= m * k && b.len() >= k * n, "gemm: buffers too short");
+    let (a_rs, a_cs) = if ta { (1, m as isize) } else { (k as isize, 1) };
+    let (b_rs, b_cs) = if tb { (1, k as isize) } else { (n as isize, 1) };
+    let mut c: Vec<f32> = Vec::with_capacity(m * n);
+    if m == 0 || n == 0 {
+        return c;
+    }
+    // SAFETY: `c` has room for `m n` values at row stride `n`; `read_dst` is false, so `gemm`
+    // writes every one of them (beta times the product, k > 0) without reading any, and only
+    // then is the length set. The inputs' extents at the given strides are asserted above.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_ptr(),
+            b_cs,
+            b_rs,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+        c.set_len(m * n);
+    }
+    c
+}
+
 /// Adds `bias` to every row of `y` (`rows x bias.len()`).
 fn add_bias(y: &mut [f32], bias: &[f32]) {
     for row in y.chunks_exact_mut(bias.len()) {
@@ -161,14 +202,13 @@ impl Conv {
     pub fn forward(&self, p: &[f32], x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32> {
         let (ho, wo) = self.out_size(h, w);
         let m = n * ho * wo;
-        let mut y = vec![0.0f32; m * self.cout];
         let weight = &p[self.weight..self.weight + self.rows_k() * self.cout];
-        if self.direct() {
-            gemm(m, self.cin, self.cout, x, false, weight, false, 0.0, &mut y);
+        let mut y = if self.direct() {
+            gemm_new(m, self.cin, self.cout, x, false, weight, false)
         } else {
             let cols = self.im2col(x, n, h, w);
-            gemm(m, self.rows_k(), self.cout, &cols, false, weight, false, 0.0, &mut y);
-        }
+            gemm_new(m, self.rows_k(), self.cout, &cols, false, weight, false)
+        };
         add_bias(&mut y, &p[self.bias..self.bias + self.cout]);
         y
     }
@@ -204,8 +244,7 @@ impl Conv {
             if self.direct() {
                 gemm(m, self.cout, kk, dy, false, weight, true, 1.0, dx);
             } else {
-                let mut dcols = vec![0.0f32; m * kk];
-                gemm(m, self.cout, kk, dy, false, weight, true, 0.0, &mut dcols);
+                let dcols = gemm_new(m, self.cout, kk, dy, false, weight, true);
                 self.col2im(&dcols, n, h, w, dx);
             }
         }
@@ -229,8 +268,7 @@ impl Linear {
     /// The output (`rows x n_out`) of `x` (`rows x n_in`).
     pub fn forward(&self, p: &[f32], x: &[f32]) -> Vec<f32> {
         let rows = x.len() / self.n_in;
-        let mut y = vec![0.0f32; rows * self.n_out];
-        gemm(rows, self.n_in, self.n_out, x, false, &p[self.weight..], false, 0.0, &mut y);
+        let mut y = gemm_new(rows, self.n_in, self.n_out, x, false, &p[self.weight..], false);
         add_bias(&mut y, &p[self.bias..self.bias + self.n_out]);
         y
     }
@@ -281,45 +319,69 @@ pub struct GroupNormCache {
 pub const GN_EPS: f64 = 1e-5;
 
 impl GroupNorm {
+    /// Per-channel sums of `f(x)` over the pixels of one example (`x` is `pixels x c`), in
+    /// f64, pixel by pixel (vectorised across channels).
+    fn channel_sums(&self, x: &[f32], f: impl Fn(usize, f32) -> f64, acc: &mut [f64]) {
+        acc.iter_mut().for_each(|a| *a = 0.0);
+        for row in x.chunks_exact(self.c) {
+            for (j, (a, &v)) in acc.iter_mut().zip(row).enumerate() {
+                *a += f(j, v);
+            }
+        }
+    }
+
+    /// Sums per-channel values over each group's channels, then spreads each group's value
+    /// (times `scale`) back over its channels.
+    fn group_spread(&self, acc: &[f64], scale: f64, out: &mut [f64]) {
+        let cg = self.c / self.groups;
+        for (a, o) in acc.chunks_exact(cg).zip(out.chunks_exact_mut(cg)) {
+            let g = a.iter().sum::<f64>() * scale;
+            o.iter_mut().for_each(|v| *v = g);
+        }
+    }
+
     /// The output of `x` (`n x pixels x c`), and the cache for backward.
     pub fn forward(&self, p: &[f32], x: &[f32], n: usize) -> (Vec<f32>, GroupNormCache) {
         let c = self.c;
         let pix = x.len() / (n * c);
-        let cg = c / self.groups;
-        let count = (pix * cg) as f64;
+        let count = (pix * (c / self.groups)) as f64;
         let gamma = &p[self.gamma..self.gamma + c];
         let beta = &p[self.beta..self.beta + c];
         let mut xhat = vec![0.0f32; x.len()];
         let mut y = vec![0.0f32; x.len()];
         let mut rstd = vec![0.0f32; n * self.groups];
-        let mut mean = vec![0.0f64; self.groups];
-        let mut var = vec![0.0f64; self.groups];
+        let (mut acc, mut mean, mut var) = (vec![0.0f64; c], vec![0.0f64; c], vec![0.0f64; c]);
+        let (mut m32, mut r32) = (vec![0.0f32; c], vec![0.0f32; c]);
         for b in 0..n {
             let xb = &x[b * pix * c..(b + 1) * pix * c];
-            mean.iter_mut().for_each(|v| *v = 0.0);
-            var.iter_mut().for_each(|v| *v = 0.0);
-            for row in xb.chunks_exact(c) {
-                for (j, &v) in row.iter().enumerate() {
-                    mean[j / cg] += f64::from(v);
-                }
+            self.channel_sums(xb, |_, v| f64::from(v), &mut acc);
+            self.group_spread(&acc, 1.0 / count, &mut mean);
+            self.channel_sums(
+                xb,
+                |j, v| {
+                    let d = f64::from(v) - mean[j];
+                    d * d
+                },
+                &mut acc,
+            );
+            self.group_spread(&acc, 1.0 / count, &mut var);
+            for j in 0..c {
+                m32[j] = mean[j] as f32;
+                r32[j] = (1.0 / (var[j] + GN_EPS).sqrt()) as f32;
             }
-            mean.iter_mut().for_each(|m| *m /= count);
-            for row in xb.chunks_exact(c) {
-                for (j, &v) in row.iter().enumerate() {
-                    let d = f64::from(v) - mean[j / cg];
-                    var[j / cg] += d * d;
-                }
+            for q in 0..self.groups {
+                rstd[b * self.groups + q] = r32[q * (c / self.groups)];
             }
-            let r: Vec<f32> = var.iter().map(|v| (1.0 / (v / count + GN_EPS).sqrt()) as f32).collect();
-            let m32: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
-            rstd[b * self.groups..(b + 1) * self.groups].copy_from_slice(&r);
             let off = b * pix * c;
-            for (k, row) in xb.chunks_exact(c).enumerate() {
-                let o = off + k * c;
-                for (j, &v) in row.iter().enumerate() {
-                    let xh = (v - m32[j / cg]) * r[j / cg];
-                    xhat[o + j] = xh;
-                    y[o + j] = xh * gamma[j] + beta[j];
+            for ((row, xh), yr) in xb
+                .chunks_exact(c)
+                .zip(xhat[off..off + pix * c].chunks_exact_mut(c))
+                .zip(y[off..off + pix * c].chunks_exact_mut(c))
+            {
+                for j in 0..c {
+                    let h = (row[j] - m32[j]) * r32[j];
+                    xh[j] = h;
+                    yr[j] = h * gamma[j] + beta[j];
                 }
             }
         }
@@ -330,39 +392,43 @@ impl GroupNorm {
     /// (`dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat))` over each group).
     pub fn backward(&self, p: &[f32], g: &mut [f32], cache: &GroupNormCache, n: usize, dy: &[f32]) -> Vec<f32> {
         let c = self.c;
-        let pix = dy.len() / (n * c);
         let cg = c / self.groups;
+        let pix = dy.len() / (n * c);
         let count = (pix * cg) as f64;
         let gamma = &p[self.gamma..self.gamma + c];
         let mut dgamma = vec![0.0f32; c];
         let mut dbeta = vec![0.0f32; c];
         let mut dx = vec![0.0f32; dy.len()];
-        let mut m1 = vec![0.0f64; self.groups];
-        let mut m2 = vec![0.0f64; self.groups];
+        let (mut s1, mut s2) = (vec![0.0f64; c], vec![0.0f64; c]);
+        let (mut m1, mut m2) = (vec![0.0f64; c], vec![0.0f64; c]);
+        let (mut m1f, mut m2f, mut rf) = (vec![0.0f32; c], vec![0.0f32; c], vec![0.0f32; c]);
         for b in 0..n {
             let off = b * pix * c;
-            m1.iter_mut().for_each(|v| *v = 0.0);
-            m2.iter_mut().for_each(|v| *v = 0.0);
-            for k in 0..pix {
-                let o = off + k * c;
+            let dyb = &dy[off..off + pix * c];
+            let xhb = &cache.xhat[off..off + pix * c];
+            s1.iter_mut().for_each(|v| *v = 0.0);
+            s2.iter_mut().for_each(|v| *v = 0.0);
+            for (d, xh) in dyb.chunks_exact(c).zip(xhb.chunks_exact(c)) {
                 for j in 0..c {
-                    let (d, xh) = (dy[o + j], cache.xhat[o + j]);
-                    dgamma[j] += d * xh;
-                    dbeta[j] += d;
-                    let dxh = f64::from(d * gamma[j]);
-                    m1[j / cg] += dxh;
-                    m2[j / cg] += dxh * f64::from(xh);
+                    dgamma[j] += d[j] * xh[j];
+                    dbeta[j] += d[j];
+                    let dxh = f64::from(d[j] * gamma[j]);
+                    s1[j] += dxh;
+                    s2[j] += dxh * f64::from(xh[j]);
                 }
             }
-            let m1f: Vec<f32> = m1.iter().map(|v| (v / count) as f32).collect();
-            let m2f: Vec<f32> = m2.iter().map(|v| (v / count) as f32).collect();
-            let r = &cache.rstd[b * self.groups..(b + 1) * self.groups];
-            for k in 0..pix {
-                let o = off + k * c;
+            self.group_spread(&s1, 1.0 / count, &mut m1);
+            self.group_spread(&s2, 1.0 / count, &mut m2);
+            for j in 0..c {
+                m1f[j] = m1[j] as f32;
+                m2f[j] = m2[j] as f32;
+                rf[j] = cache.rstd[b * self.groups + j / cg];
+            }
+            for ((d, xh), o) in
+                dyb.chunks_exact(c).zip(xhb.chunks_exact(c)).zip(dx[off..off + pix * c].chunks_exact_mut(c))
+            {
                 for j in 0..c {
-                    let q = j / cg;
-                    let dxh = dy[o + j] * gamma[j];
-                    dx[o + j] = r[q] * (dxh - m1f[q] - cache.xhat[o + j] * m2f[q]);
+                    o[j] = rf[j] * (d[j] * gamma[j] - m1f[j] - xh[j] * m2f[j]);
                 }
             }
         }

@@ -34,7 +34,7 @@ use super::{Grads, PARAM_BLOCK};
 
 /// Examples per chunk of the data-parallel passes (fixed: results do not depend on the thread
 /// count).
-pub const CHUNK: usize = 8;
+pub const CHUNK: usize = 32;
 
 /// The architecture.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,209 @@
+"""The PyTorch peer of elbo's U-Net (host/src/nn/unet): the same architecture, layer for
+layer, trained with VDM's continuous-time ELBO on the same batch size, for the training
+throughput, thread scaling and peak memory rows of benches/RESULTS.md.
+
+    unet.py train --side 8 --levels 17 --threads N --batch 64 --steps S   (digits-sized)
+    unet.py train --side 28 --levels 256 --threads N --batch 64 --steps S (MNIST-sized)
+
+Architecture (elbo's defaults for the image size; see UNetOptions::config): a sinusoidal time
+embedding [cos, sin] of tau = 1000 t, Linear(E, 4B), SiLU, Linear(4B, 4B); VDM's Fourier
+features [x, sin(2^e 2 pi x), cos(...)] channel-major; a 3x3 input convolution; per level
+`blocks` residual blocks (GroupNorm, SiLU, conv3x3, + Linear(SiLU(emb)), GroupNorm, SiLU,
+conv3x3, 1x1 skip where channels change), single-head attention at the lowest resolution,
+stride-2 3x3 convolutions down; middle res/attn/res; up with skip concatenation, nearest
+upsampling and a 3x3 convolution; GroupNorm, SiLU, conv3x3 out. The loss is VDM's diffusion
+term with a linear gamma between two learned end points (elbo learns a monotone network; the
+difference in cost is a few scalars), plus the prior and a discrete decoder, as elbo trains it.
+
+Prints one JSON object: examples per second (median over steps after a warm-up), the total
+parameter count and the peak resident memory (ru_maxrss).
+"""
+
+import argparse
+import json
+import math
+import resource
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def time_embedding(tau, dim):
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+    args = tau[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+
+
+class Res(nn.Module):
+    def __init__(self, cin, cout, temb, groups):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.emb = nn.Linear(temb, cout)
+        self.norm2 = nn.GroupNorm(groups, cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else None
+
+    def forward(self, x, es):
+        h = self.conv1(F.silu(self.norm1(x))) + self.emb(es)[:, :, None, None]
+        h = self.conv2(F.silu(self.norm2(h)))
+        return (self.skip(x) if self.skip is not None else x) + h
+
+
+class Attn(nn.Module):
+    def __init__(self, c, groups):
+        super().__init__()
+        self.norm = nn.GroupNorm(groups, c)
+        self.qkv = nn.Conv2d(c, 3 * c, 1)
+        self.proj = nn.Conv2d(c, c, 1)
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(n, 3 * c, h * w).chunk(3, dim=1)
+        a = torch.softmax(q.transpose(1, 2) @ k / math.sqrt(c), dim=-1)
+        return x + self.proj((v @ a.transpose(1, 2)).reshape(n, c, h, w))
+
+
+class UNet(nn.Module):
+    def __init__(self, channels, base, mults, blocks, attention, groups, embed, fourier):
+        super().__init__()
+        self.embed, self.fourier = embed, fourier
+        temb = 4 * base
+        self.time = nn.Sequential(nn.Linear(embed, temb), nn.SiLU(), nn.Linear(temb, temb))
+        cin = channels * (1 + 2 * len(fourier))
+        self.input = nn.Conv2d(cin, base, 3, padding=1)
+        self.down, self.up = nn.ModuleList(), nn.ModuleList()
+        skips, ch, last = [base], base, len(mults) - 1
+        self.plan_down, self.plan_up = [], []
+        for level, m in enumerate(mults):
+            for _ in range(blocks):
+                self.down.append(Res(ch, m * base, temb, groups))
+                ch = m * base
+                self.plan_down.append(("res", len(self.down) - 1))
+                if attention and level == last:
+                    self.down.append(Attn(ch, groups))
+                    self.plan_down.append(("attn", len(self.down) - 1))
+                self.plan_down.append(("push", None))
+                skips.append(ch)
+            if level != last:
+                self.down.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
+                self.plan_down.append(("conv", len(self.down) - 1))
+                self.plan_down.append(("push", None))
+                skips.append(ch)
+        self.mid = nn.ModuleList([Res(ch, ch, temb, groups)] + ([Attn(ch, groups)] if attention else []) + [Res(ch, ch, temb, groups)])
+        for level, m in reversed(list(enumerate(mults))):
+            for _ in range(blocks + 1):
+                s = skips.pop()
+                self.up.append(Res(ch + s, m * base, temb, groups))
+                ch = m * base
+                self.plan_up.append(("cat_res", len(self.up) - 1))
+                if attention and level == last:
+                    self.up.append(Attn(ch, groups))
+                    self.plan_up.append(("attn", len(self.up) - 1))
+            if level != 0:
+                self.up.append(nn.Conv2d(ch, ch, 3, padding=1))
+                self.plan_up.append(("upsample", len(self.up) - 1))
+        self.out_norm = nn.GroupNorm(groups, ch)
+        self.out = nn.Conv2d(ch, channels, 3, padding=1)
+
+    def forward(self, x, tau):
+        es = F.silu(self.time(time_embedding(tau, self.embed)))
+        if self.fourier:
+            w = torch.tensor([2.0 ** e * 2 * math.pi for e in self.fourier])
+            a = (x[:, :, None] * w[None, None, :, None, None]).flatten(1, 2)
+            x = torch.cat([x, torch.sin(a), torch.cos(a)], dim=1)
+        h = self.input(x)
+        stack = [h]
+        for kind, i in self.plan_down:
+            if kind == "res":
+                h = self.down[i](h, es)
+            elif kind == "attn":
+                h = self.down[i](h)
+            elif kind == "conv":
+                h = self.down[i](h)
+            else:
+                stack.append(h)
+        for m in self.mid:
+            h = m(h, es) if isinstance(m, Res) else m(h)
+        for kind, i in self.plan_up:
+            if kind == "cat_res":
+                h = self.up[i](torch.cat([h, stack.pop()], dim=1), es)
+            elif kind == "attn":
+                h = self.up[i](h)
+            else:
+                h = self.up[i](F.interpolate(h, scale_factor=2, mode="nearest"))
+        return self.out(F.silu(self.out_norm(h)))
+
+
+def defaults(side, levels):
+    """elbo's UNetOptions::config for a square image of `side` with `levels` grey levels."""
+    n, s = 1, side
+    while n < 3 and s % 2 == 0 and s >= 8 and side % (1 << n) == 0:
+        s //= 2
+        n += 1
+    e = round(math.log2((levels - 1) / 2))
+    return dict(base=64 if side * side <= 256 else 32, mults=[1, 2, 2][:n], fourier=[e - 1, e])
+
+
+def train(a):
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    d = defaults(a.side, a.levels)
+    model = UNet(1, d["base"], d["mults"], 2, True, 8, 32, d["fourier"])
+    g_ends = nn.Parameter(torch.tensor([-13.3, 5.0]))  # gamma(0), gamma(1)
+    opt = torch.optim.AdamW(list(model.parameters()) + [g_ends], lr=1e-3, weight_decay=0.0)
+    k = a.levels
+    x_all = (torch.randint(0, k, (4096, 1, a.side, a.side)).float() * (2.0 / (k - 1)) - 1.0)
+    times = []
+    for step in range(a.steps):
+        t0 = time.perf_counter()
+        x = x_all[torch.randint(0, len(x_all), (a.batch,))]
+        t = torch.rand(a.batch)
+        g0, g1 = g_ends[0], g_ends[1]
+        gamma = g0 + (g1 - g0) * t
+        alpha, sigma = torch.sigmoid(-gamma).sqrt(), torch.sigmoid(gamma).sqrt()
+        eps = torch.randn_like(x)
+        z = alpha[:, None, None, None] * x + sigma[:, None, None, None] * eps
+        eps_hat = model(z, 1000.0 * t)
+        diffusion = 0.5 * (g1 - g0) * ((eps - eps_hat) ** 2).flatten(1).sum(1)
+        # prior KL(q(z_1 | x) || N(0, 1)) and VDM's discrete decoder at z_0
+        a1, s1 = torch.sigmoid(-g1), torch.sigmoid(g1)
+        prior = 0.5 * (a1 * x * x + s1 - torch.log(s1) - 1).flatten(1).sum(1)
+        levels = torch.arange(k).float() * (2.0 / (k - 1)) - 1.0
+        s0 = torch.exp(0.5 * g0)
+        u = (x + s0 * eps)[..., None]
+        logits = -0.5 * ((u - levels) / s0) ** 2
+        j = torch.round((x + 1) * (k - 1) / 2).long()[..., None]
+        decoder = -(torch.log_softmax(logits, -1).gather(-1, j)).flatten(1).sum(1)
+        loss = (diffusion + prior + decoder).mean() / x[0].numel()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(model.parameters()) + [g_ends], 1.0)
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    warm = times[len(times) // 5:]
+    print(json.dumps({
+        "examples_per_s": a.batch / statistics.median(warm),
+        "params": sum(p.numel() for p in model.parameters()),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "threads": a.threads,
+        "batch": a.batch,
+        "side": a.side,
+    }))
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--side", type=int, default=8)
+    t.add_argument("--levels", type=int, default=17)
+    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--batch", type=int, default=64)
+    t.add_argument("--steps", type=int, default=30)
+    a = p.parse_args()
+    train(a)
