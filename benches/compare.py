@@ -162,6 +162,41 @@ def main():
                  f"theirs {bpd_p:.4f})", fmt_t(ours), f"calc_bpd_loop {fmt_t(peer)}", peer / ours, ">= 2x",
                  peer / ours >= 2))
 
+    # 6. the U-Net: training (the same architecture and objective in PyTorch, benches/peers/unet.py),
+    # thread scaling, peak memory, and the native forward against ONNX Runtime on its export
+    log("U-Net ...")
+    unet_py = [sys.executable, os.path.join(HERE, "peers", "unet.py"), "train", "--batch", "64", "--steps", "25"]
+    for data, side, levels in (("digits", 8, 17), ("mnist5k", 28, 256)):
+        o2, p2, o1, p1 = [], [], [], []
+        for _ in range(a.rounds):
+            o2.append(call([MEASURE, "unet-train", "--data", data, "--threads", th]))
+            p2.append(call(unet_py + ["--side", str(side), "--levels", str(levels), "--threads", th]))
+            o1.append(call([MEASURE, "unet-train", "--data", data, "--threads", "1"]))
+            p1.append(call(unet_py + ["--side", str(side), "--levels", str(levels), "--threads", "1"]))
+        ours2, peer2, ours1, peer1 = (med(r, "examples_per_s") for r in (o2, p2, o1, p1))
+        n_params = o2[0]["params"]
+        rows.append((f"U-Net training, {data} ({side}x{side}, elbo's default U-Net: {n_params / 1e6:.2f} M parameters + "
+                     f"the schedule's, PyTorch {p2[0]['params'] / 1e6:.2f} M), batch 64, VDM's bound, examples/s, {th} threads",
+                     f"{ours2:,.0f}/s", f"PyTorch {peer2:,.0f}/s", ours2 / peer2, ">= 1.0x", ours2 / peer2 >= 1.0))
+        scale_o = statistics.median(x["examples_per_s"] / y["examples_per_s"] for x, y in zip(o2, o1))
+        scale_p = statistics.median(x["examples_per_s"] / y["examples_per_s"] for x, y in zip(p2, p1))
+        rows.append((f"U-Net training, {data}, {th} threads vs 1 (1 thread: ours {ours1:,.0f}/s, PyTorch {peer1:,.0f}/s)",
+                     f"{scale_o:.2f}x", f"PyTorch {scale_p:.2f}x", None, ">= 1.8x", scale_o >= 1.8))
+        mem_o, mem_p = med(o2, "peak_rss_mib"), med(p2, "peak_rss_mib")
+        rows.append((f"U-Net training, {data}, peak resident memory (whole process)", f"{mem_o:,.0f} MiB",
+                     f"PyTorch {mem_p:,.0f} MiB", mem_p / mem_o, "<= 1.5x PyTorch's", mem_o <= 1.5 * mem_p))
+    shipped_unet = os.path.join(ROOT, "models", "digits-unet")
+    if os.path.isdir(shipped_unet):
+        onnx_file = os.path.join(ROOT, "target", "bench-digits-unet.onnx")
+        if os.path.exists(onnx_file):
+            os.remove(onnx_file)
+        subprocess.run([ELBO, "export", "--model", shipped_unet, "--out", onnx_file], check=True, capture_output=True)
+        o, t = pair(["unet-forward", "--model", shipped_unet, "--batch", "64", "--threads", th],
+                    ["unet-forward", "--model", onnx_file, "--batch", "64", "--threads", th], a.rounds)
+        ours, peer = med(o, "native_s"), med(t, "ort_s")
+        rows.append(("native U-Net forward vs ONNX Runtime on its export (models/digits-unet), batch 64", fmt_t(ours),
+                     f"ONNX Runtime {fmt_t(peer)}", peer / ours, ">= 1x", peer / ours >= 1))
+
     lines = [
         "# Benchmarks against the peers",
         "",

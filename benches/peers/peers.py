@@ -7,6 +7,7 @@ One workload per call; prints one JSON object (times in seconds, medians).
     peers.py onnx-sample --batch B --threads N     onnxruntime + diffusers DDPM loop, 1000 steps
     peers.py forward     --batch B --threads N     onnxruntime Session.run of the same MLP
     peers.py bound       --data FILE --threads N   improved-diffusion's calc_bpd_loop over onnxruntime
+    peers.py unet-forward --model FILE.onnx --batch B --threads N   onnxruntime on an exported U-Net
 
 Run by benches/compare.py inside the environment that benches/peers/setup.sh makes.
 """
@@ -185,6 +186,23 @@ def forward(a):
     return {"work": "forward", "batch": a.batch, "threads": a.threads, "ort_s": median_time(a.reps, lambda: sess.run(None, feed))}
 
 
+def unet_forward(a):
+    """onnxruntime Session.run of an exported U-Net (`elbo export`) on standard normals."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = a.threads
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(a.model, so, providers=["CPUExecutionProvider"])
+    shape = [d if isinstance(d, int) else a.batch for d in sess.get_inputs()[0].shape]
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    t_type = sess.get_inputs()[1].type
+    ts = np.full(a.batch, 499, dtype=np.float32 if "float" in t_type else np.int64)
+    feed = {"sample": x, "timestep": ts}
+    sess.run(None, feed)
+    return {"work": "unet-forward", "batch": a.batch, "threads": a.threads, "ort_s": median_time(a.reps, lambda: sess.run(None, feed))}
+
+
 def normal_kl(mean1, logvar1, mean2, logvar2):
     """improved-diffusion losses.normal_kl: KL(N(mean1, e^logvar1) || N(mean2, e^logvar2))."""
     return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
@@ -266,16 +284,18 @@ def bound(a):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("work", choices=["train", "step", "onnx-sample", "forward", "bound"])
+    p.add_argument("work", choices=["train", "step", "onnx-sample", "forward", "bound", "unet-forward"])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--reps", type=int, default=200)
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--steps", type=int, default=T)
     p.add_argument("--data", default="")
+    p.add_argument("--model", default="")
     a = p.parse_args()
     torch.set_num_interop_threads(1)
-    work = {"train": train, "step": step, "onnx-sample": onnx_sample, "forward": forward, "bound": bound}[a.work]
+    work = {"train": train, "step": step, "onnx-sample": onnx_sample, "forward": forward, "bound": bound,
+            "unet-forward": unet_forward}[a.work]
     print(json.dumps(work(a)))
 
 

@@ -9,6 +9,8 @@
 //! measure onnx-sample --batch B --threads N           1000-step DDPM sampling with the shipped ONNX MLP
 //! measure forward    --batch B --threads N            native MLP forward of the shipped weights
 //! measure bound      --data FILE.npy --threads N      the full bound, T = 1000, with the ONNX MLP
+//! measure unet-train --data digits|mnist5k --threads N  training steps of the default U-Net, batch 64
+//! measure unet-forward --model DIR --batch B --threads N  the native forward of a U-Net checkpoint
 //! ```
 
 use std::time::{Duration, Instant};
@@ -204,6 +206,57 @@ fn bound(args: &[String]) -> serde_json::Value {
     json!({"work": "bound", "n": n, "threads": threads, "bound_s": secs(t), "bpd_normalised": value / (2.0 * std::f64::consts::LN_2)})
 }
 
+/// The largest resident memory of this process so far (`VmHWM`), in MiB.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Steps of `elbo train --data DATA --schedule learned --batch 64` (the default U-Net for the
+/// image size: the architecture of benches/peers/unet.py), median over steps after a warm-up.
+fn unet_train(args: &[String]) -> serde_json::Value {
+    let threads = arg(args, "--threads", 1usize);
+    let reps = arg(args, "--reps", 20usize);
+    let data: String = arg(args, "--data", "digits".to_string());
+    let mut opts = elbo::train::TrainOptions { data, steps: 100_000, batch: 64, ..elbo::train::TrainOptions::DEFAULT };
+    opts.schedule.schedule = elbo::kinds::ScheduleKind::Learned;
+    pool(threads).install(|| {
+        let mut tr = opts.trainer().expect("the built-in image data");
+        for _ in 0..3 {
+            tr.step().unwrap();
+        }
+        let t = median(times(reps, || {
+            tr.step().unwrap();
+        }));
+        json!({"work": "unet-train", "threads": threads, "step_s": secs(t), "examples_per_s": 64.0 / secs(t),
+               "params": tr.net.n_params(), "peak_rss_mib": peak_rss_mib()})
+    })
+}
+
+/// The native forward of a U-Net checkpoint on a batch of standard normals at t = T / 2.
+fn unet_forward(args: &[String]) -> serde_json::Value {
+    let batch = arg(args, "--batch", 64usize);
+    let threads = arg(args, "--threads", 1usize);
+    let reps = arg(args, "--reps", 50usize);
+    let dir: String = arg(args, "--model", String::new());
+    let mut model = elbo::model::Trained::load(std::path::Path::new(&dir)).expect("--model: a checkpoint");
+    let s = model.schedule().unwrap();
+    let level = NoiseLevel::of(&s.step(s.steps() / 2).unwrap());
+    let d = model.net.dim();
+    let mut rng = Pcg32::seed_from_u64(0);
+    let (mut x, mut out) = (vec![0.0f32; d * batch], vec![0.0f32; d * batch]);
+    fill_standard_normal(&mut rng, &mut x);
+    pool(threads).install(|| {
+        model.predict(&x, level, Condition::Unconditional, &mut out).unwrap();
+        let t = median(times(reps, || model.predict(&x, level, Condition::Unconditional, &mut out).unwrap()));
+        json!({"work": "unet-forward", "batch": batch, "threads": threads, "native_s": secs(t)})
+    })
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let out = match args.first().map(String::as_str) {
@@ -213,9 +266,11 @@ fn main() {
         Some("onnx-sample") => onnx_sample(&args),
         Some("forward") => forward(&args),
         Some("bound") => bound(&args),
+        Some("unet-train") => unet_train(&args),
+        Some("unet-forward") => unet_forward(&args),
         _ => {
             eprintln!(
-                "usage: measure train|step|bandwidth|onnx-sample|forward|bound [flags] (see the source's header)"
+                "usage: measure train|step|bandwidth|onnx-sample|forward|bound|unet-train|unet-forward [flags] (see the source's header)"
             );
             std::process::exit(2);
         }
