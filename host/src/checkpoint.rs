@@ -589,6 +589,20 @@ impl Checkpoint {
         v.get("step")?.as_u64()
     }
 
+    /// `model.safetensors` with the EMA weights alone (for inference: loads as a model, not for
+    /// `--resume`).
+    pub fn inference_weights(&self) -> anyhow::Result<Vec<u8>> {
+        let model = tensors(&self.config)
+            .0
+            .into_iter()
+            .map(|(name, shape, off)| {
+                let n: usize = shape.iter().product();
+                (name, shape, bytes(&self.ema[off..off + n]))
+            })
+            .collect();
+        safetensors_bytes(model, self.config.step)
+    }
+
     /// The bytes of every file of the set, by name.
     fn encode(&self) -> anyhow::Result<Vec<(&'static str, Vec<u8>)>> {
         let step = self.config.step;
@@ -639,9 +653,12 @@ impl Checkpoint {
         config.validate().map_err(|e| bad(&format!("config.json: {e}")))?;
         let model_bytes = read("model.safetensors")?;
         let (layout, n_params) = tensors(&config);
-        if n_params.saturating_mul(8) > model_bytes.len() {
+        // a training run needs the EMA and the raw weights; using a model, the EMA weights alone
+        // suffice (the inference-only file of `elbo export --out model.safetensors`)
+        let copies = if training { 8 } else { 4 };
+        if n_params.saturating_mul(copies) > model_bytes.len() {
             return Err(bad(&format!(
-                "model.safetensors: holds {} bytes, too few for the {n_params} weights (twice) config.json describes",
+                "model.safetensors: holds {} bytes, too few for the {n_params} weights config.json describes",
                 model_bytes.len()
             )));
         }
@@ -649,11 +666,11 @@ impl Checkpoint {
             .map_err(|e| bad(&format!("model.safetensors: corrupt or truncated ({e})")))?;
         check_step(&model_bytes, config.step).map_err(|e| bad(&format!("model.safetensors: {e}")))?;
         let (mut params, mut ema) = (vec![0.0f32; n_params], vec![0.0f32; n_params]);
+        let ema_only = !training && st.tensor(&format!("raw.{}", layout.first().map_or("", |t| t.0.as_str()))).is_err();
         for (name, shape, off) in layout {
             for (prefix, dst) in [("", &mut ema), ("raw.", &mut params)] {
-                let t = st
-                    .tensor(&format!("{prefix}{name}"))
-                    .map_err(|_| bad(&format!("model.safetensors: missing {prefix}{name}")))?;
+                let stored = if ema_only { name.clone() } else { format!("{prefix}{name}") };
+                let t = st.tensor(&stored).map_err(|_| bad(&format!("model.safetensors: missing {prefix}{name}")))?;
                 if t.dtype() != Dtype::F32 || t.shape() != shape.as_slice() {
                     return Err(bad(&format!("model.safetensors: {prefix}{name} should be f32 {shape:?}")));
                 }

@@ -55,7 +55,11 @@ fn bad_input_exits_2_with_one_line() {
 fn demo_writes_its_report() {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("demo");
-    let out = elbo().args(["demo", "--n", "300", "--steps", "100", "--image-steps", "0", "--out"]).arg(&out_dir).output().unwrap();
+    let out = elbo()
+        .args(["demo", "--n", "300", "--steps", "100", "--image-steps", "0", "--out"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for f in [
         "summary.md",

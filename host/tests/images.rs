@@ -74,6 +74,25 @@ fn unet_training_on_digits_lowers_the_bound() {
         .success();
     let samples = elbo::data::load_file(&s).unwrap();
     assert_eq!((samples.len(), samples.shape.clone()), (3, vec![1, 8, 8]));
+    // the EMA weights alone (export --out FILE.safetensors) with config.json sample the same
+    let slim = dir.path().join("slim");
+    std::fs::create_dir(&slim).unwrap();
+    std::fs::copy(out.join("config.json"), slim.join("config.json")).unwrap();
+    elbo().args(["export", "--model"]).arg(&out).arg("--out").arg(slim.join("model.safetensors")).assert().success();
+    let full = std::fs::metadata(out.join("model.safetensors")).unwrap().len();
+    assert!(std::fs::metadata(slim.join("model.safetensors")).unwrap().len() < full * 6 / 10);
+    let s2 = dir.path().join("s2.npy");
+    elbo()
+        .args(["sample", "--n", "3", "--sampler", "ddim", "--steps", "5", "--model"])
+        .arg(&slim)
+        .arg("--out")
+        .arg(&s2)
+        .assert()
+        .success();
+    assert!(std::fs::read(&s).unwrap() == std::fs::read(&s2).unwrap(), "the slim folder samples differently");
+    // but it cannot be resumed
+    let o = elbo().args(["train", "--data", "digits", "--resume", "--out"]).arg(&slim).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
     let train_bpd = l[5] / std::f64::consts::LN_2;
     assert!(bpd.is_finite() && (bpd - train_bpd).abs() < 0.15 * train_bpd, "held out {bpd}, training {train_bpd}");
 }
