@@ -18,7 +18,7 @@ use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, s};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{CHUNK, Grads, PARAM_BLOCK, sigmoid};
+use super::{CHUNK, Grads, sigmoid};
 
 /// The architecture.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -279,16 +279,7 @@ impl Mlp {
                 (loss, dx)
             })
             .collect();
-        // the chunks' sum, in chunk order, in parallel over blocks of parameters
-        let np = self.n_params;
-        let mut grad = grads[..np].to_vec();
-        grad.par_chunks_mut(PARAM_BLOCK).enumerate().for_each(|(k, block)| {
-            let o = k * PARAM_BLOCK;
-            for c in 1..n_chunks {
-                let g = &grads[c * np + o..c * np + o + block.len()];
-                block.iter_mut().zip(g).for_each(|(a, &b)| *a += b);
-            }
-        });
+        let grad = super::sum_chunk_gradients(&grads, self.n_params, n_chunks);
         let mut loss = 0.0;
         let mut input = want_input.then(|| Vec::with_capacity(n * d));
         for (l, dx) in chunks {

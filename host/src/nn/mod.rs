@@ -22,6 +22,22 @@ pub const CHUNK: usize = 128;
 /// bits.
 pub const PARAM_BLOCK: usize = 4096;
 
+/// The sum of `n_chunks` gradients of `np` parameters stored one after another in `grads`,
+/// in chunk order, in parallel over blocks of [`PARAM_BLOCK`] parameters: the same bits for any
+/// thread count.
+pub(crate) fn sum_chunk_gradients(grads: &[f32], np: usize, n_chunks: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut grad = grads[..np].to_vec();
+    grad.par_chunks_mut(PARAM_BLOCK).enumerate().for_each(|(k, block)| {
+        let o = k * PARAM_BLOCK;
+        for c in 1..n_chunks {
+            let g = &grads[c * np + o..c * np + o + block.len()];
+            block.iter_mut().zip(g).for_each(|(a, &b)| *a += b);
+        }
+    });
+    grad
+}
+
 /// The result of a forward and backward pass ([`crate::network::Network::loss_and_grads`]).
 pub struct Grads {
     /// The summed loss.

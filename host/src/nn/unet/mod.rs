@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use layers::{Attention, AttentionCache, Conv, GroupNorm, GroupNormCache, Linear, silu, silu_backward};
 
-use super::{Grads, PARAM_BLOCK};
+use super::Grads;
 
 /// Examples per chunk of the data-parallel passes (fixed: results do not depend on the thread
 /// count).
@@ -723,14 +723,7 @@ impl crate::network::Network for UNet {
                 (loss, dx)
             })
             .collect();
-        let mut grad = grads[..np].to_vec();
-        grad.par_chunks_mut(PARAM_BLOCK).enumerate().for_each(|(k, block)| {
-            let off = k * PARAM_BLOCK;
-            for c in 1..n_chunks {
-                let gc = &grads[c * np + off..c * np + off + block.len()];
-                block.iter_mut().zip(gc).for_each(|(a, &b)| *a += b);
-            }
-        });
+        let grad = super::sum_chunk_gradients(&grads, np, n_chunks);
         *self.scratch.lock().unwrap_or_else(|e| e.into_inner()) = grads;
         let mut loss = 0.0;
         let mut input = want_input.then(|| Vec::with_capacity(n * d));
