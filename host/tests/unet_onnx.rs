@@ -93,3 +93,13 @@ fn check(opts: TrainOptions, labels: &[u32]) {
         }
     }
 }
+
+/// The shipped `models/digits-unet/model.onnx` is the export of the shipped weights (the card's
+/// command), byte for byte (the forward of an export against the native one: above).
+#[test]
+fn shipped_digits_unet_onnx_is_the_export_of_its_weights() {
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../models/digits-unet"));
+    let model = elbo::model::Trained::load(dir).unwrap();
+    let bytes = elbo::onnx::export::onnx_bytes(&model).unwrap();
+    assert!(bytes == std::fs::read(dir.join("model.onnx")).unwrap(), "re-export differs from the shipped file");
+}

@@ -271,8 +271,10 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     let (mmd, mmd_data, h) = match &generated {
         Some(g) => {
             let h = median_bandwidth(&data.x, dim);
+            // two independent draws exist of generated sets only (a file or a built-in image set
+            // is one fixed sample)
             let mmd_data = match spec {
-                DataSpec::File(_) => None,
+                DataSpec::File(_) | DataSpec::Image(..) => None,
                 _ => {
                     let other = spec.load(data.len(), a.seed.wrapping_add(1_000_003))?;
                     Some(mmd2(&other.x, &data.x, dim, h))
