@@ -215,8 +215,7 @@ fn digits(a: &DemoArgs) -> Result<String> {
          | per-pixel histogram of the training digits (add-0.1 smoothing) | {histogram:.3} |\n\
          | uniform over 17 levels | {:.3} |\n\n\
          Samples (DDIM, {k} steps): digits_samples.png. The bound keeps falling with training: \
-         `elbo train --data digits --schedule learned --steps 3000 --batch 64 --lr 1e-3 --ema-decay 0.999` \
-         reaches about 1.76 bits/dim.\n",
+         `models/digits-unet` (6 000 steps, about 16 minutes) reaches 1.70 bits/dim.\n",
         model.net.n_params(),
         a.image_steps,
         bits(mean),
