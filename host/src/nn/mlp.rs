@@ -13,11 +13,11 @@
 //! gradients are summed in chunk order, so the result does not depend on the number of threads.
 
 use elbo_core::mlp::{Layer, Shape};
-use ndarray::linalg::general_mat_mul;
-use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, s};
+use ndarray::{Array2, Axis, s};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::gemm::{gemm, gemm_new};
 use super::{CHUNK, Grads, sigmoid};
 
 /// The architecture.
@@ -160,10 +160,6 @@ impl Mlp {
         h
     }
 
-    fn weight<'p>(&self, params: &'p [f32], l: &Layer) -> ArrayView2<'p, f32> {
-        ArrayView2::from_shape((l.n_in, l.n_out), &params[l.weight..l.weight + l.n_in * l.n_out]).expect("layout")
-    }
-
     /// Forward pass of one chunk; returns the output, and for training (`keep`) the
     /// activations backward needs: the input of every layer and `SiLU'` at each hidden
     /// pre-activation. Bias, activation and its derivative are one pass over the layer.
@@ -178,8 +174,10 @@ impl Mlp {
         let mut inputs = Vec::with_capacity(self.layers.len());
         let mut slopes = Vec::with_capacity(self.layers.len());
         for (i, l) in self.layers.iter().enumerate() {
-            let mut z = Array2::<f32>::zeros((rows, l.n_out));
-            general_mat_mul(1.0, &h, &self.weight(params, l), 0.0, &mut z);
+            let hs = h.as_slice().expect("standard layout");
+            let w = &params[l.weight..l.weight + l.n_in * l.n_out];
+            let mut z = Array2::from_shape_vec((rows, l.n_out), gemm_new(rows, l.n_in, l.n_out, hs, false, w, false))
+                .expect("the product's shape");
             let bias = &params[l.bias..l.bias + l.n_out];
             let last = i + 1 == self.layers.len();
             let zs = z.as_slice_mut().expect("standard layout");
@@ -310,17 +308,17 @@ impl Mlp {
                 // through the SiLU of this layer's output
                 dy.zip_mut_with(&slopes[i], |d, &s| *d *= s);
             }
-            let mut dw = ArrayViewMut2::from_shape((l.n_in, l.n_out), &mut g[l.weight..l.weight + l.n_in * l.n_out])
-                .expect("layout");
-            general_mat_mul(1.0, &inputs[i].t(), &dy, 0.0, &mut dw);
+            let rows = dy.nrows();
+            let (xs, ds) = (inputs[i].as_slice().expect("standard layout"), dy.as_slice().expect("standard layout"));
+            gemm(l.n_in, rows, l.n_out, xs, true, ds, false, 0.0, &mut g[l.weight..l.weight + l.n_in * l.n_out]);
             let db = &mut g[l.bias..l.bias + l.n_out];
             for row in dy.as_slice().expect("standard layout").chunks_exact(l.n_out) {
                 db.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
             }
             if i > 0 || self.class_table.is_some() || want_input {
-                let mut prev = Array2::<f32>::zeros((dy.nrows(), l.n_in));
-                general_mat_mul(1.0, &dy, &self.weight(params, l).t(), 0.0, &mut prev);
-                dy = prev;
+                let w = &params[l.weight..l.weight + l.n_in * l.n_out];
+                let prev = gemm_new(rows, l.n_out, l.n_in, dy.as_slice().expect("standard layout"), false, w, true);
+                dy = Array2::from_shape_vec((rows, l.n_in), prev).expect("the product's shape");
             }
         }
         if let (Some(o), Some(labels)) = (self.class_table, b.labels) {

@@ -6,6 +6,7 @@
 //! Both run forward and backward on fixed chunks of examples in parallel with rayon, and sum the
 //! chunks' gradients in chunk order, so results do not depend on the number of threads.
 
+pub mod gemm;
 pub mod mlp;
 pub mod unet;
 
