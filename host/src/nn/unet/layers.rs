@@ -56,17 +56,18 @@ impl Conv {
         self.k * self.k * self.cin
     }
 
-    /// The im2col matrix: row `(b, oy, ox)`, column `(ky, kx, ci)`.
-    fn im2col(&self, x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32> {
+    /// Calls `f(col, src)` for every kernel tap that falls inside the image, in a fixed order:
+    /// `col` is the offset of the tap's `cin` values in the im2col matrix (row `(b, oy, ox)`,
+    /// column `(ky, kx, ci)`), `src` that of the pixel's `cin` values in the input.
+    fn for_each_tap(&self, n: usize, h: usize, w: usize, mut f: impl FnMut(usize, usize)) {
         let (ho, wo) = self.out_size(h, w);
         let (k, s, ci) = (self.k, self.stride, self.cin);
         let p = k / 2;
         let kk = self.rows_k();
-        let mut cols = vec![0.0f32; n * ho * wo * kk];
         for b in 0..n {
             for oy in 0..ho {
                 for ox in 0..wo {
-                    let row = &mut cols[((b * ho + oy) * wo + ox) * kk..][..kk];
+                    let row = ((b * ho + oy) * wo + ox) * kk;
                     for ky in 0..k {
                         let iy = (oy * s + ky).wrapping_sub(p);
                         if iy >= h {
@@ -74,46 +75,33 @@ impl Conv {
                         }
                         for kx in 0..k {
                             let ix = (ox * s + kx).wrapping_sub(p);
-                            if ix >= w {
-                                continue;
+                            if ix < w {
+                                f(row + (ky * k + kx) * ci, ((b * h + iy) * w + ix) * ci);
                             }
-                            row[(ky * k + kx) * ci..][..ci].copy_from_slice(&x[((b * h + iy) * w + ix) * ci..][..ci]);
                         }
                     }
                 }
             }
         }
+    }
+
+    /// The im2col matrix: row `(b, oy, ox)`, column `(ky, kx, ci)` (zero where a tap falls in
+    /// the padding).
+    fn im2col(&self, x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32> {
+        let (ho, wo) = self.out_size(h, w);
+        let ci = self.cin;
+        let mut cols = vec![0.0f32; n * ho * wo * self.rows_k()];
+        self.for_each_tap(n, h, w, |col, src| cols[col..col + ci].copy_from_slice(&x[src..src + ci]));
         cols
     }
 
     /// Adds the im2col gradient `dcols` back onto the input gradient `dx` (the adjoint of
     /// [`Conv::im2col`]), in a fixed order.
     fn col2im(&self, dcols: &[f32], n: usize, h: usize, w: usize, dx: &mut [f32]) {
-        let (ho, wo) = self.out_size(h, w);
-        let (k, s, ci) = (self.k, self.stride, self.cin);
-        let p = k / 2;
-        let kk = self.rows_k();
-        for b in 0..n {
-            for oy in 0..ho {
-                for ox in 0..wo {
-                    let row = &dcols[((b * ho + oy) * wo + ox) * kk..][..kk];
-                    for ky in 0..k {
-                        let iy = (oy * s + ky).wrapping_sub(p);
-                        if iy >= h {
-                            continue;
-                        }
-                        for kx in 0..k {
-                            let ix = (ox * s + kx).wrapping_sub(p);
-                            if ix >= w {
-                                continue;
-                            }
-                            let d = &mut dx[((b * h + iy) * w + ix) * ci..][..ci];
-                            d.iter_mut().zip(&row[(ky * k + kx) * ci..][..ci]).for_each(|(a, &v)| *a += v);
-                        }
-                    }
-                }
-            }
-        }
+        let ci = self.cin;
+        self.for_each_tap(n, h, w, |col, src| {
+            dx[src..src + ci].iter_mut().zip(&dcols[col..col + ci]).for_each(|(a, &v)| *a += v);
+        });
     }
 
     fn direct(&self) -> bool {
