@@ -160,7 +160,6 @@ fn unet_defaults_follow_the_image_size() {
     let odd = UNetOptions::DEFAULT.config((3, 5, 5), None, 32, 0, 3);
     assert_eq!((odd.mults.clone(), odd.fourier.clone()), (vec![1], vec![]));
     assert!(d.validate().is_ok() && m.validate().is_ok() && odd.validate().is_ok());
-    let _ = TrainOptions::DEFAULT;
 }
 
 /// Bad image input exits 2 with one line naming the flag or file.
