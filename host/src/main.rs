@@ -1,5 +1,11 @@
 use std::process::ExitCode;
 
+/// mimalloc keeps freed pages for reuse, where glibc's malloc returns the U-Net's large
+/// per-layer buffers to the kernel and faults them in again on the next chunk: on 28x28 images
+/// that was a third of the training time (benches/RESULTS-notes.md, "The allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // A panic is a bug, never an answer to input: should one happen, say so in one line and
     // exit 1 (internal error) rather than print a backtrace.

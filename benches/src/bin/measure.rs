@@ -15,6 +15,10 @@
 
 use std::time::{Duration, Instant};
 
+/// The allocator of the `elbo` binary (host/src/main.rs), so that the figures are its.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use elbo::onnx::{OnnxDenoiser, OnnxOpts};
 use elbo_benches::{median, shipped, times, two_moons_trainer};
 use elbo_core::denoiser::{Condition, Denoiser, NoiseLevel};
