@@ -72,6 +72,8 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
+    p.add_argument("--bound-minutes", type=float, default=7,
+                   help="training time of the equal-wall-clock bound row (0: skip it)")
     a = p.parse_args()
     th = str(a.threads)
     rows = []  # (work, ours, peer, ratio text, goal text, met)
@@ -166,6 +168,7 @@ def main():
     # thread scaling, peak memory, and the native forward against ONNX Runtime on its export
     log("U-Net ...")
     unet_py = [sys.executable, os.path.join(HERE, "peers", "unet.py"), "train", "--batch", "64", "--steps", "25"]
+    rates = {}
     for data, side, levels in (("digits", 8, 17), ("mnist5k", 28, 256)):
         o2, p2, o1, p1 = [], [], [], []
         for _ in range(a.rounds):
@@ -174,6 +177,7 @@ def main():
             o1.append(call([MEASURE, "unet-train", "--data", data, "--threads", "1"]))
             p1.append(call(unet_py + ["--side", str(side), "--levels", str(levels), "--threads", "1"]))
         ours2, peer2, ours1, peer1 = (med(r, "examples_per_s") for r in (o2, p2, o1, p1))
+        rates[data] = (ours2, peer2)
         n_params = o2[0]["params"]
         rows.append((f"U-Net training, {data} ({side}x{side}, elbo's default U-Net: {n_params / 1e6:.2f} M parameters + "
                      f"the schedule's, PyTorch {p2[0]['params'] / 1e6:.2f} M), batch 64, VDM's bound, examples/s, {th} threads",
@@ -185,6 +189,33 @@ def main():
         mem_o, mem_p = med(o2, "peak_rss_mib"), med(p2, "peak_rss_mib")
         rows.append((f"U-Net training, {data}, peak resident memory (whole process)", f"{mem_o:,.0f} MiB",
                      f"PyTorch {mem_p:,.0f} MiB", mem_p / mem_o, "<= 1.5x PyTorch's", mem_o <= 1.5 * mem_p))
+    # 7. the bound at equal wall-clock time: each side trains on mnist5k's training split for the
+    # steps its own throughput above fits in --bound-minutes (the same settings: batch 64, lr 1e-3,
+    # warm-up 100 then cosine decay, EMA 0.999), then the EMA model's held-out bits/dim with 20
+    # stratified log-SNR levels
+    if a.bound_minutes > 0:
+        log(f"U-Net bound after {a.bound_minutes} minutes ...")
+        ours_rate, peer_rate = rates["mnist5k"]
+        secs = a.bound_minutes * 60
+        s_ours, s_peer = int(secs * ours_rate / 64), int(secs * peer_rate / 64)
+        run_dir = os.path.join(ROOT, "target", "bench-bound-mnist5k")
+        subprocess.run(["rm", "-rf", run_dir], check=True)
+        t0 = datetime.datetime.now()
+        subprocess.run([ELBO, "train", "--data", "mnist5k", "--schedule", "learned", "--batch", "64", "--lr", "1e-3",
+                        "--ema-decay", "0.999", "--steps", str(s_ours), "--threads", th, "--out", run_dir],
+                       check=True, capture_output=True)
+        train_ours = (datetime.datetime.now() - t0).total_seconds()
+        ev = subprocess.run([ELBO, "eval", "--model", run_dir, "--data", "mnist5k", "--split", "test", "--times", "20",
+                             "--mmd-samples", "0", "--threads", th, "--json"], check=True, capture_output=True, text=True)
+        ev = json.loads(ev.stdout.strip().splitlines()[-1])
+        pb = call([sys.executable, os.path.join(HERE, "peers", "unet.py"), "bound", "--data", "mnist5k",
+                   "--steps", str(s_peer), "--threads", th, "--times", "20"])
+        rows.append((f"U-Net held-out bound, mnist5k (1,000 test images, 256 levels), bits/dim after {a.bound_minutes} minutes "
+                     f"of training on {th} threads (ours {s_ours} steps in {train_ours:.0f} s, PyTorch {s_peer} steps in "
+                     f"{pb['train_s']:.0f} s; batch 64, the same settings)", f"{ev['bpd']:.3f} +- {ev['bpd_se']:.3f}",
+                     f"PyTorch {pb['bpd']:.3f} +- {pb['bpd_se']:.3f}", None, "below the peer's",
+                     ev["bpd"] < pb["bpd"]))
+
     shipped_unet = os.path.join(ROOT, "models", "digits-unet")
     if os.path.isdir(shipped_unet):
         onnx_file = os.path.join(ROOT, "target", "bench-digits-unet.onnx")
@@ -200,7 +231,7 @@ def main():
     lines = [
         "# Benchmarks against the peers",
         "",
-        "Regenerate (installs the peers into `.local/peers`, builds, runs both sides alternately; about 10 minutes):",
+        "Regenerate (installs the peers into `.local/peers`, builds, runs both sides alternately; about 30 minutes; `--bound-minutes 0` skips the 15-minute bound row):",
         "",
         "```sh",
         "benches/compare.sh",

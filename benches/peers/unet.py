@@ -15,12 +15,25 @@ upsampling and a 3x3 convolution; GroupNorm, SiLU, conv3x3 out. The loss is VDM'
 term with a linear gamma between two learned end points (elbo learns a monotone network; the
 difference in cost is a few scalars), plus the prior and a discrete decoder, as elbo trains it.
 
-Prints one JSON object: examples per second (median over steps after a warm-up), the total
-parameter count and the peak resident memory (ru_maxrss).
+`train` prints one JSON object: examples per second (median over steps after a warm-up), the
+total parameter count and the peak resident memory (ru_maxrss); it draws random images.
+
+    unet.py bound --data mnist5k --steps S --threads N [--lr 1e-3 --ema-decay 0.999 --times 20]
+
+trains the same network on the training split of a built-in set (read from host/data, split as
+host/data/README.md says) with elbo's optimiser settings (AdamW, linear warm-up over 100 steps
+then cosine decay to 0, gradient-norm clip 1, the EMA with elbo's warm-up), then reports the
+EMA model's held-out bound in bits/dim (mean and standard error over the test split): the
+prior, VDM's discrete decoder at one draw of z_0, and the diffusion loss at `--times` levels
+stratified in log-SNR (one shift), as `elbo eval` computes it. Its schedule is VDM's linear
+gamma with learned end points; elbo's learned schedule also learns a monotone shape, which
+changes only the variance of the training loss (VDM eq. 12), not the bound's value.
 """
 
 import argparse
+import gzip
 import json
+import os
 import math
 import resource
 import statistics
@@ -171,15 +184,7 @@ def train(a):
         eps_hat = model(z, 1000.0 * t)
         diffusion = 0.5 * (g1 - g0) * ((eps - eps_hat) ** 2).flatten(1).sum(1)
         # prior KL(q(z_1 | x) || N(0, 1)) and VDM's discrete decoder at z_0
-        a1, s1 = torch.sigmoid(-g1), torch.sigmoid(g1)
-        prior = 0.5 * (a1 * x * x + s1 - torch.log(s1) - 1).flatten(1).sum(1)
-        levels = torch.arange(k).float() * (2.0 / (k - 1)) - 1.0
-        s0 = torch.exp(0.5 * g0)
-        u = (x + s0 * eps)[..., None]
-        logits = -0.5 * ((u - levels) / s0) ** 2
-        j = torch.round((x + 1) * (k - 1) / 2).long()[..., None]
-        decoder = -(torch.log_softmax(logits, -1).gather(-1, j)).flatten(1).sum(1)
-        loss = (diffusion + prior + decoder).mean() / x[0].numel()
+        loss = (diffusion + prior_kl(x, g1) + decoder_nll(x, g0, eps, k)).mean() / x[0].numel()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(model.parameters()) + [g_ends], 1.0)
@@ -196,6 +201,119 @@ def train(a):
     }))
 
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+DATA = os.path.join(HERE, "..", "..", "host", "data")
+
+
+def load(name):
+    """(train, test) images in [-1, 1] of a built-in set, split as host/data/README.md says."""
+    if name == "mnist5k":
+        rows = [list(map(int, l.split(","))) for l in gzip.open(os.path.join(DATA, "mnist_5k.csv.gz"), "rt")]
+        side, top = 28, 255
+        train, test = [], []
+        for c in range(10):
+            of_c = [r for r in rows if r[-1] == c]
+            train += of_c[:400]
+            test += of_c[400:]
+    elif name == "digits":
+        rows = [list(map(int, l.split(","))) for l in gzip.open(os.path.join(DATA, "digits.csv.gz"), "rt")]
+        side, top = 8, 16
+        held = [int(l) for l in open(os.path.join(DATA, "digits_test_index.txt")) if l.strip()]
+        hs = set(held)
+        train = [r for i, r in enumerate(rows) if i not in hs]
+        test = [rows[i] for i in held]
+    else:
+        raise SystemExit(f"--data: digits or mnist5k, not {name!r}")
+
+    def images(rs):
+        return torch.tensor([r[:-1] for r in rs], dtype=torch.float32).reshape(-1, 1, side, side) * (2.0 / top) - 1.0
+
+    return images(train), images(test), side, top + 1
+
+
+def decoder_nll(x, g0, eps, k):
+    """VDM's discrete decoder -log p(x | z_0) per image (nats), z_0 = alpha_0 x + sigma_0 eps,
+    the softmax over all k levels of -(z_0 / alpha_0 - level)^2 / (2 sigma_0^2 / alpha_0^2)."""
+    levels = torch.arange(k, dtype=torch.float32) * (2.0 / (k - 1)) - 1.0
+    s0 = torch.exp(0.5 * g0)
+    u = (x + s0 * eps)[..., None]
+    logits = -0.5 * ((u - levels) / s0) ** 2
+    j = torch.round((x + 1) * (k - 1) / 2).long()[..., None]
+    return -(torch.log_softmax(logits, -1).gather(-1, j)).flatten(1).sum(1)
+
+
+def prior_kl(x, g1):
+    a1, s1 = torch.sigmoid(-g1), torch.sigmoid(g1)
+    return 0.5 * (a1 * x * x + s1 - torch.log(s1) - 1).flatten(1).sum(1)
+
+
+def bound(a):
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    train_x, test_x, side, k = load(a.data)
+    d = defaults(side, k)
+    model = UNet(1, d["base"], d["mults"], 2, True, 8, 32, d["fourier"])
+    g_ends = nn.Parameter(torch.tensor([-13.3, 5.0]))  # gamma(0), gamma(1)
+    params = list(model.parameters()) + [g_ends]
+    opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    warm = min(100, a.steps)
+
+    def lr_at(step):  # 1-based, elbo's learning_rate
+        if step <= warm:
+            return a.lr * step / max(warm, 1)
+        prog = (step - warm) / max(a.steps - warm, 1)
+        return a.lr * 0.5 * (1.0 + math.cos(math.pi * min(prog, 1.0)))
+
+    ema = [p.detach().clone() for p in params]
+    start = time.perf_counter()
+    model.train()
+    for step in range(1, a.steps + 1):
+        x = train_x[torch.randint(0, len(train_x), (a.batch,))]
+        t = torch.rand(a.batch)
+        g0, g1 = g_ends[0], g_ends[1]
+        gamma = g0 + (g1 - g0) * t
+        alpha, sigma = torch.sigmoid(-gamma).sqrt(), torch.sigmoid(gamma).sqrt()
+        eps = torch.randn_like(x)
+        z = alpha[:, None, None, None] * x + sigma[:, None, None, None] * eps
+        eps_hat = model(z, 1000.0 * t)
+        diffusion = 0.5 * (g1 - g0) * ((eps - eps_hat) ** 2).flatten(1).sum(1)
+        loss = (diffusion + prior_kl(x, g1) + decoder_nll(x, g0, torch.randn_like(x), k)).mean() / x[0].numel()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(model.parameters()), 1.0)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
+        opt.step()
+        decay = min(a.ema_decay, (1.0 + step) / (10.0 + step))
+        with torch.no_grad():
+            for e, p in zip(ema, params):
+                e.mul_(decay).add_(p.detach(), alpha=1.0 - decay)
+    train_s = time.perf_counter() - start
+    with torch.no_grad():
+        for e, p in zip(ema, params):
+            p.copy_(e)
+        g0, g1 = float(g_ends[0]), float(g_ends[1])
+        per = prior_kl(test_x, torch.tensor(g1)) + decoder_nll(test_x, torch.tensor(g0), torch.randn_like(test_x), k)
+        u = float(torch.rand(()))
+        diff = torch.zeros(len(test_x))
+        for j in range(a.times):
+            # stratified in log-SNR lambda = -gamma, from lambda_max = -g0 to lambda_min = -g1
+            gamma = g0 + (j + u) / a.times * (g1 - g0)
+            t = (gamma - g0) / (g1 - g0)
+            al, sg = math.sqrt(1 / (1 + math.exp(gamma))), math.sqrt(1 / (1 + math.exp(-gamma)))
+            for lo in range(0, len(test_x), 250):
+                x = test_x[lo:lo + 250]
+                eps = torch.randn_like(x)
+                eps_hat = model(al * x + sg * eps, torch.full((len(x),), 1000.0 * t))
+                diff[lo:lo + 250] += 0.5 * (g1 - g0) / a.times * ((eps - eps_hat) ** 2).flatten(1).sum(1)
+        bpd = (per + diff) / (test_x[0].numel() * math.log(2.0))
+    print(json.dumps({
+        "data": a.data, "steps": a.steps, "batch": a.batch, "threads": a.threads, "train_s": train_s,
+        "bpd": float(bpd.mean()), "bpd_se": float(bpd.std() / math.sqrt(len(bpd))),
+        "gamma_0": g0, "gamma_1": g1, "test_images": len(test_x),
+    }))
+
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -205,5 +323,14 @@ if __name__ == "__main__":
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--batch", type=int, default=64)
     t.add_argument("--steps", type=int, default=30)
+    b = sub.add_parser("bound")
+    b.add_argument("--data", default="mnist5k")
+    b.add_argument("--threads", type=int, default=2)
+    b.add_argument("--batch", type=int, default=64)
+    b.add_argument("--steps", type=int, required=True)
+    b.add_argument("--lr", type=float, default=1e-3)
+    b.add_argument("--ema-decay", type=float, default=0.999)
+    b.add_argument("--times", type=int, default=20)
+    b.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
-    train(a)
+    train(a) if a.cmd == "train" else bound(a)

@@ -56,10 +56,12 @@ impl Conv {
         self.k * self.k * self.cin
     }
 
-    /// Calls `f(col, src)` for every kernel tap that falls inside the image, in a fixed order:
-    /// `col` is the offset of the tap's `cin` values in the im2col matrix (row `(b, oy, ox)`,
-    /// column `(ky, kx, ci)`), `src` that of the pixel's `cin` values in the input.
-    fn for_each_tap(&self, n: usize, h: usize, w: usize, mut f: impl FnMut(usize, usize)) {
+    /// Calls `f(col, src, len)` for every run of kernel taps that falls inside the image, in a
+    /// fixed order: `col` is the offset of the run's values in the im2col matrix (row `(b, oy,
+    /// ox)`, column `(ky, kx, ci)`), `src` that of the first pixel's `cin` values in the input,
+    /// `len` the run's length in values (the taps of one kernel row inside the image are
+    /// adjacent in both).
+    fn for_each_tap(&self, n: usize, h: usize, w: usize, mut f: impl FnMut(usize, usize, usize)) {
         let (ho, wo) = self.out_size(h, w);
         let (k, s, ci) = (self.k, self.stride, self.cin);
         let p = k / 2;
@@ -68,16 +70,17 @@ impl Conv {
             for oy in 0..ho {
                 for ox in 0..wo {
                     let row = ((b * ho + oy) * wo + ox) * kk;
+                    // the kernel columns inside the image: kx in kx0..kx1
+                    let kx0 = p.saturating_sub(ox * s);
+                    let kx1 = k.min((w + p).saturating_sub(ox * s));
+                    if kx0 >= kx1 {
+                        continue;
+                    }
                     for ky in 0..k {
                         let iy = (oy * s + ky).wrapping_sub(p);
-                        if iy >= h {
-                            continue;
-                        }
-                        for kx in 0..k {
-                            let ix = (ox * s + kx).wrapping_sub(p);
-                            if ix < w {
-                                f(row + (ky * k + kx) * ci, ((b * h + iy) * w + ix) * ci);
-                            }
+                        if iy < h {
+                            let ix = ox * s + kx0 - p;
+                            f(row + (ky * k + kx0) * ci, ((b * h + iy) * w + ix) * ci, (kx1 - kx0) * ci);
                         }
                     }
                 }
@@ -89,18 +92,23 @@ impl Conv {
     /// the padding).
     fn im2col(&self, x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32> {
         let (ho, wo) = self.out_size(h, w);
-        let ci = self.cin;
-        let mut cols = vec![0.0f32; n * ho * wo * self.rows_k()];
-        self.for_each_tap(n, h, w, |col, src| cols[col..col + ci].copy_from_slice(&x[src..src + ci]));
+        let len = n * ho * wo * self.rows_k();
+        // written once, front to back: the taps come in increasing column order, and the
+        // padding's zeros fill the gaps between them (no zeroing pass over the whole matrix)
+        let mut cols = Vec::with_capacity(len);
+        self.for_each_tap(n, h, w, |col, src, len| {
+            cols.resize(col, 0.0);
+            cols.extend_from_slice(&x[src..src + len]);
+        });
+        cols.resize(len, 0.0);
         cols
     }
 
     /// Adds the im2col gradient `dcols` back onto the input gradient `dx` (the adjoint of
     /// [`Conv::im2col`]), in a fixed order.
     fn col2im(&self, dcols: &[f32], n: usize, h: usize, w: usize, dx: &mut [f32]) {
-        let ci = self.cin;
-        self.for_each_tap(n, h, w, |col, src| {
-            dx[src..src + ci].iter_mut().zip(&dcols[col..col + ci]).for_each(|(a, &v)| *a += v);
+        self.for_each_tap(n, h, w, |col, src, len| {
+            dx[src..src + len].iter_mut().zip(&dcols[col..col + len]).for_each(|(a, &v)| *a += v);
         });
     }
 
@@ -257,8 +265,8 @@ impl GroupNorm {
         let count = (pix * (c / self.groups)) as f64;
         let gamma = &p[self.gamma..self.gamma + c];
         let beta = &p[self.beta..self.beta + c];
-        let mut xhat = vec![0.0f32; x.len()];
-        let mut y = vec![0.0f32; x.len()];
+        let mut xhat = Vec::with_capacity(x.len());
+        let mut y = Vec::with_capacity(x.len());
         let mut rstd = vec![0.0f32; n * self.groups];
         let (mut acc, mut mean, mut var) = (vec![0.0f64; c], vec![0.0f64; c], vec![0.0f64; c]);
         let (mut m32, mut r32) = (vec![0.0f32; c], vec![0.0f32; c]);
@@ -282,17 +290,10 @@ impl GroupNorm {
             for q in 0..self.groups {
                 rstd[b * self.groups + q] = r32[q * (c / self.groups)];
             }
-            let off = b * pix * c;
-            for ((row, xh), yr) in xb
-                .chunks_exact(c)
-                .zip(xhat[off..off + pix * c].chunks_exact_mut(c))
-                .zip(y[off..off + pix * c].chunks_exact_mut(c))
-            {
-                for j in 0..c {
-                    let h = (row[j] - m32[j]) * r32[j];
-                    xh[j] = h;
-                    yr[j] = h * gamma[j] + beta[j];
-                }
+            for row in xb.chunks_exact(c) {
+                let start = xhat.len();
+                xhat.extend(row.iter().zip(&m32).zip(&r32).map(|((&v, &m), &r)| (v - m) * r));
+                y.extend(xhat[start..].iter().zip(gamma).zip(beta).map(|((&h, &g), &bt)| h * g + bt));
             }
         }
         (y, GroupNormCache { xhat, rstd })
@@ -364,13 +365,12 @@ pub fn silu_backward(x: &[f32], dy: &mut [f32]) {
 /// Nearest-neighbour upsampling by 2 of `n x h*w x c` (PyTorch's `interpolate(scale_factor=2,
 /// mode="nearest")`).
 pub fn upsample(x: &[f32], n: usize, h: usize, w: usize, c: usize) -> Vec<f32> {
-    let mut y = vec![0.0f32; 4 * x.len()];
+    let mut y = Vec::with_capacity(4 * x.len());
     for b in 0..n {
         for yy in 0..2 * h {
             for xx in 0..2 * w {
                 let src = ((b * h + yy / 2) * w + xx / 2) * c;
-                let dst = ((b * 2 * h + yy) * 2 * w + xx) * c;
-                y[dst..dst + c].copy_from_slice(&x[src..src + c]);
+                y.extend_from_slice(&x[src..src + c]);
             }
         }
     }
