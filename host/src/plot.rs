@@ -42,8 +42,30 @@ fn bounds(points: &[f32], dim: usize, axis: usize) -> (f32, f32) {
     (lo - pad, hi + pad)
 }
 
-/// The first two coordinates of `samples` (orange) over `data` (grey).
-pub fn scatter(path: &Path, title: &str, data: &[f32], samples: &[f32], dim: usize) -> anyhow::Result<()> {
+/// Colours of series and classes, in order (then again from the start).
+const COLOURS: [RGBColor; 10] = [
+    RGBColor(30, 90, 200),
+    RGBColor(230, 120, 20),
+    RGBColor(40, 160, 60),
+    RGBColor(200, 40, 40),
+    RGBColor(140, 80, 190),
+    RGBColor(90, 90, 90),
+    RGBColor(0, 170, 190),
+    RGBColor(190, 150, 0),
+    RGBColor(220, 90, 170),
+    RGBColor(120, 70, 30),
+];
+
+/// The first two coordinates of `samples` over `data` (grey): orange, or with `labels` (one
+/// per sample) a colour per class and a legend entry `class k`.
+pub fn scatter(
+    path: &Path,
+    title: &str,
+    data: &[f32],
+    samples: &[f32],
+    dim: usize,
+    labels: Option<&[u32]>,
+) -> anyhow::Result<()> {
     if dim < 2 {
         return Err(anyhow!("a scatter plot needs at least 2 dimensions"));
     }
@@ -61,16 +83,40 @@ pub fn scatter(path: &Path, title: &str, data: &[f32], samples: &[f32], dim: usi
             .build_cartesian_2d(x0..x1, y0..y1)?;
         chart.configure_mesh().draw()?;
         let grey = RGBColor(150, 150, 150).mix(0.5);
+        if !data.is_empty() {
+            chart
+                .draw_series(data.chunks_exact(dim).map(|r| Circle::new((r[0], r[1]), 2, grey.filled())))?
+                .label("data")
+                .legend(move |(x, y)| Circle::new((x, y), 4, grey.filled()));
+        }
+        match labels {
+            Some(labels) => {
+                let mut classes: Vec<u32> = labels.to_vec();
+                classes.sort_unstable();
+                classes.dedup();
+                for c in classes {
+                    let colour = COLOURS[c as usize % COLOURS.len()].mix(0.7);
+                    let points = samples.chunks_exact(dim).zip(labels).filter(|&(_, &l)| l == c);
+                    chart
+                        .draw_series(points.map(|(r, _)| Circle::new((r[0], r[1]), 2, colour.filled())))?
+                        .label(format!("class {c}"))
+                        .legend(move |(x, y)| Circle::new((x, y), 4, colour.filled()));
+                }
+            }
+            None => {
+                let orange = RGBColor(230, 120, 20).mix(0.6);
+                chart
+                    .draw_series(samples.chunks_exact(dim).map(|r| Circle::new((r[0], r[1]), 2, orange.filled())))?
+                    .label("samples")
+                    .legend(move |(x, y)| Circle::new((x, y), 4, orange.filled()));
+            }
+        }
         chart
-            .draw_series(data.chunks_exact(dim).map(|r| Circle::new((r[0], r[1]), 2, grey.filled())))?
-            .label("data")
-            .legend(move |(x, y)| Circle::new((x, y), 4, grey.filled()));
-        let orange = RGBColor(230, 120, 20).mix(0.6);
-        chart
-            .draw_series(samples.chunks_exact(dim).map(|r| Circle::new((r[0], r[1]), 2, orange.filled())))?
-            .label("samples")
-            .legend(move |(x, y)| Circle::new((x, y), 4, orange.filled()));
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
         root.present()?;
         Ok(())
     })
@@ -108,14 +154,6 @@ pub fn curves(
     if all.is_empty() {
         return Err(anyhow!("nothing to plot for {}", path.display()));
     }
-    const COLOURS: [RGBColor; 6] = [
-        RGBColor(30, 90, 200),
-        RGBColor(230, 120, 20),
-        RGBColor(40, 160, 60),
-        RGBColor(200, 40, 40),
-        RGBColor(140, 80, 190),
-        RGBColor(90, 90, 90),
-    ];
     let legend = series.iter().any(|(l, _)| !l.is_empty());
     atomic_png(path, |tmp| {
         let root = BitMapBackend::new(tmp, (800, 480)).into_drawing_area();
@@ -159,8 +197,15 @@ fn tick(v: &f64) -> String {
 }
 
 /// The first `rows x cols` images of `data` (shape `[C, H, W]` each, C = 1 grey or 3 RGB, values
-/// on [-1, 1]) as a grid.
-pub fn image_grid(path: &Path, title: &str, data: &[f32], shape: &[usize], cols: usize) -> anyhow::Result<()> {
+/// on [-1, 1]) as a grid, each row labelled by its entry of `row_labels` where given.
+pub fn image_grid(
+    path: &Path,
+    title: &str,
+    data: &[f32],
+    shape: &[usize],
+    cols: usize,
+    row_labels: &[String],
+) -> anyhow::Result<()> {
     let (c, h, w) = match shape {
         [c, h, w] if *c == 1 || *c == 3 => (*c, *h, *w),
         _ => return Err(anyhow!("an image grid needs examples of shape [1 or 3, H, W]")),
@@ -170,15 +215,20 @@ pub fn image_grid(path: &Path, title: &str, data: &[f32], shape: &[usize], cols:
     let rows = n.div_ceil(cols);
     let scale = (256 / h.max(w)).max(2) as i32;
     let cell = (w as i32 * scale + 4, h as i32 * scale + 4);
-    let size = ((cols as i32 * cell.0 + 8) as u32, (rows as i32 * cell.1 + 40) as u32);
+    let left = if row_labels.is_empty() { 4 } else { 84 };
+    let size = ((left + cols as i32 * cell.0 + 4) as u32, (rows as i32 * cell.1 + 40) as u32);
     atomic_png(path, |tmp| {
         let root = BitMapBackend::new(tmp, size).into_drawing_area();
         root.fill(&WHITE)?;
         root.draw(&Text::new(title.to_string(), (8, 8), ("sans-serif", 20)))?;
+        for (r, label) in row_labels.iter().enumerate().take(rows) {
+            let y = 36 + r as i32 * cell.1 + cell.1 / 2 - 8;
+            root.draw(&Text::new(label.clone(), (6, y), ("sans-serif", 16)))?;
+        }
         let to_u8 = |v: f32| (((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round()) as u8;
         for i in 0..n {
             let img = &data[i * per..(i + 1) * per];
-            let (ox, oy) = (4 + (i % cols) as i32 * cell.0, 36 + (i / cols) as i32 * cell.1);
+            let (ox, oy) = (left + (i % cols) as i32 * cell.0, 36 + (i / cols) as i32 * cell.1);
             for y in 0..h {
                 for x in 0..w {
                     let px = |ch: usize| to_u8(img[ch * h * w + y * w + x]);

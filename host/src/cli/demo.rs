@@ -122,8 +122,15 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     for (name, rows) in [("heldout.csv", &held_out.x), ("samples_ddpm.csv", &ddpm), ("samples_ddim.csv", &ddim)] {
         write_atomic(&a.out.join(name), &csv_rows(rows, dim))?;
     }
-    plot::scatter(&a.out.join("samples_ddpm.png"), "DDPM, 1000 steps", &held_out.x, &ddpm, dim)?;
-    plot::scatter(&a.out.join("samples_ddim.png"), &format!("DDIM, {k} steps, eta = 0"), &held_out.x, &ddim, dim)?;
+    plot::scatter(&a.out.join("samples_ddpm.png"), "DDPM, 1000 steps", &held_out.x, &ddpm, dim, None)?;
+    plot::scatter(
+        &a.out.join("samples_ddim.png"),
+        &format!("DDIM, {k} steps, eta = 0"),
+        &held_out.x,
+        &ddim,
+        dim,
+        None,
+    )?;
     let log: Vec<(f64, f64)> = model_loss_log(&model_dir)?;
     plot::curve(&a.out.join("loss.png"), "training loss (L_simple)", "step", "loss", &log, true)?;
     let terms: Vec<(f64, f64)> = b.per_step.iter().enumerate().skip(1).map(|(i, &v)| ((i + 1) as f64, v)).collect();
@@ -204,7 +211,7 @@ fn digits(a: &DemoArgs) -> Result<String> {
         .map_err(internal)?
         .sample(&mut model, sched.as_ref(), &mut x, &mut scratch, Condition::Unconditional, &mut rng)
         .map_err(internal)?;
-    plot::image_grid(&a.out.join("digits_samples.png"), &format!("U-Net, DDIM {k} steps"), &x, &[1, 8, 8], 10)?;
+    plot::image_grid(&a.out.join("digits_samples.png"), &format!("U-Net, DDIM {k} steps"), &x, &[1, 8, 8], 10, &[])?;
     Ok(format!(
         "## elbo demo: digits\n\n\
          A U-Net (elbo's default for 8x8 images: {} parameters) trained natively for {} steps (batch 64) \

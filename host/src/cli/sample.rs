@@ -244,14 +244,19 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     if let Some(p) = &a.plot {
         let title = format!("{} samples ({})", a.sampler, a.model);
         if shape.len() == 3 {
-            crate::plot::image_grid(p, &title, &x, &shape, per_row)?;
+            // a row per class with --class all (rows of one class otherwise)
+            let row_labels: Vec<String> = labels
+                .as_deref()
+                .map(|l| l.chunks(per_row).map(|r| format!("class {}", r[0])).collect())
+                .unwrap_or_default();
+            crate::plot::image_grid(p, &title, &x, &shape, per_row, &row_labels)?;
         } else if dim >= 2 {
             let data = if data_spec.is_empty() {
                 vec![]
             } else {
                 crate::data::DataSpec::parse(&data_spec)?.load(n, a.seed + 1)?.x
             };
-            crate::plot::scatter(p, &title, &data, &x, dim)?;
+            crate::plot::scatter(p, &title, &data, &x, dim, labels.as_deref())?;
         } else {
             return Err(input("--plot: the data has fewer than 2 dimensions"));
         }
