@@ -155,32 +155,52 @@ pub fn curves(
         return Err(anyhow!("nothing to plot for {}", path.display()));
     }
     let legend = series.iter().any(|(l, _)| !l.is_empty());
+    let integral_x = all.iter().all(|p| p.0.fract() == 0.0);
     atomic_png(path, |tmp| {
-        let root = BitMapBackend::new(tmp, (800, 480)).into_drawing_area();
+        let longest = series.iter().map(|(l, _)| l.chars().count()).max().unwrap_or(0) as u32;
+        let panel_w = if legend { (44 + 9 * longest).clamp(120, 480) } else { 0 };
+        let root = BitMapBackend::new(tmp, (800 + panel_w, 480)).into_drawing_area();
         root.fill(&WHITE)?;
+        // the legend in a panel of its own, right of the chart, so it never covers the data
+        let (area, panel) = root.split_horizontally(800);
+        if legend {
+            let labelled = series.iter().enumerate().filter(|(_, (l, _))| !l.is_empty());
+            for (row, (i, (label, _))) in labelled.enumerate() {
+                let (c, y) = (COLOURS[i % COLOURS.len()], 60 + 24 * row as i32);
+                panel.draw(&Rectangle::new([(4, y - 3), (28, y + 3)], c.filled()))?;
+                panel.draw(&Text::new(label.to_string(), (34, y - 8), ("sans-serif", 15)))?;
+            }
+        }
         let (xl, xh) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.0), b.max(p.0)));
         let (yl, yh) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.1), b.max(p.1)));
         let xh = if xh > xl { xh } else { xl + 1.0 };
-        let mut builder = ChartBuilder::on(&root);
-        builder.caption(title, ("sans-serif", 22)).margin(10).x_label_area_size(40).y_label_area_size(70);
+        let x_tick = |v: &f64| if integral_x { format!("{v:.0}") } else { tick(v) };
+        let mut builder = ChartBuilder::on(&area);
+        builder
+            .caption(title, ("sans-serif", 22))
+            .margin(10)
+            .margin_right(30)
+            .x_label_area_size(40)
+            .y_label_area_size(70);
         macro_rules! draw {
             ($chart:expr) => {{
                 let mut chart = $chart;
-                chart.configure_mesh().x_desc(x_label).y_desc(y_label).y_label_formatter(&tick).draw()?;
-                for (i, (label, pts)) in series.iter().enumerate() {
+                chart
+                    .configure_mesh()
+                    .x_desc(x_label)
+                    .y_desc(y_label)
+                    .x_label_formatter(&x_tick)
+                    .y_label_formatter(&tick)
+                    .draw()?;
+                for (i, (_, pts)) in series.iter().enumerate() {
                     let c = COLOURS[i % COLOURS.len()];
-                    let s = chart.draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))?;
-                    if !label.is_empty() {
-                        s.label(*label).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c));
-                    }
-                }
-                if legend {
-                    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+                    chart.draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))?;
                 }
             }};
         }
         if log_y {
-            draw!(builder.build_cartesian_2d(xl..xh, (yl * 0.9..yh * 1.1).log_scale())?);
+            let (lo, hi) = (yl * 0.9, yh * 1.1);
+            draw!(builder.build_cartesian_2d(xl..xh, (lo..hi).log_scale().with_key_points(log_ticks(lo, hi)))?);
         } else {
             let pad = 0.05 * (yh - yl).max(1e-9);
             draw!(builder.build_cartesian_2d(xl..xh, yl - pad..yh + pad)?);
@@ -188,6 +208,23 @@ pub fn curves(
         root.present()?;
         Ok(())
     })
+}
+
+/// Labelled ticks of a log axis over `[lo, hi]` (`0 < lo < hi`): the powers of ten inside,
+/// with 2 and 5 times them where that gives fewer than four, then every integer multiple.
+fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let (d0, d1) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+    let within = |mults: &[f64]| -> Vec<f64> {
+        (d0..=d1).flat_map(|d| mults.iter().map(move |m| m * 10f64.powi(d))).filter(|v| (lo..=hi).contains(v)).collect()
+    };
+    let t = [&[1.0][..], &[1.0, 2.0, 5.0]]
+        .into_iter()
+        .map(within)
+        .find(|t| t.len() >= 4)
+        .unwrap_or_else(|| within(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]));
+    // at most a dozen labels: thin a long run of decades
+    let stride = t.len().div_ceil(12).max(1);
+    t.into_iter().step_by(stride).collect()
 }
 
 /// A tick label with few digits (plotters prints log-scale ticks with all of theirs).

@@ -117,3 +117,23 @@ fn image_grid_rows_are_labelled() {
     let labelled = margin_ink(&grid(&["--class", "all"], "all.png"));
     assert!(labelled.iter().all(|&k| k > 20), "a label on every row: {labelled:?}");
 }
+
+/// `train --plot` labels the loss curve's log y axis: tick labels (runs of rows with dark
+/// pixels) left of the axis, at three heights at least.
+#[test]
+fn loss_plot_has_y_tick_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("loss.png");
+    elbo()
+        .args(["train", "--data", "two-moons", "--steps", "400", "--log-every", "20", "--out"])
+        .arg(dir.path().join("m"))
+        .arg("--plot")
+        .arg(&png)
+        .assert()
+        .success();
+    let (w, h, px) = pixels(&png);
+    // the tick labels' column, right of the rotated axis name and left of the axis
+    let ink: Vec<bool> = (40..h - 50).map(|y| (30..76).any(|x| px[y * w + x].iter().all(|&v| v < 100))).collect();
+    let runs = ink.windows(2).filter(|p| !p[0] && p[1]).count() + usize::from(ink[0]);
+    assert!(runs >= 3, "{runs} tick labels on the y axis");
+}
