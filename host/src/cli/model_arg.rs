@@ -34,6 +34,11 @@ impl Source {
         if path.extension().is_some_and(|e| e == "onnx") {
             return Ok(Source::Onnx(Box::new(OnnxDenoiser::open(path, onnx)?)));
         }
+        if !path.exists() {
+            return Err(input(format!(
+                "--model {model}: no such file or folder (expected a checkpoint directory, FILE.onnx or 'optimal')"
+            )));
+        }
         if !path.is_dir() {
             return Err(input(format!("--model {model}: expected a checkpoint directory, FILE.onnx or 'optimal'")));
         }

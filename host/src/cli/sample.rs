@@ -117,7 +117,16 @@ pub fn run(a: &SampleArgs) -> Result<()> {
         return Err(input("--steps, --langevin-steps: expected at least 1"));
     }
     let _lock = crate::io::sample_output(&a.out, "--out")?;
-    let mut source = Source::load(&a.model, a.data.as_deref(), &a.onnx)?;
+    let path = std::path::Path::new(&a.model);
+    let mut source = if path.is_dir() {
+        let c = crate::checkpoint::Checkpoint::load(path, false)?;
+        if c.config.vae().is_some() {
+            return sample_vae(a, c);
+        }
+        Source::Trained(Box::new(crate::model::Trained::new(c.config, c.ema)?))
+    } else {
+        Source::load(&a.model, a.data.as_deref(), &a.onnx)?
+    };
     let data_spec = match &source {
         Source::Trained(t) => t.config.train.data.clone(),
         Source::Optimal(_) | Source::Onnx(_) => a.data.clone().unwrap_or_default(),
@@ -260,6 +269,46 @@ pub fn run(a: &SampleArgs) -> Result<()> {
         } else {
             return Err(input("--plot: the data has fewer than 2 dimensions"));
         }
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+/// `elbo sample` of a VAE or HVAE baseline: ancestral draws, `z_top ~ N(0, I)` down the
+/// decoders to `x` (the decoder's mean plus its Gaussian noise), in the data's own units.
+fn sample_vae(a: &SampleArgs, c: crate::checkpoint::Checkpoint) -> Result<()> {
+    let not_for = |what: &str| input(format!("{what}: does not apply to a VAE baseline ({})", a.model));
+    if a.class.is_some() {
+        return Err(not_for("--class"));
+    }
+    if a.guidance.is_some() || a.classifier.is_some() {
+        return Err(not_for("--guidance, --classifier"));
+    }
+    if a.init.is_some() {
+        return Err(not_for("--init"));
+    }
+    if a.n == 0 {
+        return Err(input("--n: expected at least one sample"));
+    }
+    let v = c.config.vae_net().ok_or_else(|| input(format!("--model {}: not a VAE baseline", a.model)))?;
+    let shape = c.config.net.example_shape();
+    let dim = c.config.net.dim();
+    let per = v.normals_per_example() + dim;
+    crate::io::check_memory("--n", crate::io::product(&[a.n, per.max(dim), 8]))?;
+    let mut rng = Pcg32::seed_from_u64(a.seed);
+    let mut normals = vec![0.0f32; a.n * per];
+    fill_standard_normal(&mut rng, &mut normals);
+    let mut x = v.sample(&c.ema, a.n, &normals);
+    c.config.normalization.invert(&mut x);
+    write_samples(&a.out, &x, &shape)?;
+    eprintln!("wrote {} samples to {}", a.n, a.out.display());
+    if let Some(p) = &a.plot {
+        if dim < 2 {
+            return Err(input("--plot: the data has fewer than 2 dimensions"));
+        }
+        let data = crate::data::DataSpec::parse(&c.config.train.data)?.load(a.n, a.seed + 1)?.x;
+        let family = if c.config.vae().is_some_and(|v| v.levels == 2) { "HVAE" } else { "VAE" };
+        crate::plot::scatter(p, &format!("{family} samples ({})", a.model), &data, &x, dim, None)?;
         eprintln!("wrote {}", p.display());
     }
     Ok(())
