@@ -61,6 +61,10 @@ fn unet_training_on_digits_lowers_the_bound() {
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let bpd = r["bpd"].as_f64().unwrap();
     assert_eq!(r["n"], 297);
+    // reported as the continuous-time bound it is, with no discrete-bound settings
+    assert_eq!((r["bound"].as_str(), r["times"].as_u64()), (Some("continuous"), Some(20)));
+    assert!(r["estimator"].is_null() && r["variance"].is_null(), "{r}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("diffusion loss, t in (0, 1)"));
     // samples come out as images, and the plot is an image grid
     let s = dir.path().join("s.npy");
     elbo()

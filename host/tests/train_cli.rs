@@ -277,7 +277,7 @@ fn learned_variance_model_runs_end_to_end() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(r["variance"], "LearnedRange");
+    assert_eq!(r["variance"], "learned");
     assert!(r["neg_elbo_nats"].as_f64().unwrap().is_finite());
     let samples = dir.path().join("s.csv");
     elbo().args(["sample", "--model"]).arg(&model).args(["--n", "20", "--out"]).arg(&samples).assert().success();

@@ -37,7 +37,9 @@ pub struct EvalArgs {
     /// The part of a built-in image set (digits, mnist5k) to evaluate on.
     #[arg(long, value_enum, default_value_t = Split::Test)]
     pub split: Split,
-    /// Reverse variance: small, large, learned, or auto (learned if the model has it, else large).
+    /// Reverse variance of the discrete bound: small, large, learned, or auto (learned if the
+    /// model has it, else large, the variance of `elbo train`'s vlb terms by default; `elbo
+    /// sample`'s auto takes small instead, the better one for samples).
     #[arg(long, value_enum, default_value_t = VarianceChoice::Auto)]
     pub variance: VarianceChoice,
     /// rb (Rao-Blackwellised) or mc (Monte Carlo).
@@ -91,10 +93,15 @@ pub struct EvalReport {
     pub mmd_bandwidth: Option<f64>,
     /// Exact negative log-likelihood (Gaussian mixtures).
     pub exact_nll_nats: Option<f64>,
-    /// Estimator and variance used.
-    pub estimator: String,
-    /// Reverse variance used.
-    pub variance: String,
+    /// The bound: `discrete` (the `T`-step sum) or `continuous` (VDM's continuous-time one).
+    pub bound: &'static str,
+    /// The discrete bound's estimator of its terms (`rb` or `mc`; null for the continuous one).
+    pub estimator: Option<String>,
+    /// The discrete bound's reverse variance (`small`, `large`, `learned`; null for the
+    /// continuous one).
+    pub variance: Option<String>,
+    /// The continuous bound's stratified log-SNR levels (null for the discrete one).
+    pub times: Option<usize>,
 }
 
 use crate::evaluate::{bound, continuous_bound, samples, vae_bound};
@@ -167,25 +174,31 @@ fn elbo_options(a: &EvalArgs, source: &Source, data: &Dataset, bins: Option<u32>
     Ok(ElboOptions { variance, estimator, decoder })
 }
 
-/// Prints the report on stderr (and as JSON on stdout with `--json`).
+/// Prints the report on stderr (and as JSON on stdout with `--json`), in the words of the
+/// bound it holds: the discrete `L_T + sum L_{t-1} + L_0`, or VDM's continuous-time prior,
+/// diffusion loss and decoder.
 fn print_report(a: &EvalArgs, report: &EvalReport, diffusion: f64) -> Result<()> {
     if a.json {
         super::print_line(serde_json::to_string(report).map_err(anyhow::Error::from)?)?;
     }
+    let how = match (&report.estimator, &report.variance, report.times) {
+        (Some(e), Some(v), _) => format!("discrete bound, {e} estimator, {v} variance"),
+        (_, _, Some(k)) => format!("continuous-time bound, {k} log-SNR levels"),
+        _ => report.bound.to_string(),
+    };
     eprintln!(
-        "-ELBO   {:.4} +- {:.4} nats/example   {:.4} +- {:.4} bits/dim   (n = {}, D = {}, {} / {})",
-        report.neg_elbo_nats,
-        report.neg_elbo_nats_se,
-        report.bpd,
-        report.bpd_se,
-        report.n,
-        report.dims,
-        a.estimator,
-        format!("{:?}", a.variance).to_lowercase()
+        "-ELBO   {:.4} +- {:.4} nats/example   {:.4} +- {:.4} bits/dim   (n = {}, D = {}, {how})",
+        report.neg_elbo_nats, report.neg_elbo_nats_se, report.bpd, report.bpd_se, report.n, report.dims,
     );
-    eprintln!("  prior L_T      {:.3e} nats", report.prior_nats);
-    eprintln!("  sum L_1..L_T-1 {diffusion:.4} nats");
-    eprintln!("  decoder L_0    {:.4} nats", report.decoder_nats);
+    if report.times.is_some() {
+        eprintln!("  prior KL(q(z_1|x) || N(0, I))  {:.3e} nats", report.prior_nats);
+        eprintln!("  diffusion loss, t in (0, 1)    {diffusion:.4} nats");
+        eprintln!("  decoder -log p(x|z_0)          {:.4} nats", report.decoder_nats);
+    } else {
+        eprintln!("  prior L_T      {:.3e} nats", report.prior_nats);
+        eprintln!("  sum L_1..L_T-1 {diffusion:.4} nats");
+        eprintln!("  decoder L_0    {:.4} nats", report.decoder_nats);
+    }
     if let Some(e) = report.exact_nll_nats {
         eprintln!("  exact NLL      {e:.4} nats (gap {:.4})", report.neg_elbo_nats - e);
     }
@@ -242,6 +255,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         Source::Trained(t) => t.continuous().transpose()?,
         _ => None,
     };
+    let is_continuous = continuous.is_some();
     let b = match (&mut source, continuous) {
         (Source::Trained(t), Some(c)) => {
             if let Some(k) = bins {
@@ -298,8 +312,10 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         mmd_data,
         mmd_bandwidth: h,
         exact_nll_nats: exact,
-        estimator: a.estimator.to_string(),
-        variance: format!("{:?}", opts.variance),
+        bound: if is_continuous { "continuous" } else { "discrete" },
+        estimator: (!is_continuous).then(|| a.estimator.to_string()),
+        variance: (!is_continuous).then(|| variance_name(opts.variance).to_string()),
+        times: is_continuous.then_some(a.times),
     };
     let finite = [report.neg_elbo_nats, report.neg_elbo_nats_se, report.prior_nats, report.decoder_nats]
         .into_iter()
@@ -318,4 +334,13 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         crate::plot::curve(p, "per-step terms L_{t-1} of -ELBO (nats)", "t", "nats", &pts, true)?;
     }
     print_report(a, &report, b.parts.diffusion)
+}
+
+/// The command-line name of a reverse variance.
+fn variance_name(v: ReverseVariance) -> &'static str {
+    match v {
+        ReverseVariance::Small => "small",
+        ReverseVariance::Large => "large",
+        ReverseVariance::LearnedRange => "learned",
+    }
 }

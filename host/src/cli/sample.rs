@@ -45,7 +45,8 @@ pub struct SampleArgs {
     #[arg(long, value_enum, default_value_t = SpacingKind::Trailing)]
     pub spacing: SpacingKind,
     /// DDPM's reverse variance: small, large, learned (a learned-variance model's own), or auto
-    /// (learned if the model has it, else small).
+    /// (learned if the model has it, else small, the better one for samples; `elbo eval`'s auto
+    /// takes large instead, the variance of `elbo train`'s vlb terms by default).
     #[arg(long, value_enum, default_value_t = VarianceChoice::Auto)]
     pub variance: VarianceChoice,
     /// Start from x_T read from this .npy/.csv instead of N(0, I) draws.
