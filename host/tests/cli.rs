@@ -76,3 +76,32 @@ fn demo_writes_its_report() {
     assert_eq!(csv.lines().count(), 301);
     assert!(std::fs::read_dir(&out_dir).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tmp")));
 }
+
+/// The help texts name what the commands take: every export format, every experiment, ONNX
+/// files and VAE baselines as models, where each schedule flag applies, the experiments' real
+/// data defaults, and the two commands' different `--variance auto`.
+#[test]
+fn help_texts_tell_the_truth() {
+    let help = |args: &[&str]| {
+        let o = elbo().args(args).arg("--help").output().unwrap();
+        assert!(o.status.success());
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let top = help(&[]);
+    for word in ["FILE.onnx", "FILE.bin", "FILE.safetensors", "rb-variance", "guidance", "vae"] {
+        assert!(top.contains(word), "elbo --help lacks {word}");
+    }
+    let sample = help(&["sample"]);
+    for word in ["FILE.onnx", "VAE", "a checkpoint uses its own", "learned is trained by elbo train only"] {
+        assert!(sample.contains(word), "sample --help lacks {word}");
+    }
+    assert!(help(&["eval"]).contains("FILE.onnx"));
+    // --variance auto: small when sampling, large in the bound, each saying so
+    assert!(sample.contains("`elbo eval`'s auto"));
+    assert!(help(&["eval"]).contains("`elbo sample`'s auto"));
+    let exp = help(&["experiment"]);
+    assert!(!exp.contains("[default: 8gaussians]"), "no single data default");
+    for word in ["two-moons", "8gaussians", "vae)"] {
+        assert!(exp.contains(word), "experiment --help lacks {word}");
+    }
+}

@@ -18,7 +18,8 @@ use crate::metrics::{median_bandwidth, mmd2};
 /// Arguments of `elbo eval`.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// A checkpoint directory, or `optimal` (the exact denoiser of a gmm: data set).
+    /// A checkpoint directory, FILE.onnx (a denoiser: see the README's "ONNX denoisers"), or
+    /// `optimal` (the exact denoiser of a gmm: data set).
     #[arg(long)]
     pub model: String,
     /// Held-out data: a built-in set, gmm:FILE.json, or a .npy/.csv file.
@@ -58,9 +59,13 @@ pub struct EvalArgs {
     #[arg(long)]
     pub plot: Option<std::path::PathBuf>,
     /// Schedule of `--model optimal` or of an ONNX model without schedule metadata.
-    #[command(flatten)]
+    #[command(
+        flatten,
+        next_help_heading = "Schedule of --model optimal, or of an ONNX file without elbo.schedule \
+                                           (a checkpoint uses its own; learned is trained by elbo train only)"
+    )]
     pub schedule: ScheduleOpts,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "ONNX models")]
     pub onnx: crate::onnx::OnnxOpts,
 }
 

@@ -39,9 +39,11 @@ enum Command {
     Sample(sample::SampleArgs),
     /// Evaluate the likelihood bound (nats, bits/dim) and sample quality.
     Eval(eval::EvalArgs),
-    /// Export a trained model (FILE.bin: a weight blob for no_std devices).
+    /// Export a trained model: FILE.onnx (ONNX), FILE.bin (a weight blob for no_std devices) or
+    /// FILE.safetensors (the EMA weights alone).
     Export(export::ExportArgs),
-    /// Run an experiment of the seeds and write a report (likelihood).
+    /// Run an experiment of the seeds and write a report (likelihood, rb-variance, invariance,
+    /// weighting, parameterization, vdm, guidance, vae).
     Experiment(crate::experiments::ExperimentArgs),
     /// Print the tables of a noise schedule.
     Schedule(schedule::ScheduleArgs),

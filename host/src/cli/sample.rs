@@ -20,7 +20,8 @@ use crate::sampling::{SamplerOptions, sample};
 /// Arguments of `elbo sample`.
 #[derive(Debug, Args)]
 pub struct SampleArgs {
-    /// A checkpoint directory, or `optimal` (with --data naming a mixture).
+    /// A checkpoint directory (a denoiser, or a VAE/HVAE baseline), FILE.onnx (a denoiser: see
+    /// the README's "ONNX denoisers"), or `optimal` (the exact denoiser of --data's mixture).
     #[arg(long)]
     pub model: String,
     /// The mixture for `--model optimal`.
@@ -79,9 +80,13 @@ pub struct SampleArgs {
     #[arg(long)]
     pub plot: Option<PathBuf>,
     /// Schedule of `--model optimal` or of an ONNX model without schedule metadata.
-    #[command(flatten)]
+    #[command(
+        flatten,
+        next_help_heading = "Schedule of --model optimal, or of an ONNX file without elbo.schedule \
+                                           (a checkpoint uses its own; learned is trained by elbo train only)"
+    )]
     pub schedule: ScheduleOpts,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "ONNX models")]
     pub onnx: crate::onnx::OnnxOpts,
 }
 

@@ -62,18 +62,31 @@ pub struct ExperimentArgs {
     /// Output folder.
     #[arg(long, default_value = "elbo-experiment")]
     pub out: PathBuf,
-    /// Data: a Gaussian mixture (gmm:FILE.json or 8gaussians).
-    #[arg(long, default_value = "8gaussians")]
-    pub data: String,
+    /// Data. By default likelihood and invariance use the 8gaussians mixture (they need a
+    /// mixture: gmm:FILE.json or 8gaussians), guidance an overlapping three-component mixture
+    /// (it needs a mixture too), the others two-moons (they take any data set).
+    #[arg(long)]
+    pub data: Option<String>,
     /// Examples.
     #[arg(long, default_value_t = 2000)]
     pub n: usize,
-    /// Training steps of every model (rb-variance, weighting, parameterization, vdm, guidance).
+    /// Training steps of every model (rb-variance, weighting, parameterization, vdm, guidance,
+    /// vae).
     #[arg(long, default_value_t = 3000)]
     pub steps: u64,
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+}
+
+/// The data of the mixture experiments: `--data`, or the 8gaussians mixture.
+fn mixture_data(a: &ExperimentArgs) -> &str {
+    a.data.as_deref().unwrap_or("8gaussians")
+}
+
+/// The data of the trained-model experiments: `--data`, or two-moons.
+pub(super) fn data_of(a: &ExperimentArgs) -> String {
+    a.data.clone().unwrap_or_else(|| "two-moons".into())
 }
 
 pub fn run(a: &ExperimentArgs) -> Result<()> {
@@ -171,10 +184,9 @@ fn continuous_term(g: &GaussianMixture<'_>, sched: &LinearGamma, x: &[f32], rng:
 type Row = (String, f64, f64, f64, f64, Option<f64>);
 
 fn likelihood(a: &ExperimentArgs) -> Result<()> {
-    let mixture = DataSpec::parse(&a.data)?
-        .mixture()
-        .cloned()
-        .ok_or_else(|| input(format!("--data {}: the likelihood experiment needs a Gaussian mixture", a.data)))?;
+    let mixture = DataSpec::parse(mixture_data(a))?.mixture().cloned().ok_or_else(|| {
+        input(format!("--data {}: the likelihood experiment needs a Gaussian mixture", mixture_data(a)))
+    })?;
     if a.n < 2 {
         return Err(input("--n: expected at least 2 examples"));
     }
@@ -249,7 +261,9 @@ fn likelihood(a: &ExperimentArgs) -> Result<()> {
          improved-diffusion's decoder variance btilde_2 where the true p(x_0 | x_1) has a variance \
          close to beta_1, costing D/2 (r - 1 - ln r) with r = beta_1 / btilde_2.\n\n\
          | model | -ELBO (nats) | gap to exact NLL (nats) | decoder convention (nats) |\n|---|---|---|---|",
-        a.data, a.n, a.seed
+        mixture_data(a),
+        a.n,
+        a.seed
     );
     let mut pts = Vec::new();
     let mut all_positive = true;
@@ -325,7 +339,7 @@ fn rb_variance(a: &ExperimentArgs) -> Result<()> {
     use crate::model::Trained;
     use crate::train::{Loss, TrainOptions};
     use elbo_core::sampler::{Ddim, Spacing};
-    let data = if a.data == "8gaussians" { "two-moons".to_string() } else { a.data.clone() };
+    let data = data_of(a);
     let spec = DataSpec::parse(&data)?;
     let held_out = spec.load(a.n.max(2), a.seed + 1)?;
     let dim = held_out.dim;
@@ -450,10 +464,9 @@ type Stat = (f64, f64, f64);
 fn invariance(a: &ExperimentArgs) -> Result<()> {
     use elbo_core::schedule::CosineLogSnr;
     use elbo_core::weighting::Weighting;
-    let mixture = DataSpec::parse(&a.data)?
-        .mixture()
-        .cloned()
-        .ok_or_else(|| input(format!("--data {}: the invariance experiment needs a Gaussian mixture", a.data)))?;
+    let mixture = DataSpec::parse(mixture_data(a))?.mixture().cloned().ok_or_else(|| {
+        input(format!("--data {}: the invariance experiment needs a Gaussian mixture", mixture_data(a)))
+    })?;
     if a.n < 2 {
         return Err(input("--n: expected at least 2 examples"));
     }
@@ -502,7 +515,8 @@ fn invariance(a: &ExperimentArgs) -> Result<()> {
          linear gamma and the cosine log-SNR schedule, both from lambda = {hi:.1} to {lo:.1}. Loss: \
          1/2 w(lambda) (-d lambda/dt) ||eps_hat - eps||^2 at one t ~ U(0, 1) per example ({} examples).\n\n\
          | weighting | L_w, linear gamma | L_w, cosine | difference / its se | variance, linear | variance, cosine |\n|---|---|---|---|---|---|",
-        a.data, a.n
+        mixture_data(a),
+        a.n
     );
     let mut agree = true;
     for (name, [l, c]) in &rows {

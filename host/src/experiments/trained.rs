@@ -14,7 +14,7 @@ use elbo_core::weighting::Weighting;
 use rand_core::SeedableRng;
 use rand_pcg::Pcg32;
 
-use super::{ExperimentArgs, write_report};
+use super::{ExperimentArgs, data_of, write_report};
 use crate::cli::train::{TrainCliArgs, new_trainer};
 use crate::continuous::Continuous;
 use crate::data::{DataSpec, Dataset, Mixture};
@@ -90,12 +90,6 @@ fn figures(model: &mut Trained, held_out: &Dataset, h: f64, seed: u64) -> Result
         mmd: mmd2(&x, &held_out.x, dim, h),
         per_step: if model.continuous().is_some() { vec![] } else { b.per_step },
     })
-}
-
-/// The two-moons data unless `--data` names another set (the default 8gaussians is for the
-/// mixture experiments).
-fn data_of(a: &ExperimentArgs) -> String {
-    if a.data == "8gaussians" { "two-moons".into() } else { a.data.clone() }
 }
 
 /// `weighting` (seed 002, seed 003): one model per weighting of the family in continuous time
@@ -332,17 +326,18 @@ fn overlapping() -> Mixture {
 /// mixture on the samples, and the samples' spread.
 pub(super) fn guidance(a: &ExperimentArgs) -> Result<()> {
     std::fs::create_dir_all(&a.out).map_err(|e| input(format!("--out {}: {e}", a.out.display())))?;
-    let spec = if a.data == "8gaussians" {
-        let path = a.out.join("mixture.json");
-        crate::io::write_atomic(&path, &serde_json::to_vec_pretty(&overlapping()).map_err(anyhow::Error::from)?)?;
-        format!("gmm:{}", path.display())
-    } else {
-        a.data.clone()
+    let spec = match &a.data {
+        None => {
+            let path = a.out.join("mixture.json");
+            crate::io::write_atomic(&path, &serde_json::to_vec_pretty(&overlapping()).map_err(anyhow::Error::from)?)?;
+            format!("gmm:{}", path.display())
+        }
+        Some(d) => d.clone(),
     };
     let mixture = DataSpec::parse(&spec)?
         .mixture()
         .cloned()
-        .ok_or_else(|| input(format!("--data {}: the guidance experiment needs a Gaussian mixture", a.data)))?;
+        .ok_or_else(|| input(format!("--data {}: the guidance experiment needs a Gaussian mixture", spec)))?;
     let (mut cfg, _) = train(a, "model-cfg", &["--data", &spec, "--conditional"])?;
     let (mut unc, _) = train(a, "model-uncond", &["--data", &spec])?;
     let clf_dir = a.out.join("classifier");
