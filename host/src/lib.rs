@@ -29,6 +29,7 @@ pub mod nn;
 pub mod onnx;
 pub mod optimizer;
 pub mod plot;
+pub mod progress;
 pub mod sampling;
 pub mod schedule;
 pub mod train;

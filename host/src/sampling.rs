@@ -51,6 +51,19 @@ impl Default for SamplerOptions {
     }
 }
 
+impl SamplerOptions {
+    /// The denoiser calls a run makes on a schedule of `t` steps (the length of its progress).
+    pub fn denoiser_calls(&self, t: usize) -> u64 {
+        let steps = |default: usize| self.steps.unwrap_or(default.min(t)) as u64;
+        match self.sampler {
+            SamplerKind::Ddpm => steps(t),
+            SamplerKind::Ddim => steps(50),
+            // every level's Langevin steps, then one denoising call
+            SamplerKind::Langevin => steps(100) * self.langevin_steps as u64 + 1,
+        }
+    }
+}
+
 /// Samples in place: `x` holds `x_T` on entry (any denoiser, any schedule) and the samples in
 /// the model's space on return; every random number from `rng`.
 pub fn sample<D: Denoiser>(

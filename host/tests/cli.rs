@@ -105,3 +105,38 @@ fn help_texts_tell_the_truth() {
         assert!(exp.contains(word), "experiment --help lacks {word}");
     }
 }
+
+/// `--quiet` silences stderr (progress and summaries) in any position, the output files are
+/// the same; without a terminal, progress comes as one-line notes at the interval
+/// `ELBO_PROGRESS_SECS` sets, with counts and a rate written for people.
+#[test]
+fn quiet_and_progress_notes() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, args) in [&["--quiet", "train"][..], &["train", "-q"]].iter().enumerate() {
+        let o = elbo()
+            .args(*args)
+            .args(["--data", "two-moons", "--steps", "50", "--out"])
+            .arg(dir.path().join(format!("q{i}")))
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        assert!(o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(dir.path().join(format!("q{i}/model.safetensors")).is_file());
+    }
+    let o = elbo()
+        .env("ELBO_PROGRESS_SECS", "0")
+        .args(["train", "--data", "two-moons", "--steps", "200", "--log-every", "50", "--out"])
+        .arg(dir.path().join("notes"))
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    let notes: Vec<&str> = err.lines().filter(|l| l.starts_with("train: ")).collect();
+    assert!(notes.len() >= 3, "one note per logged step: {err}");
+    assert!(notes.iter().any(|l| l.contains("/200 steps (") && l.contains("steps/s")), "{err}");
+    // rates are rounded for people (no 147.7943/s)
+    assert!(!err.contains(".0000/s") && err.lines().last().unwrap().contains("examples/s"), "{err}");
+    // --quiet and --verbose together are refused
+    let o = elbo().args(["--quiet", "--verbose", "schedule"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}

@@ -35,6 +35,6 @@ pub fn run(a: &DataArgs) -> Result<()> {
     let _lock = crate::io::sample_output(&a.out, "--out")?;
     let d = spec.load(a.n, a.seed)?;
     write_samples(&a.out, &d.x, &d.shape)?;
-    eprintln!("wrote {} examples of dimension {} to {}", d.len(), d.dim, a.out.display());
+    crate::note!("wrote {} examples of dimension {} to {}", d.len(), d.dim, a.out.display());
     Ok(())
 }

@@ -70,7 +70,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         flags.extend(["--threads", t]);
     }
     let train = TrainCliArgs::from_flags(&flags)?;
-    eprintln!("training a denoiser on two-moons ({} steps; checkpoints in {})", a.steps, model_dir.display());
+    crate::note!("training a denoiser on two-moons ({} steps; checkpoints in {})", a.steps, model_dir.display());
     super::train::run(&train)?;
     let train_secs = start.elapsed().as_secs_f64();
 
@@ -165,8 +165,8 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     );
     let summary = if a.image_steps > 0 { format!("{summary}\n{}", digits(a)?) } else { summary };
     write_atomic(&a.out.join("summary.md"), summary.as_bytes())?;
-    eprintln!("{summary}");
-    eprintln!("done in {:.1} s; the report is in {}", start.elapsed().as_secs_f64(), a.out.display());
+    crate::note!("{summary}");
+    crate::note!("done in {:.1} s; the report is in {}", start.elapsed().as_secs_f64(), a.out.display());
     super::print_line(a.out.join("summary.md").display())?;
     Ok(())
 }
@@ -185,7 +185,7 @@ fn digits(a: &DemoArgs) -> Result<String> {
     if let Some(t) = &threads {
         flags.extend(["--threads", t]);
     }
-    eprintln!("training a U-Net on the digits ({} steps; checkpoints in {dir})", a.image_steps);
+    crate::note!("training a U-Net on the digits ({} steps; checkpoints in {dir})", a.image_steps);
     super::train::run(&TrainCliArgs::from_flags(&flags)?)?;
     let train_secs = start.elapsed().as_secs_f64();
     let mut model = Trained::load(std::path::Path::new(&dir))?;

@@ -110,6 +110,8 @@ pub struct EvalReport {
 }
 
 use crate::evaluate::{bound, continuous_bound, samples, vae_bound};
+use crate::progress::{Progress, Ticking};
+use elbo_core::NoiseSchedule;
 
 /// `elbo eval` of a VAE or HVAE checkpoint: its own bound (16 draws per example).
 fn eval_vae(a: &EvalArgs, c: &crate::checkpoint::Checkpoint, v: &crate::vae::Vae) -> Result<()> {
@@ -131,7 +133,7 @@ fn eval_vae(a: &EvalArgs, c: &crate::checkpoint::Checkpoint, v: &crate::vae::Vae
         let j = serde_json::json!({"neg_elbo_nats": nats, "neg_elbo_nats_se": se, "bpd": nats / per_dim, "bpd_se": se / per_dim, "n": data.len(), "dims": data.dim});
         super::print_line(j)?;
     }
-    eprintln!(
+    crate::note!(
         "-ELBO   {nats:.4} +- {se:.4} nats/example   {:.4} +- {:.4} bits/dim   (n = {}, D = {}, VAE, 16 draws)",
         nats / per_dim,
         se / per_dim,
@@ -191,24 +193,29 @@ fn print_report(a: &EvalArgs, report: &EvalReport, diffusion: f64) -> Result<()>
         (_, _, Some(k)) => format!("continuous-time bound, {k} log-SNR levels"),
         _ => report.bound.to_string(),
     };
-    eprintln!(
+    crate::note!(
         "-ELBO   {:.4} +- {:.4} nats/example   {:.4} +- {:.4} bits/dim   (n = {}, D = {}, {how})",
-        report.neg_elbo_nats, report.neg_elbo_nats_se, report.bpd, report.bpd_se, report.n, report.dims,
+        report.neg_elbo_nats,
+        report.neg_elbo_nats_se,
+        report.bpd,
+        report.bpd_se,
+        report.n,
+        report.dims,
     );
     if report.times.is_some() {
-        eprintln!("  prior KL(q(z_1|x) || N(0, I))  {:.3e} nats", report.prior_nats);
-        eprintln!("  diffusion loss, t in (0, 1)    {diffusion:.4} nats");
-        eprintln!("  decoder -log p(x|z_0)          {:.4} nats", report.decoder_nats);
+        crate::note!("  prior KL(q(z_1|x) || N(0, I))  {:.3e} nats", report.prior_nats);
+        crate::note!("  diffusion loss, t in (0, 1)    {diffusion:.4} nats");
+        crate::note!("  decoder -log p(x|z_0)          {:.4} nats", report.decoder_nats);
     } else {
-        eprintln!("  prior L_T      {:.3e} nats", report.prior_nats);
-        eprintln!("  sum L_1..L_T-1 {diffusion:.4} nats");
-        eprintln!("  decoder L_0    {:.4} nats", report.decoder_nats);
+        crate::note!("  prior L_T      {:.3e} nats", report.prior_nats);
+        crate::note!("  sum L_1..L_T-1 {diffusion:.4} nats");
+        crate::note!("  decoder L_0    {:.4} nats", report.decoder_nats);
     }
     if let Some(e) = report.exact_nll_nats {
-        eprintln!("  exact NLL      {e:.4} nats (gap {:.4})", report.neg_elbo_nats - e);
+        crate::note!("  exact NLL      {e:.4} nats (gap {:.4})", report.neg_elbo_nats - e);
     }
     if let (Some(m), Some(h)) = (report.mmd, report.mmd_bandwidth) {
-        eprintln!(
+        crate::note!(
             "MMD^2 samples vs data {m:.3e} (Gaussian kernel, bandwidth {h:.3}){}",
             report.mmd_data.map_or(String::new(), |d| format!("; two data draws {d:.3e}"))
         );
@@ -266,11 +273,21 @@ pub fn run(a: &EvalArgs) -> Result<()> {
             if let Some(k) = bins {
                 crate::train::check_quantised(&data.x, k as usize, &a.data)?;
             }
-            continuous_bound(t.as_mut(), &c, &z, a.times, bins.map(|k| k as usize), &mut rng)?
+            let progress = Progress::new("bound", a.times as u64, "levels");
+            let mut den = Ticking { inner: t.as_mut(), progress: &progress };
+            continuous_bound(&mut den, &c, &z, a.times, bins.map(|k| k as usize), &mut rng)?
         }
-        _ => bound(&mut source, schedule.as_ref(), &z, opts, &mut rng)?,
+        _ => {
+            let progress = Progress::new("bound", schedule.steps() as u64, "steps");
+            bound(&mut Ticking { inner: &mut source, progress: &progress }, schedule.as_ref(), &z, opts, &mut rng)?
+        }
     };
-    let mut generated = if n_mmd > 0 { Some(samples(&mut source, schedule.as_ref(), n_mmd, &mut rng)?) } else { None };
+    let mut generated = if n_mmd > 0 {
+        let progress = Progress::new(&format!("{n_mmd} samples for the MMD"), schedule.steps() as u64, "steps");
+        Some(samples(&mut Ticking { inner: &mut source, progress: &progress }, schedule.as_ref(), n_mmd, &mut rng)?)
+    } else {
+        None
+    };
     if let (Some(g), Some(nm)) = (generated.as_mut(), source.data_normalization()) {
         nm.invert(g);
     }

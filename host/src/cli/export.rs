@@ -55,7 +55,7 @@ fn inference_weights(a: &ExportArgs) -> Result<()> {
     let ckpt = crate::checkpoint::Checkpoint::load(&a.model, false)?;
     let bytes = ckpt.inference_weights()?;
     write_atomic(&a.out, &bytes)?;
-    eprintln!("wrote {} ({} bytes)", a.out.display(), bytes.len());
+    crate::note!("wrote {} ({} bytes)", a.out.display(), bytes.len());
     Ok(())
 }
 
@@ -93,6 +93,6 @@ pub fn run(a: &ExportArgs) -> Result<()> {
             .map_err(|e| input(format!("--model {}: the device cannot load this model ({e})", a.model.display())))?;
     }
     write_atomic(&a.out, &bytes)?;
-    eprintln!("wrote {} ({} bytes)", a.out.display(), bytes.len());
+    crate::note!("wrote {} ({} bytes)", a.out.display(), bytes.len());
     Ok(())
 }

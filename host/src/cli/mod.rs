@@ -25,6 +25,13 @@ use crate::kinds::ScheduleKind;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Errors only on stderr: no progress, no summaries (what a command writes to stdout or to
+    /// its files is unchanged).
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// More on stderr: ONNX Runtime's own log, and every logged training loss as a line.
+    #[arg(long, short, global = true, conflicts_with = "quiet")]
+    verbose: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,6 +86,11 @@ pub fn main() -> ExitCode {
             .map(|id| id.to_string())
             .collect();
     }
+    crate::progress::set_verbosity(match (cli.quiet, cli.verbose) {
+        (true, _) => crate::progress::Verbosity::Quiet,
+        (_, true) => crate::progress::Verbosity::Verbose,
+        _ => crate::progress::Verbosity::Normal,
+    });
     let result = match cli.command {
         Command::Data(a) => data::run(&a),
         Command::Train(a) => train::run(&a),

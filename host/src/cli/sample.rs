@@ -15,7 +15,9 @@ use crate::data::load_file;
 use crate::error::{Result, flag, input};
 use crate::io::write_samples;
 use crate::kinds::{SamplerKind, SpacingKind, VarianceChoice};
+use crate::progress::{Progress, Ticking};
 use crate::sampling::{SamplerOptions, sample};
+use elbo_core::NoiseSchedule;
 
 /// Arguments of `elbo sample`.
 #[derive(Debug, Args)]
@@ -241,21 +243,30 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     }
     let normalization = source.data_normalization();
     let so = a.sampler_options();
+    let progress = Progress::new(&format!("{n} samples"), so.denoiser_calls(schedule.steps()), "steps");
     if let Some(clf) = classifier.as_mut() {
-        let mut g = ClassifierGuided::new(&mut source, clf, classes, gamma, &mut guide_buf)
+        let g = ClassifierGuided::new(&mut source, clf, classes, gamma, &mut guide_buf)
             .map_err(|e| flag("--guidance", e))?;
-        sample(&so, &mut g, schedule.as_ref(), &mut x, cond, &mut rng)?;
+        sample(&so, &mut Ticking { inner: g, progress: &progress }, schedule.as_ref(), &mut x, cond, &mut rng)?;
     } else if labels.is_some() {
-        let mut g = ClassifierFree::new(&mut source, gamma, &mut guide_buf).map_err(|e| flag("--guidance", e))?;
-        sample(&so, &mut g, schedule.as_ref(), &mut x, cond, &mut rng)?;
+        let g = ClassifierFree::new(&mut source, gamma, &mut guide_buf).map_err(|e| flag("--guidance", e))?;
+        sample(&so, &mut Ticking { inner: g, progress: &progress }, schedule.as_ref(), &mut x, cond, &mut rng)?;
     } else {
-        sample(&so, &mut source, schedule.as_ref(), &mut x, cond, &mut rng)?;
+        sample(
+            &so,
+            &mut Ticking { inner: &mut source, progress: &progress },
+            schedule.as_ref(),
+            &mut x,
+            cond,
+            &mut rng,
+        )?;
     }
+    progress.finish();
     if let Some(nm) = normalization {
         nm.invert(&mut x);
     }
     write_samples(&a.out, &x, &shape)?;
-    eprintln!("wrote {n} samples to {}", a.out.display());
+    crate::note!("wrote {n} samples to {}", a.out.display());
     if let Some(p) = &a.plot {
         let title = format!("{} samples ({})", a.sampler, a.model);
         if shape.len() == 3 {
@@ -275,7 +286,7 @@ pub fn run(a: &SampleArgs) -> Result<()> {
         } else {
             return Err(input("--plot: the data has fewer than 2 dimensions"));
         }
-        eprintln!("wrote {}", p.display());
+        crate::note!("wrote {}", p.display());
     }
     Ok(())
 }
@@ -307,7 +318,7 @@ fn sample_vae(a: &SampleArgs, c: crate::checkpoint::Checkpoint) -> Result<()> {
     let mut x = v.sample(&c.ema, a.n, &normals);
     c.config.normalization.invert(&mut x);
     write_samples(&a.out, &x, &shape)?;
-    eprintln!("wrote {} samples to {}", a.n, a.out.display());
+    crate::note!("wrote {} samples to {}", a.n, a.out.display());
     if let Some(p) = &a.plot {
         if dim < 2 {
             return Err(input("--plot: the data has fewer than 2 dimensions"));
@@ -315,7 +326,7 @@ fn sample_vae(a: &SampleArgs, c: crate::checkpoint::Checkpoint) -> Result<()> {
         let data = crate::data::DataSpec::parse(&c.config.train.data)?.load(a.n, a.seed + 1)?.x;
         let family = if c.config.vae().is_some_and(|v| v.levels == 2) { "HVAE" } else { "VAE" };
         crate::plot::scatter(p, &format!("{family} samples ({})", a.model), &data, &x, dim, None)?;
-        eprintln!("wrote {}", p.display());
+        crate::note!("wrote {}", p.display());
     }
     Ok(())
 }

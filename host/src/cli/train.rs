@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::progress::Progress;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use super::ScheduleOpts;
 use crate::checkpoint::Architecture;
@@ -387,7 +387,7 @@ fn train(a: &TrainCliArgs) -> Result<()> {
                 if ckpt.config.schedule.is_continuous() { None } else { Some(build_schedule(&ckpt.config.schedule)?) };
             let step = ckpt.config.step;
             let t = Trainer::resume(ckpt, schedule, data)?;
-            eprintln!("resuming {} from step {step}", a.out.display());
+            crate::note!("resuming {} from step {step}", a.out.display());
             t
         }
     };
@@ -411,19 +411,18 @@ pub(crate) fn check_png(p: &std::path::Path, flag: &str) -> Result<()> {
 
 fn run_trainer(a: &TrainCliArgs, trainer: &mut Trainer) -> Result<()> {
     let total = trainer.ckpt.config.train.steps;
-    let bar = ProgressBar::new(total).with_position(trainer.ckpt.state.step);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  loss {msg}  {per_sec}  eta {eta}")
-            .map_err(anyhow::Error::from)?,
-    );
+    let progress = Progress::new("train", total, "steps").with_position(trainer.ckpt.state.step);
     let batch = trainer.ckpt.config.train.batch as f64;
     let start = std::time::Instant::now();
     let first = trainer.ckpt.state.step;
     trainer.run(&a.out, a.log_every.max(1), |k, loss, _| {
-        bar.set_position(k);
-        bar.set_message(format!("{loss:.4}"));
+        progress.set_message(format!("loss {loss:.4}"));
+        progress.set_position(k);
+        if crate::progress::verbose() {
+            eprintln!("step {k}: loss {loss:.6}");
+        }
     })?;
-    bar.finish_and_clear();
+    progress.finish();
     if let Some(path) = &a.plot {
         let pts: Vec<(f64, f64)> = trainer.ckpt.state.loss_log.iter().map(|&(s, l, _)| (s as f64, l)).collect();
         crate::plot::curve(
@@ -437,9 +436,10 @@ fn run_trainer(a: &TrainCliArgs, trainer: &mut Trainer) -> Result<()> {
     }
     let secs = start.elapsed().as_secs_f64();
     let done = trainer.ckpt.state.step - first;
-    eprintln!(
-        "trained {done} steps in {secs:.1} s ({:.0} examples/s); final loss {:.4}; checkpoint in {}",
-        done as f64 * batch / secs.max(1e-9),
+    crate::note!(
+        "trained {done} steps in {} ({}); final loss {:.4}; checkpoint in {}",
+        crate::progress::human_duration(start.elapsed()),
+        crate::progress::human_rate(done as f64 * batch / secs.max(1e-9), "examples"),
         trainer.ckpt.state.loss_log.last().map_or(f64::NAN, |l| l.1),
         a.out.display()
     );

@@ -109,7 +109,7 @@ pub fn run(a: &ExperimentArgs) -> Result<()> {
 /// Writes `report.md` into the output folder (atomically), shows it, and prints its path.
 fn write_report(a: &ExperimentArgs, md: &str) -> Result<()> {
     write_atomic(&a.out.join("report.md"), md.as_bytes())?;
-    eprintln!("{md}");
+    crate::note!("{md}");
     crate::cli::print_line(a.out.join("report.md").display())?;
     Ok(())
 }
@@ -370,8 +370,10 @@ fn rb_variance(a: &ExperimentArgs) -> Result<()> {
         }
         let (mut loss_pts, mut mmd_pts) = (Vec::new(), Vec::new());
         let (mut acc, mut cnt) = (0.0, 0);
+        let progress = crate::progress::Progress::new(&format!("training with {loss}"), a.steps, "steps");
         while tr.ckpt.state.step < a.steps {
             acc += tr.step()?;
+            progress.set_position(tr.ckpt.state.step);
             cnt += 1;
             let k = tr.ckpt.state.step;
             if k % every == 0 || k == a.steps {
@@ -432,7 +434,8 @@ fn rb_variance(a: &ExperimentArgs) -> Result<()> {
         "\nLoss: the training objective (an estimate of T L_(t-1) / D in nats, the same quantity for \
          both), averaged over the steps since the previous row. MMD^2: 1 000-sample biased \
          V-statistic (Gaussian kernel, bandwidth {h:.3}) between DDIM samples (50 steps) of the EMA \
-         weights and the held-out points.\n\n![variances](variance.png) ![mmd](mmd.png)"
+         weights and the held-out points, for the model trained with each estimator (`mmd.png`: both \
+         curves).\n\n![variances](variance.png) ![mmd](mmd.png)"
     );
     let mut vpts = Vec::new();
     for (t, (rb, mc)) in ts.iter().zip(&variances[variances.len() - 1].1) {
@@ -446,13 +449,12 @@ fn rb_variance(a: &ExperimentArgs) -> Result<()> {
         &vpts,
         false,
     )?;
-    let mmd_rb: Vec<(f64, f64)> = curves[0].2.clone();
-    crate::plot::curve(
+    crate::plot::curves(
         &a.out.join("mmd.png"),
-        "MMD^2 of the RB-trained model vs step",
+        "MMD^2 of the model trained with each estimator vs step",
         "step",
         "MMD^2",
-        &mmd_rb,
+        &[("Rao-Blackwellised (vlb)", curves[0].2.clone()), ("Monte Carlo (mc)", curves[1].2.clone())],
         true,
     )?;
     write_report(a, &report)

@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 
+use elbo_core::NoiseSchedule;
 use elbo_core::denoiser::Condition;
 use elbo_core::elbo::{Decoder, ElboOptions, Estimator, ReverseVariance};
 use elbo_core::rng::fill_standard_normal;
@@ -22,6 +23,7 @@ use crate::error::{Error, Result, input};
 use crate::evaluate::{bound, continuous_bound};
 use crate::metrics::{median_bandwidth, mmd2};
 use crate::model::{Trained, TrainedClassifier};
+use crate::progress::{Progress, Ticking};
 
 /// Trains a model with the command line's defaults and `flags` into `a.out/name`; returns the
 /// trained model (EMA weights) and the training time in seconds.
@@ -42,8 +44,13 @@ fn train_checkpoint(a: &ExperimentArgs, name: &str, flags: &[&str]) -> Result<(c
     let args = TrainCliArgs::from_flags(&all)?;
     let start = std::time::Instant::now();
     let mut tr = new_trainer(&args)?;
-    tr.run(&dir, 100, |_, _, _| {})?;
-    eprintln!("  trained {name} ({:.1} s)", start.elapsed().as_secs_f64());
+    let progress = Progress::new(&format!("training {name}"), a.steps, "steps");
+    tr.run(&dir, 100, |k, loss, _| {
+        progress.set_message(format!("loss {loss:.4}"));
+        progress.set_position(k);
+    })?;
+    progress.finish();
+    crate::note!("  trained {name} ({})", crate::progress::human_duration(start.elapsed()));
     Ok((tr.ckpt, start.elapsed().as_secs_f64()))
 }
 
@@ -55,6 +62,8 @@ struct Figures {
     mmd: f64,
     /// The discrete bound's mean term per timestep `L_{t-1}` in nats (empty in continuous time).
     per_step: Vec<f64>,
+    /// The samples the MMD was measured on (data units).
+    samples: Vec<f32>,
 }
 
 /// The bound (continuous-time models: VDM's; discrete: improved-diffusion's with
@@ -68,14 +77,18 @@ fn figures(model: &mut Trained, held_out: &Dataset, h: f64, seed: u64) -> Result
     let mut rng = Pcg32::seed_from_u64(seed);
     let sched = model.schedule()?;
     let b = match model.continuous() {
-        Some(c) => continuous_bound(model, &c?, &z, 200, None, &mut rng)?,
+        Some(c) => {
+            let progress = Progress::new("bound", 200, "levels");
+            continuous_bound(&mut Ticking { inner: &mut *model, progress: &progress }, &c?, &z, 200, None, &mut rng)?
+        }
         None => {
             let opts = ElboOptions {
                 variance: ReverseVariance::Large,
                 estimator: Estimator::RaoBlackwell,
                 decoder: Decoder::Continuous,
             };
-            bound(model, sched.as_ref(), &z, opts, &mut rng)?
+            let progress = Progress::new("bound", sched.steps() as u64, "steps");
+            bound(&mut Ticking { inner: &mut *model, progress: &progress }, sched.as_ref(), &z, opts, &mut rng)?
         }
     };
     let n = b.per_example.len() as f64;
@@ -83,12 +96,20 @@ fn figures(model: &mut Trained, held_out: &Dataset, h: f64, seed: u64) -> Result
     let mean = b.parts.total + ld;
     let var = b.per_example.iter().map(|e| (e + ld - mean).powi(2)).sum::<f64>() / (n - 1.0);
     let per_dim = dim as f64 * std::f64::consts::LN_2;
-    let mut x = crate::evaluate::samples(model, sched.as_ref(), held_out.len(), &mut rng)?;
+    let progress = Progress::new("samples", sched.steps() as u64, "steps");
+    let mut x = crate::evaluate::samples(
+        &mut Ticking { inner: &mut *model, progress: &progress },
+        sched.as_ref(),
+        held_out.len(),
+        &mut rng,
+    )?;
+    drop(progress);
     norm.invert(&mut x);
     Ok(Figures {
         bpd: (mean / per_dim, (var / n).sqrt() / per_dim),
         mmd: mmd2(&x, &held_out.x, dim, h),
         per_step: if model.continuous().is_some() { vec![] } else { b.per_step },
+        samples: x,
     })
 }
 
@@ -482,6 +503,7 @@ pub(super) fn vae(a: &ExperimentArgs) -> Result<()> {
         held_out.len()
     );
     let per_dim = dim as f64 * std::f64::consts::LN_2;
+    let mut pictures: Vec<(String, String, Vec<f32>)> = Vec::new();
     for (name, family) in [("VAE (1 level)", "vae"), ("HVAE (2 levels)", "hvae")] {
         let (c, _) = train_checkpoint(a, &format!("model-{family}"), &["--data", &data, "--family", family])?;
         let v = c.config.vae_net().ok_or_else(|| input("not a VAE checkpoint"))?;
@@ -499,6 +521,7 @@ pub(super) fn vae(a: &ExperimentArgs) -> Result<()> {
             se / per_dim,
             mmd2(&x, &held_out.x, dim, h)
         );
+        pictures.push((format!("samples-{family}.png"), name.to_string(), x));
     }
     for (name, flags) in [
         ("diffusion, discrete VLB (T = 1000)", vec!["--loss", "vlb"]),
@@ -509,6 +532,17 @@ pub(super) fn vae(a: &ExperimentArgs) -> Result<()> {
         let (mut model, _) = train(a, &format!("model-{}", name.len()), &f)?;
         let fig = figures(&mut model, &held_out, h, a.seed + 2)?;
         let _ = writeln!(md, "| {name} | {:.4} +- {:.4} | {:.3e} |", fig.bpd.0, fig.bpd.1, fig.mmd);
+        let file = if name.contains("VLB") { "samples-diffusion-vlb.png" } else { "samples-diffusion-vdm.png" };
+        pictures.push((file.to_string(), name.to_string(), fig.samples));
     }
+    // the samples of every model over the held-out points (grey)
+    let _ = writeln!(md, "\nSamples (colour) over the held-out points (grey):\n");
+    for (file, name, x) in &pictures {
+        if dim >= 2 {
+            crate::plot::scatter(&a.out.join(file), name, &held_out.x, x, dim, None)?;
+            let _ = write!(md, "![{name}]({file}) ");
+        }
+    }
+    let _ = writeln!(md);
     write_report(a, &md)
 }

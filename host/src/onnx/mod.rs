@@ -55,10 +55,6 @@ pub struct OnnxOpts {
     /// ONNX Runtime intra-op threads (default: ONNX Runtime's choice).
     #[arg(long = "threads")]
     pub ort_threads: Option<usize>,
-    /// Show ONNX Runtime's own log on stderr (off by default: its failures are reported in
-    /// one line).
-    #[arg(long)]
-    pub verbose: bool,
 }
 
 impl Default for OnnxOpts {
@@ -74,7 +70,6 @@ impl Default for OnnxOpts {
             scheduler_config: None,
             ep: ExecutionProvider::Cpu,
             ort_threads: None,
-            verbose: false,
         }
     }
 }
@@ -127,14 +122,12 @@ pub fn find_runtime() -> Result<PathBuf> {
 
 static ENV: OnceLock<std::result::Result<Environment, String>> = OnceLock::new();
 
-/// Whether ONNX Runtime's own log reaches stderr (`--verbose`).
-static VERBOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
 fn environment() -> Result<&'static Environment> {
     let lib = find_runtime()?;
     ENV.get_or_init(|| {
         let logger: ort::logging::LoggerFunction = std::sync::Arc::new(|level, category, _, location, message| {
-            if VERBOSE.load(std::sync::atomic::Ordering::Relaxed) {
+            // ONNX Runtime's own log only with --verbose: its failures are reported in one line
+            if crate::progress::verbose() {
                 eprintln!("onnxruntime {level:?} [{category}] {location}: {message}");
             }
         });
@@ -344,7 +337,6 @@ impl OnnxDenoiser {
         if !path.is_file() {
             return Err(bad("no such file".into()));
         }
-        VERBOSE.store(o.verbose, std::sync::atomic::Ordering::Relaxed);
         let (session, provider) = match o.ep {
             ExecutionProvider::Cpu => (
                 builder(o.ort_threads)?
@@ -361,7 +353,7 @@ impl OnnxDenoiser {
                         "cuda",
                     ),
                     Err(e) if o.ep == ExecutionProvider::Auto => {
-                        eprintln!("--ep auto: CUDA is not available ({e}); using the CPU");
+                        crate::note!("--ep auto: CUDA is not available ({e}); using the CPU");
                         (
                             builder(o.ort_threads)?
                                 .commit_from_file(path)
@@ -379,7 +371,7 @@ impl OnnxDenoiser {
             }
         };
         if o.ep == ExecutionProvider::Auto {
-            eprintln!("--ep auto: using the {provider} execution provider");
+            crate::note!("--ep auto: using the {provider} execution provider");
         }
         let find = |name: &str| session.inputs().iter().find(|i| i.name() == name).map(|i| i.dtype().clone());
         let sample_ty = find(&o.input_sample)
