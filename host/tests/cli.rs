@@ -140,3 +140,18 @@ fn quiet_and_progress_notes() {
     let o = elbo().args(["--quiet", "--verbose", "schedule"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// Reports name their sources at the first citation and weightings by their command-line names
+/// (`p2:1`, not a Rust debug form), saying that `v` and `fm-ot` are one function.
+#[test]
+fn reports_name_sources_and_weightings() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("inv");
+    elbo().args(["-q", "experiment", "invariance", "--n", "200", "--out"]).arg(&out).assert().success();
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("seed 002 [D. P. Kingma and R. Gao"), "{md}");
+    assert_eq!(md.matches("Kingma and R. Gao").count(), 1, "named once: {md}");
+    assert!(md.contains("| p2:1 |") && md.contains("| min-snr:5 |") && md.contains("| fm-ot |"), "{md}");
+    assert!(!md.contains("P2 {") && !md.contains("MinSnr"), "{md}");
+    assert!(md.contains("`v` and `fm-ot` are the same"), "{md}");
+}

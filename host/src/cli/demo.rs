@@ -150,7 +150,11 @@ pub fn run(a: &DemoArgs) -> Result<()> {
          | decoder term L_0 | {:.4} nats |\n\n\
          MMD^2: biased V-statistic, Gaussian kernel with bandwidth {h:.3} (median distance between \
          held-out points). The bound is in the data's own units (the normalisation's log-determinant \
-         {log_det:.4} is included in L_0).\n\n\
+         {log_det:.4} is included in L_0). L_0 can be negative: it is minus the log of a density of \
+         continuous data, not of a probability, and a density above 1 (points concentrated near \
+         the moons, and the normalisation's scale) has a negative logarithm; the whole bound is a \
+         bound on a continuous negative log-density, comparable between models of the same \
+         data.\n\n\
          Files: samples_ddpm.png, samples_ddim.png, loss.png, elbo_terms.png, heldout.csv, \
          samples_ddpm.csv, samples_ddim.csv, model/ (the checkpoint); digits_samples.png and \
          digits-model/ for the image part.\n",
@@ -164,9 +168,14 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         b.parts.decoder + log_det,
     );
     let summary = if a.image_steps > 0 { format!("{summary}\n{}", digits(a)?) } else { summary };
+    let summary = crate::experiments::name_sources(&summary);
     write_atomic(&a.out.join("summary.md"), summary.as_bytes())?;
     crate::note!("{summary}");
-    crate::note!("done in {:.1} s; the report is in {}", start.elapsed().as_secs_f64(), a.out.display());
+    crate::note!(
+        "done in {}; the report is {}",
+        crate::progress::human_duration(start.elapsed()),
+        a.out.join("summary.md").display()
+    );
     super::print_line(a.out.join("summary.md").display())?;
     Ok(())
 }

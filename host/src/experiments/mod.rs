@@ -107,7 +107,42 @@ pub fn run(a: &ExperimentArgs) -> Result<()> {
 }
 
 /// Writes `report.md` into the output folder (atomically), shows it, and prints its path.
+/// The documents the reports cite as "seed 00N" (the math's sources, `shared/seeds/` of the
+/// project): what each is, named at its first citation in a report.
+pub const SOURCES: [(&str, &str); 5] = [
+    (
+        "seed 000",
+        "a note on the diffusion ELBO read as a latent-variable model and its KL form as Rao-Blackwellisation",
+    ),
+    ("seed 001", "the textbook section \"DDPM from a Variational Derivation: Where Does the ELBO Come From?\""),
+    (
+        "seed 002",
+        "D. P. Kingma and R. Gao, \"Understanding Diffusion Objectives as the ELBO with Data Augmentation\", 2025",
+    ),
+    ("seed 003", "the note \"The DDPM Simple Loss Is a Weighted ELBO\""),
+    ("seed 004", "a survey of diffusion models as hierarchical VAEs, VDM, score-based models and guidance"),
+];
+
+/// `md` with each source named at its first citation: "seed 002" becomes "seed 002 (D. P.
+/// Kingma and R. Gao, ...)" the first time, and stays short after.
+pub fn name_sources(md: &str) -> String {
+    let mut out = md.to_string();
+    for (id, what) in SOURCES {
+        // "seeds 002/003" cites two at once: name both at that point
+        let first = [id.to_string(), id.replace("seed ", "seeds ")]
+            .iter()
+            .filter_map(|pat| out.find(pat.as_str()).map(|i| (i, pat.len())))
+            .min();
+        if let Some((i, len)) = first {
+            out.insert_str(i + len, &format!(" [{what}]"));
+        }
+    }
+    out
+}
+
 fn write_report(a: &ExperimentArgs, md: &str) -> Result<()> {
+    let md = name_sources(md);
+    let md = md.as_str();
     write_atomic(&a.out.join("report.md"), md.as_bytes())?;
     crate::note!("{md}");
     crate::cli::print_line(a.out.join("report.md").display())?;
@@ -504,7 +539,11 @@ fn invariance(a: &ExperimentArgs) -> Result<()> {
                     let (m, se) = mean_se(v);
                     (m, se, se * se * v.len() as f64)
                 };
-                (format!("{w:?}"), [stat(&p[0]), stat(&p[1])])
+                let name = match w.param() {
+                    Some(v) => format!("{}:{v}", w.name()),
+                    None => w.name().to_string(),
+                };
+                (name, [stat(&p[0]), stat(&p[1])])
             })
             .collect())
     })??;
@@ -515,7 +554,10 @@ fn invariance(a: &ExperimentArgs) -> Result<()> {
         "# Experiment: the weighted loss depends on the schedule only through its end points (seed 002 eq. 12)\n\n\
          Denoiser: the Bayes-optimal one of `{}` (a fixed function of z and lambda). Schedules: VDM's \
          linear gamma and the cosine log-SNR schedule, both from lambda = {hi:.1} to {lo:.1}. Loss: \
-         1/2 w(lambda) (-d lambda/dt) ||eps_hat - eps||^2 at one t ~ U(0, 1) per example ({} examples).\n\n\
+         1/2 w(lambda) (-d lambda/dt) ||eps_hat - eps||^2 at one t ~ U(0, 1) per example ({} examples). \
+         Weightings by their `--loss weighted:NAME[:PARAM]` names; `v` and `fm-ot` are the same \
+         function, exp(-lambda/2) (v-prediction with the cosine schedule, flow matching with the OT \
+         path), so their rows agree.\n\n\
          | weighting | L_w, linear gamma | L_w, cosine | difference / its se | variance, linear | variance, cosine |\n|---|---|---|---|---|---|",
         mixture_data(a),
         a.n

@@ -152,7 +152,9 @@ pub(super) fn weighting(a: &ExperimentArgs) -> Result<()> {
          Seed 002's claim: a weighting that is monotone in time (non-increasing in lambda) is the \
          ELBO of data augmented with Gaussian noise, so it is a likelihood objective up to that \
          augmentation; the ELBO weighting (w = 1) gives the best bound, the others trade bound for \
-         sample quality.\n\n\
+         sample quality. `v` and `fm-ot` are the same weighting, exp(-lambda/2), under two names \
+         (v-prediction with the cosine schedule, flow matching with the OT path), so their rows \
+         agree.\n\n\
          | objective | monotone w | -ELBO (bits/dim) | MMD^2 |\n|---|---|---|---|",
         a.steps,
         a.seed,
