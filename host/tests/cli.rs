@@ -155,3 +155,48 @@ fn reports_name_sources_and_weightings() {
     assert!(!md.contains("P2 {") && !md.contains("MinSnr"), "{md}");
     assert!(md.contains("`v` and `fm-ot` are the same"), "{md}");
 }
+
+/// `experiment rb-variance|likelihood --model` measure a given model on given data: the
+/// Rao-Blackwellised estimate's variance is at most the Monte Carlo one's at every timestep
+/// (it is its conditional expectation: the law of total variance), and the exact denoiser's
+/// bound lies above the data's exact NLL (the gap is a KL divergence, >= 0).
+#[test]
+fn experiments_run_on_a_given_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/two-moons");
+    let out = dir.path().join("rb");
+    elbo()
+        .args(["-q", "experiment", "rb-variance", "--model", shipped, "--data", "two-moons", "--n", "400"])
+        .args(["--t-list", "2,10,100,500", "--out"])
+        .arg(&out)
+        .assert()
+        .success();
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let rows: Vec<Vec<f64>> = md
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| t "))
+        .map(|l| l.split('|').filter_map(|c| c.trim().parse::<f64>().ok()).collect())
+        .collect();
+    assert_eq!(rows.iter().map(|r| r[0]).collect::<Vec<_>>(), [2.0, 10.0, 100.0, 500.0], "{md}");
+    assert!(rows.iter().all(|r| r[2] >= r[1]), "var MC >= var RB: {md}");
+    assert!(out.join("variance.png").is_file());
+
+    let out = dir.path().join("lik");
+    elbo()
+        .args(["-q", "experiment", "likelihood", "--model", "optimal", "--data", "8gaussians", "--n", "500", "--out"])
+        .arg(&out)
+        .assert()
+        .success();
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let gap = md.lines().find(|l| l.starts_with("| gap")).unwrap();
+    let v: Vec<f64> = gap.split(['|', ' ']).filter_map(|c| c.parse::<f64>().ok()).collect();
+    assert!(v[0] > -3.0 * v[1], "the bound is above the NLL: {gap}");
+
+    let o = elbo()
+        .args(["experiment", "weighting", "--model", shipped, "--data", "two-moons", "--out"])
+        .arg(dir.path().join("w"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!dir.path().join("w").exists());
+}

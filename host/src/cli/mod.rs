@@ -5,7 +5,7 @@ mod data;
 mod demo;
 mod eval;
 mod export;
-mod model_arg;
+pub(crate) mod model_arg;
 mod sample;
 mod schedule;
 pub(crate) mod train;

@@ -77,6 +77,18 @@ pub struct ExperimentArgs {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Your own model for rb-variance and likelihood, instead of the models they train or the
+    /// exact denoiser: a checkpoint directory or FILE.onnx, measured on --data (--n examples).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// rb-variance with --model: the timesteps t (2..T, comma-separated) of the per-timestep
+    /// variances [default: 2,3,5,10,20,50,100,200,300,500,700,900,1000, those within T].
+    #[arg(long, value_delimiter = ',')]
+    pub t_list: Option<Vec<usize>>,
+    #[command(flatten, next_help_heading = "Schedule of an ONNX --model without elbo.schedule")]
+    pub schedule: crate::cli::ScheduleOpts,
+    #[command(flatten, next_help_heading = "ONNX models")]
+    pub onnx: crate::onnx::OnnxOpts,
 }
 
 /// The data of the mixture experiments: `--data`, or the 8gaussians mixture.
@@ -92,6 +104,22 @@ pub(super) fn data_of(a: &ExperimentArgs) -> String {
 pub fn run(a: &ExperimentArgs) -> Result<()> {
     if a.n < 2 || a.steps == 0 {
         return Err(input("--n, --steps: expected at least 2 points and 1 step"));
+    }
+    if let Some(model) = &a.model {
+        let run = match a.name {
+            Experiment::RbVariance => model_rb_variance,
+            Experiment::Likelihood => model_likelihood,
+            _ => return Err(input("--model: only rb-variance and likelihood run on a given model")),
+        };
+        let data = a.data.as_deref().ok_or_else(|| input("--model: needs --data (the data to measure it on)"))?;
+        let (source, schedule, data, z) = user_model(a, model, data)?;
+        let t = schedule.steps();
+        if let Some(bad) = a.t_list.iter().flatten().find(|&&k| k < 2 || k > t) {
+            return Err(input(format!("--t-list: {bad} is not a timestep 2..{t} of the model (t = 1 is the decoder)")));
+        }
+        let _lock = crate::io::OutputLock::dir(&a.out, "--out")?;
+        std::fs::create_dir_all(&a.out).map_err(|e| input(format!("--out {}: {e}", a.out.display())))?;
+        return run(a, model, source, schedule.as_ref(), &data, &z);
     }
     let _lock = crate::io::OutputLock::dir(&a.out, "--out")?;
     match a.name {
@@ -334,16 +362,19 @@ fn likelihood(a: &ExperimentArgs) -> Result<()> {
 }
 
 /// Per timestep: the variance over draws of (x_0, x_t[, x_{t-1}]) of the single-sample RB and MC
-/// estimates of `L_{t-1}` for `model` (normalised data `z`).
-fn estimator_variances(
-    model: &mut crate::model::Trained,
+/// estimates of `L_{t-1}` (seed 000) for `model` on its schedule `sched` (normalised data `z`).
+fn estimator_variances<D: Denoiser>(
+    model: &mut D,
+    sched: &dyn NoiseSchedule,
     z: &[f32],
     ts: &[usize],
     rng: &mut Pcg32,
-) -> Result<Vec<(f64, f64)>> {
+) -> Result<Vec<(f64, f64)>>
+where
+    D::Error: std::fmt::Display + 'static,
+{
     use elbo_core::elbo::{ModelVariance, kl_term_mc, kl_term_rb, reverse_log_variance};
-    let sched = model.schedule()?;
-    let d = model.net.dim();
+    let d = model.dim();
     let kind = model.prediction();
     let mut out = Vec::new();
     for &t in ts {
@@ -352,7 +383,9 @@ fn estimator_variances(
         let mut eps = vec![0.0f32; z.len()];
         elbo_core::forward::q_sample_rng(&st.cur, z, rng, &mut eps, &mut xt).map_err(|e| input(format!("{e}")))?;
         let mut pred = vec![0.0f32; z.len()];
-        model.predict(&xt, NoiseLevel::of(&st), Condition::Unconditional, &mut pred)?;
+        model
+            .predict(&xt, NoiseLevel::of(&st), Condition::Unconditional, &mut pred)
+            .map_err(|e| crate::error::run_error(elbo_core::RunError::Model(e)))?;
         let lv = ModelVariance::Fixed(reverse_log_variance(&st, ReverseVariance::Large, 0.0));
         let (mut rb, mut mc) = (Vec::new(), Vec::new());
         for ((x, xr), p) in z.chunks_exact(d).zip(xt.chunks_exact(d)).zip(pred.chunks_exact(d)) {
@@ -400,8 +433,13 @@ fn rb_variance(a: &ExperimentArgs) -> Result<()> {
         norm.apply(&mut z);
         let mut rng = Pcg32::seed_from_u64(a.seed + 7);
         let snapshot = |tr: &crate::train::Trainer| Trained::new(tr.ckpt.config.clone(), tr.ckpt.params.clone());
+        let measure = |tr: &crate::train::Trainer, rng: &mut Pcg32| -> Result<Vec<(f64, f64)>> {
+            let mut m = snapshot(tr)?;
+            let sched = m.schedule()?;
+            estimator_variances(&mut m, sched.as_ref(), &z, &ts, rng)
+        };
         if loss == Loss::Vlb {
-            variances.push(("initialisation", estimator_variances(&mut snapshot(&tr)?, &z, &ts, &mut rng)?));
+            variances.push(("initialisation", measure(&tr, &mut rng)?));
         }
         let (mut loss_pts, mut mmd_pts) = (Vec::new(), Vec::new());
         let (mut acc, mut cnt) = (0.0, 0);
@@ -429,7 +467,7 @@ fn rb_variance(a: &ExperimentArgs) -> Result<()> {
             }
         }
         if loss == Loss::Vlb {
-            variances.push(("after training (RB model)", estimator_variances(&mut snapshot(&tr)?, &z, &ts, &mut rng)?));
+            variances.push(("after training (RB model)", measure(&tr, &mut rng)?));
         }
         curves.push((loss.to_string(), loss_pts, mmd_pts));
     }
@@ -581,5 +619,171 @@ fn invariance(a: &ExperimentArgs) -> Result<()> {
             "Some weighting differs between the schedules by more than 4.5 standard errors: the claim does not hold here."
         }
     );
+    write_report(a, &md)
+}
+
+/// The default timesteps of the per-timestep variances.
+const T_LIST: [usize; 13] = [2, 3, 5, 10, 20, 50, 100, 200, 300, 500, 700, 900, 1000];
+
+/// A user's model (`--model`), its schedule, `--n` examples of `data` (data units) and the same
+/// in the model's units.
+fn user_model(
+    a: &ExperimentArgs,
+    model: &str,
+    data: &str,
+) -> Result<(crate::cli::model_arg::Source, Box<crate::HostSchedule>, crate::data::Dataset, Vec<f32>)> {
+    use crate::cli::model_arg::Source;
+    let spec = DataSpec::parse(data)?.with_split(crate::kinds::Split::Test);
+    crate::io::check_memory("--n", crate::io::product(&[a.n, spec.mixture().map_or(2, |m| m.dim()), 4]))?;
+    let mut source = Source::load(model, Some(data), &a.onnx)?;
+    let data_set = spec.load(a.n, a.seed)?;
+    if let Source::Onnx(o) = &mut source
+        && o.shape.is_empty()
+    {
+        o.set_shape(&data_set.shape)?;
+    }
+    if data_set.dim != source.dim() {
+        return Err(input(format!(
+            "--data {data}: examples have {} values, the model expects {}",
+            data_set.dim,
+            source.dim()
+        )));
+    }
+    let schedule = source.schedule(&a.schedule)?;
+    let mut z = data_set.x.clone();
+    source.normalization().apply(&mut z);
+    Ok((source, schedule, data_set, z))
+}
+
+/// `rb-variance --model`: the per-timestep variances of the Rao-Blackwellised and the Monte
+/// Carlo single-sample estimates of `L_{t-1}` (seed 000) of the user's model on the user's data.
+fn model_rb_variance(
+    a: &ExperimentArgs,
+    model: &str,
+    mut source: crate::cli::model_arg::Source,
+    schedule: &dyn NoiseSchedule,
+    data: &crate::data::Dataset,
+    z: &[f32],
+) -> Result<()> {
+    let t = schedule.steps();
+    let ts: Vec<usize> = match &a.t_list {
+        Some(v) => v.clone(),
+        None => T_LIST.iter().copied().filter(|&k| k <= t).collect(),
+    };
+    let mut rng = Pcg32::seed_from_u64(a.seed + 7);
+    let progress = crate::progress::Progress::new("variances", ts.len() as u64, "timesteps");
+    let v = estimator_variances(
+        &mut crate::progress::Ticking { inner: &mut source, progress: &progress },
+        schedule,
+        z,
+        &ts,
+        &mut rng,
+    )?;
+    drop(progress);
+    let mut md = format!(
+        "# Experiment: Rao-Blackwellised vs Monte Carlo estimation of L_(t-1) (seed 000) for `{model}`\n\n\
+         Data: `{}`, {} examples, in the model's units. Single-sample estimators of L_(t-1) at \
+         sigma^2 = beta_t: RB = the analytic KL at one draw of x_t; MC = the log-ratio at one draw \
+         of x_t and of x_(t-1). Variances over the examples and the draws (T = {t}).\n\n\
+         | t | var RB | var MC | MC / RB |\n|---|---|---|---|\n",
+        a.data.as_deref().unwrap_or_default(),
+        data.len()
+    );
+    for (k, (rb, mc)) in ts.iter().zip(&v) {
+        let _ = writeln!(md, "| {k} | {rb:.3e} | {mc:.3e} | {:.3e} |", mc / rb);
+    }
+    md.push_str("\n![variances](variance.png)\n");
+    let pts =
+        |i: usize| -> Curve { ts.iter().zip(&v).map(|(&k, p)| (k as f64, if i == 0 { p.0 } else { p.1 })).collect() };
+    crate::plot::curves(
+        &a.out.join("variance.png"),
+        "per-timestep variance of the single-sample estimate of L_(t-1)",
+        "t",
+        "variance",
+        &[("Rao-Blackwellised", pts(0)), ("Monte Carlo", pts(1))],
+        true,
+    )?;
+    write_report(a, &md)
+}
+
+/// `likelihood --model`: the user's model's bound on the user's data, term by term, next to
+/// the data's exact negative log-likelihood where `--data` is a Gaussian mixture.
+fn model_likelihood(
+    a: &ExperimentArgs,
+    model: &str,
+    mut source: crate::cli::model_arg::Source,
+    schedule: &dyn NoiseSchedule,
+    data: &crate::data::Dataset,
+    z: &[f32],
+) -> Result<()> {
+    use crate::cli::model_arg::Source;
+    let spec = a.data.as_deref().unwrap_or_default();
+    let mut rng = Pcg32::seed_from_u64(a.seed + 1);
+    let norm = source.normalization();
+    let continuous = match &source {
+        Source::Trained(t) => t.continuous().transpose()?,
+        _ => None,
+    };
+    let b = match (&mut source, continuous) {
+        (Source::Trained(t), Some(c)) => {
+            let progress = crate::progress::Progress::new("bound", 200, "levels");
+            let mut den = crate::progress::Ticking { inner: t.as_mut(), progress: &progress };
+            crate::evaluate::continuous_bound(&mut den, &c, z, 200, None, &mut rng)?
+        }
+        (s, _) => {
+            let opts = ElboOptions {
+                variance: ReverseVariance::Large,
+                estimator: Estimator::RaoBlackwell,
+                decoder: Decoder::Continuous,
+            };
+            let progress = crate::progress::Progress::new("bound", schedule.steps() as u64, "steps");
+            let mut den = crate::progress::Ticking { inner: s, progress: &progress };
+            crate::evaluate::bound(&mut den, schedule, z, opts, &mut rng)?
+        }
+    };
+    let ld = norm.log_det();
+    let per: Vec<f64> = b.per_example.iter().map(|e| e + ld).collect();
+    let (total, se) = mean_se(&per);
+    let dim = data.dim;
+    let bits = |v: f64| v / (dim as f64 * std::f64::consts::LN_2);
+    let mut md = format!(
+        "# Experiment: the bound of `{model}` on `{spec}`\n\n\
+         {} examples, in the data's own units (the normalisation's log-determinant {ld:.4} is in \
+         the decoder term). {}\n\n| quantity | nats | bits/dim |\n|---|---|---|\n\
+         | -ELBO | {total:.4} +- {se:.4} | {:.4} +- {:.4} |\n\
+         | prior | {:.4e} | |\n| diffusion (sum of L_1..L_T-1, or the continuous-time loss) | {:.4} | |\n\
+         | decoder | {:.4} | |\n",
+        data.len(),
+        if b.per_step.is_empty() {
+            "VDM's continuous-time bound (seed 002 eqs. 8-10), 200 stratified log-SNR levels.".to_string()
+        } else {
+            format!("The discrete bound at T = {}, sigma^2 = beta_t, Rao-Blackwellised terms.", schedule.steps())
+        },
+        bits(total),
+        bits(se),
+        b.parts.prior,
+        b.parts.diffusion,
+        b.parts.decoder + ld,
+    );
+    if let Some(m) = DataSpec::parse(spec)?.mixture() {
+        let exact: Vec<f64> = m.with_core(|g| {
+            data.x.chunks_exact(dim).map(|x| -g.log_density(x).unwrap_or(f64::NAN)).collect::<Vec<f64>>()
+        })?;
+        let gaps: Vec<f64> = per.iter().zip(&exact).map(|(b, e)| b - e).collect();
+        let (nll, nll_se) = mean_se(&exact);
+        let (gap, gap_se) = mean_se(&gaps);
+        let _ = writeln!(
+            md,
+            "| exact NLL of the data (the mixture's density) | {nll:.4} +- {nll_se:.4} | {:.4} |\n\
+             | gap: -ELBO - NLL (paired) | {gap:.4} +- {gap_se:.4} | {:.4} |",
+            bits(nll),
+            bits(gap)
+        );
+    }
+    if !b.per_step.is_empty() {
+        let pts: Curve = b.per_step.iter().enumerate().skip(1).map(|(i, &v)| ((i + 1) as f64, v)).collect();
+        crate::plot::curve(&a.out.join("terms.png"), "per-step terms L_(t-1) (nats)", "t", "nats", &pts, true)?;
+        md.push_str("\n![terms](terms.png)\n");
+    }
     write_report(a, &md)
 }
