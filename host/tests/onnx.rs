@@ -126,3 +126,78 @@ fn shipped_onnx_is_the_export_of_the_shipped_checkpoint() {
     let model = Trained::load(&dir).unwrap();
     assert!(export::onnx_bytes(&model).unwrap() == std::fs::read(dir.join("model.onnx")).unwrap());
 }
+
+/// Rewrites an ONNX file exported by elbo (its proto types cover everything the export writes).
+fn rewrite(from: &std::path::Path, to: &std::path::Path, edit: impl FnOnce(&mut elbo::onnx::proto::ModelProto)) {
+    use prost::Message;
+    let mut m = elbo::onnx::proto::ModelProto::decode(std::fs::read(from).unwrap().as_slice()).unwrap();
+    edit(&mut m);
+    std::fs::write(to, m.encode_to_vec()).unwrap();
+}
+
+/// An ONNX model runs from flags alone: `--classes N` for a class input without `elbo.classes`
+/// metadata, `--shape C,H,W` for an input with open height and width. Each gives the same
+/// samples, bit for bit, as the self-describing file; without the flag, or with one that
+/// contradicts the model, the command exits 2 naming the flag.
+#[test]
+fn onnx_models_run_from_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name);
+    let elbo = || Command::cargo_bin("elbo").unwrap();
+    let sample = |model: &std::path::Path, extra: &[&str], out: &str| {
+        elbo()
+            .args(["-q", "sample", "--sampler", "ddim", "--steps", "5", "--seed", "3", "--model"])
+            .arg(model)
+            .args(extra)
+            .arg("--out")
+            .arg(p(out))
+            .output()
+            .unwrap()
+    };
+    // --classes
+    elbo()
+        .args(["-q", "train", "--data", "two-moons", "--conditional", "--steps", "30", "--out"])
+        .arg(p("c"))
+        .assert()
+        .success();
+    elbo().args(["-q", "export", "--model"]).arg(p("c")).arg("--out").arg(p("c.onnx")).assert().success();
+    rewrite(&p("c.onnx"), &p("bare.onnx"), |m| m.metadata_props.retain(|e| e.key != "elbo.classes"));
+    let o = sample(&p("bare.onnx"), &["--class", "1", "--n", "20"], "x.npy");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("give --classes N"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(sample(&p("c.onnx"), &["--class", "1", "--n", "20"], "a.npy").status.success());
+    assert!(sample(&p("bare.onnx"), &["--classes", "2", "--class", "1", "--n", "20"], "b.npy").status.success());
+    assert_eq!(std::fs::read(p("a.npy")).unwrap(), std::fs::read(p("b.npy")).unwrap());
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/two-moons/model.onnx");
+    let o = sample(&shipped, &["--classes", "2", "--n", "5"], "y.npy");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--classes"));
+
+    // --shape
+    elbo()
+        .args(["-q", "train", "--data", "digits", "--steps", "2", "--batch", "8", "--channels", "8", "--mults", "1,2"])
+        .args(["--blocks", "1", "--attention", "false", "--groups", "4", "--out"])
+        .arg(p("u"))
+        .assert()
+        .success();
+    elbo().args(["-q", "export", "--model"]).arg(p("u")).arg("--out").arg(p("u.onnx")).assert().success();
+    rewrite(&p("u.onnx"), &p("open.onnx"), |m| {
+        let g = m.graph.as_mut().unwrap();
+        let input = g.input.iter_mut().find(|i| i.name == "sample").unwrap();
+        let dims = &mut input.r#type.as_mut().unwrap().tensor_type.as_mut().unwrap().shape.as_mut().unwrap().dim;
+        for (d, name) in dims[2..].iter_mut().zip(["height", "width"]) {
+            *d = elbo::onnx::proto::Dimension { dim_value: None, dim_param: Some(name.into()) };
+        }
+    });
+    let o = sample(&p("open.onnx"), &["--n", "2"], "z.npy");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("give --shape"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(sample(&p("u.onnx"), &["--n", "2"], "fixed.npy").status.success());
+    assert!(sample(&p("open.onnx"), &["--n", "2", "--shape", "1,8,8"], "open.npy").status.success());
+    assert_eq!(std::fs::read(p("fixed.npy")).unwrap(), std::fs::read(p("open.npy")).unwrap());
+    let o = sample(&p("u.onnx"), &["--n", "2", "--shape", "1,9,9"], "w.npy");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("fixes its example shape"));
+    let o = sample(&p("open.onnx"), &["--n", "2", "--shape", "8,8"], "v.npy");
+    assert_eq!(o.status.code(), Some(2));
+}

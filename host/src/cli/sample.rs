@@ -150,9 +150,10 @@ pub fn run(a: &SampleArgs) -> Result<()> {
         o.set_shape(&d.shape)?;
     }
     let dim = source.dim();
-    if dim == 0 {
+    // an open input's shape is empty (its product, 1, is no dimension)
+    if dim == 0 || source.shape().is_empty() {
         return Err(input(format!(
-            "--model {}: the model's input has no fixed example shape: give --init FILE",
+            "--model {}: the model's input has no fixed example shape: give --shape C,H,W (or --init FILE)",
             a.model
         )));
     }

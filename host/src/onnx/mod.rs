@@ -43,6 +43,14 @@ pub struct OnnxOpts {
     /// The label meaning "no condition" (default: the number of classes).
     #[arg(long)]
     pub null_class: Option<i64>,
+    /// The number of classes of a model with a class input (overrides the elbo.classes
+    /// metadata; needed without it).
+    #[arg(long)]
+    pub classes: Option<usize>,
+    /// The example shape, e.g. 1,28,28, of a model whose input leaves it open (dynamic height
+    /// and width); a fixed one must agree.
+    #[arg(long, value_delimiter = ',')]
+    pub shape: Option<Vec<usize>>,
     /// eps, x0 or v (overrides the model's elbo.prediction metadata).
     #[arg(long)]
     pub prediction: Option<String>,
@@ -66,6 +74,8 @@ impl Default for OnnxOpts {
             input_class: "class_labels".into(),
             output: None,
             null_class: None,
+            classes: None,
+            shape: None,
             prediction: None,
             scheduler_config: None,
             ep: ExecutionProvider::Cpu,
@@ -300,14 +310,27 @@ impl Metadata {
                 )));
             }
         }
-        let classes: usize = match get("elbo.classes") {
-            Some(c) => c
+        let classes: usize = match (o.classes, get("elbo.classes")) {
+            (Some(_), _) if class.is_none() => {
+                return Err(input(format!(
+                    "--classes: the model {} has no class input '{}' (see --input-class)",
+                    path.display(),
+                    o.input_class
+                )));
+            }
+            (Some(c), _) if c == 0 || c >= 1 << 24 => {
+                return Err(input(format!("--classes: expected a number of classes in 1..2^24, found {c}")));
+            }
+            (Some(c), _) => c,
+            (None, Some(c)) => c
                 .parse()
                 .ok()
                 .filter(|&c: &usize| c < 1 << 24)
                 .ok_or_else(|| bad("elbo.classes metadata is not a number of classes".into()))?,
-            None if class.is_some() => return Err(bad("has a class input but no elbo.classes metadata".into())),
-            None => 0,
+            (None, None) if class.is_some() => {
+                return Err(bad("has a class input but no elbo.classes metadata: give --classes N".into()));
+            }
+            (None, None) => 0,
         };
         Ok(Metadata { prediction, schedule, normalization, classes })
     }
@@ -391,6 +414,33 @@ impl OnnxDenoiser {
             }
             _ => return Err(bad(format!("input '{}' must be a float32 tensor [N, ...]", o.input_sample))),
         };
+        let shape = match (&o.shape, &sample_ty) {
+            (None, _) => shape,
+            (Some(given), _) if given.is_empty() || given.contains(&0) => {
+                return Err(input(format!("--shape: expected positive sizes like 1,28,28, found {given:?}")));
+            }
+            (Some(given), _) if !shape.is_empty() && *given != shape => {
+                return Err(input(format!(
+                    "--shape {}: the model {} fixes its example shape at {shape:?}",
+                    given.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","),
+                    path.display()
+                )));
+            }
+            (Some(given), ValueType::Tensor { shape: declared, .. }) => {
+                // the declared rank (batch axis included) and every fixed size must agree
+                let dims: Vec<i64> = declared.iter().copied().collect();
+                let fits = dims.len() == given.len() + 1
+                    && dims[1..].iter().zip(given).all(|(&d, &g)| d <= 0 || d as usize == g);
+                if !fits || crate::io::product(given).is_none_or(|n| n > 1 << 31) {
+                    return Err(input(format!(
+                        "--shape {given:?}: does not fit the model's input '{}' of shape {dims:?} (-1: open)",
+                        o.input_sample
+                    )));
+                }
+                given.clone()
+            }
+            _ => shape,
+        };
         let timestep_int = match find(&o.input_timestep) {
             Some(ValueType::Tensor { ty: TensorElementType::Int64, .. }) => true,
             Some(ValueType::Tensor { ty: TensorElementType::Float32, .. }) => false,
@@ -437,7 +487,8 @@ impl Denoiser for OnnxDenoiser {
     type Error = Error;
 
     fn dim(&self) -> usize {
-        self.shape.iter().product()
+        // an open example shape (not yet fixed by --shape, --init or the data) has no dimension
+        if self.shape.is_empty() { 0 } else { self.shape.iter().product() }
     }
 
     fn prediction(&self) -> Prediction {
