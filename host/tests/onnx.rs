@@ -201,3 +201,67 @@ fn onnx_models_run_from_flags() {
     let o = sample(&p("open.onnx"), &["--n", "2", "--shape", "8,8"], "v.npy");
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// A model whose timestep input is a scalar or `[1]` (one timestep for the batch) is fed that,
+/// not `[N]`: a two-node graph `out = sample + float(timestep)` gives exactly `x + (t - 1)`,
+/// for an int64 and a float32 timestep, where `[N]` failed to broadcast inside ONNX Runtime.
+#[test]
+fn timestep_inputs_of_every_rank() {
+    use elbo::onnx::proto::*;
+    use prost::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let value = |name: &str, elem: i32, dims: Vec<Dimension>| ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TypeProtoTensor { elem_type: elem, shape: Some(TensorShapeProto { dim: dims }) }),
+        }),
+    };
+    let fixed = |v: i64| Dimension { dim_value: Some(v), dim_param: None };
+    let batch = || Dimension { dim_value: None, dim_param: Some("N".into()) };
+    for (elem, dims) in [(INT64, vec![]), (INT64, vec![fixed(1)]), (FLOAT, vec![]), (FLOAT, vec![fixed(1)])] {
+        let cast = NodeProto {
+            input: vec!["timestep".into()],
+            output: vec!["t".into()],
+            name: "cast".into(),
+            op_type: "Cast".into(),
+            attribute: vec![AttributeProto {
+                name: "to".into(),
+                i: i64::from(FLOAT),
+                r#type: ATTR_INT,
+                ..Default::default()
+            }],
+        };
+        let add = NodeProto {
+            input: vec!["sample".into(), "t".into()],
+            output: vec!["out_sample".into()],
+            name: "add".into(),
+            op_type: "Add".into(),
+            attribute: vec![],
+        };
+        let model = ModelProto {
+            ir_version: 8,
+            producer_name: "elbo test".into(),
+            graph: Some(GraphProto {
+                node: vec![cast, add],
+                name: "g".into(),
+                input: vec![value("sample", FLOAT, vec![batch(), fixed(2)]), value("timestep", elem, dims.clone())],
+                output: vec![value("out_sample", FLOAT, vec![batch(), fixed(2)])],
+                ..Default::default()
+            }),
+            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+            metadata_props: vec![StringStringEntryProto { key: "elbo.prediction".into(), value: "eps".into() }],
+            ..Default::default()
+        };
+        let path = dir.path().join("t.onnx");
+        std::fs::write(&path, model.encode_to_vec()).unwrap();
+        let mut den = OnnxDenoiser::open(&path, &opts()).unwrap();
+        let sched = elbo_core::Schedule::<1000>::new(&elbo_core::BetaSchedule::SquaredCosCapV2, 1000, false).unwrap();
+        let x: Vec<f32> = (0..10).map(|i| i as f32 * 0.25).collect();
+        for t in [1usize, 17, 1000] {
+            let mut out = vec![0.0f32; x.len()];
+            den.predict(&x, NoiseLevel::of(&sched.step(t).unwrap()), Condition::Unconditional, &mut out).unwrap();
+            let want: Vec<f32> = x.iter().map(|v| v + (t - 1) as f32).collect();
+            assert_eq!(out, want, "timestep {elem} {dims:?} at t = {t}");
+        }
+    }
+}

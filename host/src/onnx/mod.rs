@@ -165,6 +165,9 @@ pub struct OnnxDenoiser {
     sample: String,
     timestep: String,
     timestep_int: bool,
+    /// The timestep input's declared shape, fed accordingly: `[N]` (one per example), `[1]` or
+    /// a scalar (one for the batch: every call is at one noise level).
+    timestep_shape: TimestepShape,
     class: Option<String>,
     output: String,
     /// The shape of one example (from the model's input, or set by `--init`).
@@ -336,6 +339,17 @@ impl Metadata {
     }
 }
 
+/// How a model takes its timestep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimestepShape {
+    /// `[N]`: one per example (diffusers' and optimum's exports).
+    PerExample,
+    /// `[1]`: one for the batch.
+    One,
+    /// A scalar: one for the batch.
+    Scalar,
+}
+
 impl OnnxDenoiser {
     /// Fixes the example shape of a model whose input is dynamic (from `--init` or the data),
     /// checked against its normalisation.
@@ -441,9 +455,24 @@ impl OnnxDenoiser {
             }
             _ => shape,
         };
-        let timestep_int = match find(&o.input_timestep) {
-            Some(ValueType::Tensor { ty: TensorElementType::Int64, .. }) => true,
-            Some(ValueType::Tensor { ty: TensorElementType::Float32, .. }) => false,
+        let (timestep_int, timestep_shape) = match find(&o.input_timestep) {
+            Some(ValueType::Tensor { ty, shape, .. })
+                if matches!(ty, TensorElementType::Int64 | TensorElementType::Float32) =>
+            {
+                let dims: Vec<i64> = shape.iter().copied().collect();
+                let ts = match dims.as_slice() {
+                    [] => TimestepShape::Scalar,
+                    [1] => TimestepShape::One,
+                    [_] => TimestepShape::PerExample,
+                    _ => {
+                        return Err(bad(format!(
+                            "input '{}' has shape {dims:?}: expected a scalar, [1] or [N]",
+                            o.input_timestep
+                        )));
+                    }
+                };
+                (ty == TensorElementType::Int64, ts)
+            }
             Some(_) => return Err(bad(format!("input '{}' must be int64 or float32", o.input_timestep))),
             None => return Err(bad(format!("has no input '{}' (see --input-timestep)", o.input_timestep))),
         };
@@ -468,6 +497,7 @@ impl OnnxDenoiser {
             sample: o.input_sample.clone(),
             timestep: o.input_timestep.clone(),
             timestep_int,
+            timestep_shape,
             class,
             output,
             shape,
@@ -506,10 +536,15 @@ impl Denoiser for OnnxDenoiser {
         shape.extend(self.shape.iter().map(|&s| s as i64));
         let sample = Tensor::from_array((shape, x.to_vec())).map_err(ort_err)?;
         let t0 = (level.t - 1) as i64;
+        let (t_shape, count): (Vec<i64>, usize) = match self.timestep_shape {
+            TimestepShape::PerExample => (vec![n as i64], n),
+            TimestepShape::One => (vec![1], 1),
+            TimestepShape::Scalar => (vec![], 1),
+        };
         let mut inputs = if self.timestep_int {
-            ort::inputs![self.sample.as_str() => sample, self.timestep.as_str() => Tensor::from_array(([n], vec![t0; n])).map_err(ort_err)?]
+            ort::inputs![self.sample.as_str() => sample, self.timestep.as_str() => Tensor::from_array((t_shape, vec![t0; count])).map_err(ort_err)?]
         } else {
-            ort::inputs![self.sample.as_str() => sample, self.timestep.as_str() => Tensor::from_array(([n], vec![t0 as f32; n])).map_err(ort_err)?]
+            ort::inputs![self.sample.as_str() => sample, self.timestep.as_str() => Tensor::from_array((t_shape, vec![t0 as f32; count])).map_err(ort_err)?]
         };
         if let Some(c) = &self.class {
             self.labels.clear();
@@ -530,8 +565,13 @@ impl Denoiser for OnnxDenoiser {
         let model = self.path.display();
         let outputs = self.session.run(inputs).map_err(|e| {
             input(format!(
-                "--model {model}: ONNX Runtime refused the input (expected sample {:?} float32 and timestep [N] {}): {}",
+                "--model {model}: ONNX Runtime refused the input (expected sample {:?} float32 and timestep {} {}): {}",
                 std::iter::once(n).chain(self.shape.iter().copied()).collect::<Vec<_>>(),
+                match self.timestep_shape {
+                    TimestepShape::PerExample => "[N]",
+                    TimestepShape::One => "[1]",
+                    TimestepShape::Scalar => "scalar",
+                },
                 if self.timestep_int { "int64" } else { "float32" },
                 first_line(e)
             ))
