@@ -31,7 +31,7 @@ pub struct OnnxOpts {
     /// The model's data input.
     #[arg(long, default_value = "sample")]
     pub input_sample: String,
-    /// The model's timestep input (int64 or float32, 0-based).
+    /// The model's timestep input (int64 or float32, 0-based; [N], [1] or a scalar, as it declares).
     #[arg(long, default_value = "timestep")]
     pub input_timestep: String,
     /// The model's class input (int64), if it has one.
