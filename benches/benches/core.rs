@@ -6,7 +6,7 @@ use std::hint::black_box;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use elbo_core::elbo::ReverseVariance;
 use elbo_core::rng::{fill_standard_normal, standard_normal};
-use elbo_core::sampler::{DdimCoefficients, Sigma, ddim_update, ddpm_sigma, ddpm_update};
+use elbo_core::sampler::{Clip, DdimCoefficients, Sigma, ddim_update, ddpm_sigma, ddpm_update};
 use elbo_core::schedule::{BetaSchedule, Schedule};
 use elbo_core::{NoiseSchedule, Prediction};
 use rand_core::SeedableRng;
@@ -27,11 +27,13 @@ fn steps(c: &mut Criterion) {
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(BenchmarkId::new("ddpm_eps", n), &n, |b, _| {
             b.iter(|| {
-                ddpm_update(&step, Prediction::Eps, black_box(&eps), &mut x, sigma, None, || standard_normal(&mut rng))
+                ddpm_update(&step, Prediction::Eps, black_box(&eps), &mut x, sigma, Clip::Off, || {
+                    standard_normal(&mut rng)
+                })
             })
         });
         group.bench_with_input(BenchmarkId::new("ddim_eps", n), &n, |b, _| {
-            b.iter(|| ddim_update(&ddim, Prediction::Eps, black_box(&eps), &mut x, None, || 0.0))
+            b.iter(|| ddim_update(&ddim, Prediction::Eps, black_box(&eps), &mut x, Clip::Off, || 0.0))
         });
     }
     group.finish();

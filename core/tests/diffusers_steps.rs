@@ -5,7 +5,7 @@ mod common;
 
 use common::{golden, nums, nums_f32};
 use elbo_core::elbo::ReverseVariance;
-use elbo_core::sampler::{DdimCoefficients, Sigma, Spacing, Timesteps, ddim_update, ddpm_sigma, ddpm_update};
+use elbo_core::sampler::{Clip, DdimCoefficients, Sigma, Spacing, Timesteps, ddim_update, ddpm_sigma, ddpm_update};
 use elbo_core::schedule::{BetaSchedule, Schedule, stride};
 use elbo_core::{NoiseSchedule, Prediction};
 
@@ -52,7 +52,8 @@ fn ddpm_and_ddim_steps_match_diffusers() {
             };
             let step = stride(&s, t, t - 1).unwrap();
             let sigma = ddpm_sigma(&step, variance).unwrap();
-            ddpm_update(&step, kind, &model_output, &mut x, Sigma::Fixed(sigma), None, || z.next().unwrap()).unwrap();
+            ddpm_update(&step, kind, &model_output, &mut x, Sigma::Fixed(sigma), Clip::Off, || z.next().unwrap())
+                .unwrap();
             format!("ddpm {kind:?} {variance:?} t={t}")
         } else {
             let spacing = Spacing::from_name(case["spacing"].as_str().unwrap()).unwrap();
@@ -63,7 +64,7 @@ fn ddpm_and_ddim_steps_match_diffusers() {
             assert_eq!(ts.get(i).unwrap(), t);
             let c =
                 DdimCoefficients::new(&s.step(t).unwrap().cur, &s.marginal(ts.ddim_previous(i).unwrap()).unwrap(), eta);
-            ddim_update(&c, kind, &model_output, &mut x, None, || z.next().unwrap()).unwrap();
+            ddim_update(&c, kind, &model_output, &mut x, Clip::Off, || z.next().unwrap()).unwrap();
             format!("ddim {kind:?} eta={eta} {spacing:?} K={k} t={t}")
         };
         close(&x, &expected, &what);

@@ -282,7 +282,7 @@ fn simple_term_uses_each_kinds_target() {
 /// those variances, written out here, and the DDPM update's noise scale at v = 1 is `sqrt(beta_t)`.
 #[test]
 fn learned_range_variance() {
-    use elbo_core::sampler::{Sigma, ddpm_update};
+    use elbo_core::sampler::{Clip, Sigma, ddpm_update};
     let s = linear(1000);
     let st = s.step(200).unwrap();
     let (x0, xt, pred, v) = ([0.4f32, -0.2, 1.0], [0.5f32, 0.1, 0.7], [0.3f32, -0.6, 0.2], [-1.0f32, 0.25, 1.0]);
@@ -304,8 +304,8 @@ fn learned_range_variance() {
     // v = 1 everywhere: sigma = sqrt(beta_t); with unit noise the update moves by sigma.
     let ones = [1.0f32; 3];
     let (mut with_noise, mut without) = (xt, xt);
-    ddpm_update(&st, Prediction::Eps, &pred, &mut with_noise, Sigma::LearnedRange(&ones), None, || 1.0).unwrap();
-    ddpm_update(&st, Prediction::Eps, &pred, &mut without, Sigma::LearnedRange(&ones), None, || 0.0).unwrap();
+    ddpm_update(&st, Prediction::Eps, &pred, &mut with_noise, Sigma::LearnedRange(&ones), Clip::Off, || 1.0).unwrap();
+    ddpm_update(&st, Prediction::Eps, &pred, &mut without, Sigma::LearnedRange(&ones), Clip::Off, || 0.0).unwrap();
     for i in 0..3 {
         let moved = f64::from(with_noise[i] - without[i]);
         assert!((moved - f64::from(st.beta).sqrt()).abs() < 1e-6, "{moved}");

@@ -3,7 +3,7 @@
 
 use elbo_core::denoiser::{Condition, Denoiser};
 use elbo_core::elbo::ReverseVariance;
-use elbo_core::sampler::{AnnealedLangevin, Ddim, Ddpm, Spacing, Timesteps};
+use elbo_core::sampler::{AnnealedLangevin, Clip, Ddim, Ddpm, Spacing, Timesteps};
 use elbo_core::{NoiseSchedule, RunError};
 use rand_pcg::Pcg32;
 
@@ -27,8 +27,12 @@ pub struct SamplerOptions {
     pub spacing: SpacingKind,
     /// DDPM's reverse variance (`Auto`: the model's learned one if it has one, else small).
     pub variance: VarianceChoice,
-    /// Clamp the predicted `x_0` to `[-R, R]`.
-    pub clip: Option<f32>,
+    /// What is done to the predicted `x_0`.
+    pub clip: Clip,
+    /// diffusers' `steps_offset` of the `leading` spacing (strided runs only).
+    pub steps_offset: usize,
+    /// DDIM's last step to `abar = 1` (diffusers' `set_alpha_to_one`), else to `abar_1`.
+    pub set_alpha_to_one: bool,
     /// Langevin iterations per noise level.
     pub langevin_steps: usize,
     /// Langevin step size (times `1 - abar_t`).
@@ -44,7 +48,9 @@ impl Default for SamplerOptions {
             eta: 0.0,
             spacing: SpacingKind::Trailing,
             variance: VarianceChoice::Auto,
-            clip: None,
+            clip: Clip::Off,
+            steps_offset: 0,
+            set_alpha_to_one: true,
             langevin_steps: 10,
             langevin_step_size: 0.5,
         }
@@ -94,18 +100,20 @@ where
         SamplerKind::Ddpm => {
             let timesteps = match a.steps {
                 None => None,
-                Some(k) => Some(Timesteps::new(spacing, k, t, 0).map_err(|e| flag("--steps", e))?),
+                Some(k) => Some(Timesteps::new(spacing, k, t, a.steps_offset).map_err(|e| flag("--steps", e))?),
             };
             Ddpm { variance, clip: a.clip, timesteps }
                 .sample(den, schedule, x, &mut scratch, cond, rng)
                 .map_err(run_err)
         }
         SamplerKind::Ddim => {
-            let mut ddim = Ddim::new(a.eta, spacing, a.steps.unwrap_or(50.min(t)), t).map_err(|e| match e {
+            let k = a.steps.unwrap_or(50.min(t));
+            let mut ddim = Ddim::with_offset(a.eta, spacing, k, t, a.steps_offset).map_err(|e| match e {
                 elbo_core::Error::InvalidParameter { .. } => flag("--eta", e),
                 e => flag("--steps", e),
             })?;
             ddim.clip = a.clip;
+            ddim.set_alpha_to_one = a.set_alpha_to_one;
             ddim.sample(den, schedule, x, &mut scratch, cond, rng).map_err(run_err)
         }
         SamplerKind::Langevin => {

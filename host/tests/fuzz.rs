@@ -343,9 +343,10 @@ fn fuzz_safetensors() {
 fn fuzz_scheduler_config() {
     fuzz("scheduler", &files("scheduler"), |bytes| {
         let text = String::from_utf8_lossy(bytes);
-        match elbo::onnx::schedule_from_diffusers(&text, "fuzz") {
-            Ok(c) => {
-                if let Ok(s) = elbo::model::build_schedule(&c) {
+        use elbo::onnx::scheduler::{Origin, parse};
+        match parse(&text, "fuzz", Origin::Diffusers) {
+            Ok((c, _)) => {
+                if let Ok(s) = elbo::model::build_schedule(&c.schedule) {
                     let st = s.step(s.steps()).unwrap();
                     assert!(st.cur.abar.is_finite());
                 }

@@ -24,7 +24,7 @@ use elbo_benches::{median, shipped, times, two_moons_trainer};
 use elbo_core::denoiser::{Condition, Denoiser, NoiseLevel};
 use elbo_core::elbo::{Decoder, ElboOptions, ElboOutput, ElboScratch, Estimator, ReverseVariance, neg_elbo};
 use elbo_core::rng::{fill_standard_normal, standard_normal};
-use elbo_core::sampler::{DdimCoefficients, Sigma, ddim_update, ddpm_sigma, ddpm_update};
+use elbo_core::sampler::{Clip, DdimCoefficients, Sigma, ddim_update, ddpm_sigma, ddpm_update};
 use elbo_core::{BetaSchedule, NoiseSchedule, Prediction, Schedule};
 use rand_core::SeedableRng;
 use rand_pcg::Pcg32;
@@ -83,7 +83,7 @@ fn step(args: &[String]) -> serde_json::Value {
     fill_standard_normal(&mut rng, &mut eps);
     let x_init = x.clone();
     let ddpm = median(times(reps, || {
-        ddpm_update(&st, Prediction::Eps, std::hint::black_box(&eps), &mut x, sigma, None, || {
+        ddpm_update(&st, Prediction::Eps, std::hint::black_box(&eps), &mut x, sigma, Clip::Off, || {
             standard_normal(&mut rng)
         })
         .unwrap();
@@ -98,7 +98,7 @@ fn step(args: &[String]) -> serde_json::Value {
         Duration::ZERO
     };
     let ddim_t = median(times(reps, || {
-        ddim_update(&ddim, Prediction::Eps, std::hint::black_box(&eps), &mut x, None, || 0.0).unwrap();
+        ddim_update(&ddim, Prediction::Eps, std::hint::black_box(&eps), &mut x, Clip::Off, || 0.0).unwrap();
     }));
     // the DDPM update's share that is drawing the noise
     let mut z = vec![0.0f32; n];
@@ -141,7 +141,7 @@ fn onnx_sample(args: &[String]) -> serde_json::Value {
             let st = s.step(t).unwrap();
             den.predict(&x, NoiseLevel::of(&st), Condition::Unconditional, &mut pred).unwrap();
             let sigma = Sigma::Fixed(ddpm_sigma(&st, ReverseVariance::Small).unwrap());
-            ddpm_update(&st, den.prediction(), &pred, &mut x, sigma, None, || standard_normal(&mut rng)).unwrap();
+            ddpm_update(&st, den.prediction(), &pred, &mut x, sigma, Clip::Off, || standard_normal(&mut rng)).unwrap();
         }
         (start.elapsed(), den.run_time - before)
     };

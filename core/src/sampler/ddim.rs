@@ -5,7 +5,7 @@
 
 use rand_core::Rng;
 
-use super::{Spacing, Timesteps, check_batch, check_signal, clip_x0};
+use super::{Clip, Spacing, Timesteps, X0Map, check_batch, check_signal};
 use crate::denoiser::{Condition, Denoiser, NoiseLevel};
 use crate::error::{Error, Result, RunError, check_len};
 use crate::param::{Prediction, to_x0_eps};
@@ -46,21 +46,23 @@ impl DdimCoefficients {
     }
 }
 
-/// One DDIM update in place. Clipping clamps `x0_hat` only (diffusers' default
-/// `use_clipped_model_output = False`); `noise` is called only when `sigma > 0`.
+/// One DDIM update in place. Clipping maps `x0_hat` only (diffusers' default
+/// `use_clipped_model_output = False`); with [`Clip::Dynamic`], `x` is one example. `noise` is
+/// called only when `sigma > 0`.
 pub fn ddim_update(
     c: &DdimCoefficients,
     kind: Prediction,
     pred: &[f32],
     x: &mut [f32],
-    clip: Option<f32>,
+    clip: Clip,
     mut noise: impl FnMut() -> f32,
 ) -> Result<()> {
     check_len(x.len(), pred.len())?;
     check_signal(kind, c.a_t)?;
+    let map = X0Map::new(clip, pred.iter().zip(x.iter()).map(|(&p, &xv)| to_x0_eps(kind, p, xv, c.a_t, c.s_t).0));
     for (xv, &p) in x.iter_mut().zip(pred) {
         let (x0, eps) = to_x0_eps(kind, p, *xv, c.a_t, c.s_t);
-        let det = c.a_p * clip_x0(x0, clip) + c.direction * eps;
+        let det = c.a_p * X0Map::apply(map, x0) + c.direction * eps;
         *xv = if c.sigma > 0.0 { det + c.sigma * noise() } else { det };
     }
     Ok(())
@@ -73,17 +75,26 @@ pub struct Ddim {
     pub eta: f32,
     /// The timesteps visited.
     pub timesteps: Timesteps,
-    /// Clamp of the predicted `x_0` (`None`: off).
-    pub clip: Option<f32>,
+    /// What is done to the predicted `x_0`.
+    pub clip: Clip,
+    /// Whether the last step goes to `abar = 1` (diffusers' `set_alpha_to_one`, its default) or
+    /// to `abar_1`, the first timestep's, as Stable Diffusion's configs say.
+    pub set_alpha_to_one: bool,
 }
 
 impl Ddim {
     /// `count` steps with the given spacing over a `steps`-step schedule.
     pub fn new(eta: f32, spacing: Spacing, count: usize, steps: usize) -> Result<Self> {
+        Ddim::with_offset(eta, spacing, count, steps, 0)
+    }
+
+    /// As [`Ddim::new`], with diffusers' `steps_offset` (of the `leading` spacing).
+    pub fn with_offset(eta: f32, spacing: Spacing, count: usize, steps: usize, offset: usize) -> Result<Self> {
         if !(eta >= 0.0 && eta.is_finite()) {
             return Err(Error::InvalidParameter { name: "eta", reason: "a finite value >= 0" });
         }
-        Ok(Ddim { eta, timesteps: Timesteps::new(spacing, count, steps, 0)?, clip: None })
+        let timesteps = Timesteps::new(spacing, count, steps, offset)?;
+        Ok(Ddim { eta, timesteps, clip: Clip::Off, set_alpha_to_one: true })
     }
 
     /// Runs the chain from `x = x_T` to `x_0`; `scratch` (same length) receives model outputs.
@@ -97,15 +108,25 @@ impl Ddim {
         rng: &mut R,
     ) -> core::result::Result<(), RunError<D::Error>> {
         check_batch(denoiser, x, scratch, cond)?;
+        let clip = self.clip.check()?;
         let ts = self.timesteps;
         let kind = denoiser.prediction();
+        let dim = denoiser.dim();
         for i in 0..ts.len() {
             let step = schedule.step(ts.get(i)?)?;
             check_signal(kind, step.cur.sqrt_abar)?;
-            let prev = schedule.marginal(ts.ddim_previous(i)?)?;
+            let p = ts.ddim_previous(i)?;
+            let prev = schedule.marginal(if p == 0 && !self.set_alpha_to_one { 1 } else { p })?;
             let c = DdimCoefficients::new(&step.cur, &prev, self.eta);
             denoiser.predict(x, NoiseLevel::of(&step), cond, scratch).map_err(RunError::Model)?;
-            ddim_update(&c, kind, scratch, x, self.clip, || standard_normal(rng))?;
+            if let Clip::Dynamic { .. } = clip {
+                // a threshold per example; the noise is drawn in the same (element) order
+                for (xe, pe) in x.chunks_mut(dim).zip(scratch.chunks(dim)) {
+                    ddim_update(&c, kind, pe, xe, clip, || standard_normal(rng))?;
+                }
+            } else {
+                ddim_update(&c, kind, scratch, x, clip, || standard_normal(rng))?;
+            }
         }
         super::check_finite(x)?;
         Ok(())

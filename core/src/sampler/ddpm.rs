@@ -3,7 +3,7 @@
 
 use rand_core::Rng;
 
-use super::{Timesteps, check_batch, check_signal, clip_x0};
+use super::{Clip, Timesteps, X0Map, check_batch, check_signal};
 use crate::denoiser::{Condition, Denoiser, NoiseLevel};
 use crate::elbo::{ReverseVariance, reverse_log_variance};
 use crate::error::{Error, Result, RunError, check_len};
@@ -32,15 +32,15 @@ pub fn ddpm_sigma(step: &Step, variance: ReverseVariance) -> Result<f32> {
 }
 
 /// One ancestral update in place: `x <- c0 x0_hat + ct x + sigma z`, where `x0_hat` comes from
-/// the prediction `pred` of kind `kind` (clipped to `[-r, r]` if `clip = Some(r)`), and `z` from
-/// `noise` (not called on the last step, `step.prev` being the data).
+/// the prediction `pred` of kind `kind` (mapped by `clip`; with [`Clip::Dynamic`], `x` is one
+/// example), and `z` from `noise` (not called on the last step, `step.prev` being the data).
 pub fn ddpm_update(
     step: &Step,
     kind: Prediction,
     pred: &[f32],
     x: &mut [f32],
     sigma: Sigma<'_>,
-    clip: Option<f32>,
+    clip: Clip,
     mut noise: impl FnMut() -> f32,
 ) -> Result<()> {
     check_len(x.len(), pred.len())?;
@@ -49,6 +49,7 @@ pub fn ddpm_update(
     }
     check_signal(kind, step.cur.sqrt_abar)?;
     let (a, s) = (step.cur.sqrt_abar, step.cur.sqrt_one_minus_abar);
+    let map = X0Map::new(clip, pred.iter().zip(x.iter()).map(|(&p, &xv)| to_x0_eps(kind, p, xv, a, s).0));
     let (c0, ct) = (step.posterior_mean_coef_x0, step.posterior_mean_coef_xt);
     let last = step.prev.log_abar == 0.0;
     let v = match sigma {
@@ -58,7 +59,7 @@ pub fn ddpm_update(
             // vectorises, then the noise, drawn in element order.
             for (xv, &p) in x.iter_mut().zip(pred) {
                 let (x0, _) = to_x0_eps(kind, p, *xv, a, s);
-                *xv = c0 * clip_x0(x0, clip) + ct * *xv;
+                *xv = c0 * X0Map::apply(map, x0) + ct * *xv;
             }
             if !last {
                 for xv in x.iter_mut() {
@@ -70,7 +71,7 @@ pub fn ddpm_update(
     };
     for (xv, (&p, &vi)) in x.iter_mut().zip(pred.iter().zip(v)) {
         let (x0, _) = to_x0_eps(kind, p, *xv, a, s);
-        let mean = c0 * clip_x0(x0, clip) + ct * *xv;
+        let mean = c0 * X0Map::apply(map, x0) + ct * *xv;
         *xv = if last {
             mean
         } else {
@@ -87,8 +88,8 @@ pub struct Ddpm {
     /// `Small` (`btilde_t`, diffusers' `fixed_small`), `Large` (`beta_t`), or `LearnedRange`
     /// (the model's variance output).
     pub variance: ReverseVariance,
-    /// Clamp of the predicted `x_0` (`None`: off).
-    pub clip: Option<f32>,
+    /// What is done to the predicted `x_0`.
+    pub clip: Clip,
     /// The timesteps visited (`None`: all `T`); with fewer, each stride uses its effective
     /// `beta = 1 - abar_t / abar_prev` (improved-diffusion's respacing).
     pub timesteps: Option<Timesteps>,
@@ -96,7 +97,7 @@ pub struct Ddpm {
 
 impl Default for Ddpm {
     fn default() -> Self {
-        Ddpm { variance: ReverseVariance::Small, clip: None, timesteps: None }
+        Ddpm { variance: ReverseVariance::Small, clip: Clip::Off, timesteps: None }
     }
 }
 
@@ -125,6 +126,8 @@ impl Ddpm {
             scratch.split_at_mut(scratch.len().min(n))
         };
         check_batch(denoiser, x, scratch, cond)?;
+        let clip = self.clip.check()?;
+        let dim = denoiser.dim();
         let ts = match self.timesteps {
             Some(ts) => ts,
             None => Timesteps::all(schedule.steps())?,
@@ -140,7 +143,20 @@ impl Ddpm {
                 denoiser.predict(x, level, cond, scratch).map_err(RunError::Model)?;
                 Sigma::Fixed(ddpm_sigma(&step, self.variance)?)
             };
-            ddpm_update(&step, kind, scratch, x, sigma, self.clip, || standard_normal(rng))?;
+            match (clip, sigma) {
+                // a threshold per example; the noise is drawn in the same (element) order
+                (Clip::Dynamic { .. }, Sigma::LearnedRange(v)) => {
+                    for ((xe, pe), ve) in x.chunks_mut(dim).zip(scratch.chunks(dim)).zip(v.chunks(dim)) {
+                        ddpm_update(&step, kind, pe, xe, Sigma::LearnedRange(ve), clip, || standard_normal(rng))?;
+                    }
+                }
+                (Clip::Dynamic { .. }, Sigma::Fixed(_)) => {
+                    for (xe, pe) in x.chunks_mut(dim).zip(scratch.chunks(dim)) {
+                        ddpm_update(&step, kind, pe, xe, sigma, clip, || standard_normal(rng))?;
+                    }
+                }
+                _ => ddpm_update(&step, kind, scratch, x, sigma, clip, || standard_normal(rng))?,
+            }
         }
         super::check_finite(x)?;
         Ok(())

@@ -24,14 +24,95 @@ use crate::denoiser::{Condition, Denoiser};
 use crate::error::{Error, Result, check_len};
 use crate::param::Prediction;
 
-/// Clamps a predicted `x_0` to `[-r, r]` when `clip = Some(r)` (off by default: data need not
-/// live in `[-1, 1]`).
-#[inline]
-pub(crate) fn clip_x0(x0: f32, clip: Option<f32>) -> f32 {
-    match clip {
-        Some(r) => x0.clamp(-r, r),
-        None => x0,
+/// What is done to a predicted `x_0` before an update (diffusers' `clip_sample` and
+/// `thresholding`). Off by default: data need not live in `[-1, 1]`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Clip {
+    /// `x0_hat` as predicted.
+    #[default]
+    Off,
+    /// Clamped to `[-r, r]` (diffusers' `clip_sample` with `clip_sample_range = r`).
+    Range(f32),
+    /// Dynamic thresholding (Saharia et al. 2022, Imagen, Sec. 2.3; diffusers'
+    /// `_threshold_sample`): per example, `s` is the `ratio`-quantile of `|x0_hat|` (linear
+    /// interpolation, as `torch.quantile`), clamped to `[1, max]`; then
+    /// `x0_hat <- clamp(x0_hat, -s, s) / s`.
+    Dynamic {
+        /// diffusers' `dynamic_thresholding_ratio` (0.995), in `[0, 1]`.
+        ratio: f32,
+        /// diffusers' `sample_max_value` (1.0), at least 1.
+        max: f32,
+    },
+}
+
+impl Clip {
+    /// Checks the parameters (a finite range > 0; a ratio in `[0, 1]`, a maximum `>= 1`).
+    pub fn check(self) -> Result<Self> {
+        match self {
+            Clip::Off => Ok(self),
+            Clip::Range(r) if r > 0.0 && r.is_finite() => Ok(self),
+            Clip::Range(_) => Err(Error::InvalidParameter { name: "clip", reason: "a finite range > 0" }),
+            Clip::Dynamic { ratio, max } if (0.0..=1.0).contains(&ratio) && max >= 1.0 && max.is_finite() => Ok(self),
+            Clip::Dynamic { .. } => {
+                Err(Error::InvalidParameter { name: "thresholding", reason: "a ratio in [0, 1] and a maximum >= 1" })
+            }
+        }
     }
+}
+
+/// [`Clip`] resolved for one example: clamp `x0_hat` to `[-r, r]`, then divide by `scale`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct X0Map {
+    r: f32,
+    scale: Option<f32>,
+}
+
+impl X0Map {
+    /// Resolves `clip` for one example whose `x0_hat` values `x0s` yields (the quantile needs no
+    /// buffer: it is found by bisection on the bits, reading `x0s` about 64 times).
+    pub(crate) fn new<I: Iterator<Item = f32> + Clone>(clip: Clip, x0s: I) -> Option<Self> {
+        match clip {
+            Clip::Off => None,
+            Clip::Range(r) => Some(X0Map { r, scale: None }),
+            Clip::Dynamic { ratio, max } => {
+                let n = x0s.clone().count();
+                if n == 0 {
+                    return None;
+                }
+                // torch.quantile in f32: rank = q (n - 1), its floor and ceiling, then lerp
+                let rank = ratio * (n - 1) as f32;
+                let below = rank as usize;
+                let above = libm::ceilf(rank) as usize;
+                let lo = kth_abs(x0s.clone(), below.min(n - 1));
+                let hi = if above == below { lo } else { kth_abs(x0s, above.min(n - 1)) };
+                let w = rank - below as f32;
+                let q = if w < 0.5 { lo + w * (hi - lo) } else { hi - (hi - lo) * (1.0 - w) };
+                let s = q.clamp(1.0, max);
+                Some(X0Map { r: s, scale: Some(s) })
+            }
+        }
+    }
+
+    #[inline]
+    pub(crate) fn apply(m: Option<Self>, x0: f32) -> f32 {
+        match m {
+            None => x0,
+            Some(X0Map { r, scale: None }) => x0.clamp(-r, r),
+            Some(X0Map { r, scale: Some(s) }) => x0.clamp(-r, r) / s,
+        }
+    }
+}
+
+/// The `k`-th smallest (0-based) of the absolute values `xs` (finite or not; NaN counts as the
+/// largest), by bisection on the bits of non-negative `f32`s, which order as the values do.
+fn kth_abs<I: Iterator<Item = f32> + Clone>(xs: I, k: usize) -> f32 {
+    let (mut lo, mut hi) = (0u32, 0x7fff_ffffu32);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let le = xs.clone().filter(|v| v.abs().to_bits() <= mid).count();
+        if le > k { hi = mid } else { lo = mid + 1 }
+    }
+    f32::from_bits(lo)
 }
 
 /// Checks a batch and returns `n`.

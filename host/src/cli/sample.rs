@@ -15,9 +15,11 @@ use crate::data::load_file;
 use crate::error::{Result, flag, input};
 use crate::io::write_samples;
 use crate::kinds::{SamplerKind, SpacingKind, VarianceChoice};
+use crate::onnx::scheduler::SamplerDefaults;
 use crate::progress::{Progress, Ticking};
 use crate::sampling::{SamplerOptions, sample};
 use elbo_core::NoiseSchedule;
+use elbo_core::sampler::Clip;
 
 /// Arguments of `elbo sample`.
 #[derive(Debug, Args)]
@@ -35,23 +37,26 @@ pub struct SampleArgs {
     /// Output .npy or .csv.
     #[arg(long)]
     pub out: PathBuf,
-    /// The sampler.
-    #[arg(long, value_enum, default_value_t = SamplerKind::Ddpm)]
-    pub sampler: SamplerKind,
+    /// The sampler (default: the scheduler config's `_class_name`, DDIMScheduler or
+    /// DDPMScheduler, else ddpm).
+    #[arg(long, value_enum)]
+    pub sampler: Option<SamplerKind>,
     /// Sampling steps (default: all T for ddpm, 50 for ddim, 100 levels for langevin).
     #[arg(long)]
     pub steps: Option<usize>,
     /// DDIM's eta (0: deterministic).
     #[arg(long, default_value_t = 0.0)]
     pub eta: f32,
-    /// Timestep spacing (as diffusers defines it).
-    #[arg(long, value_enum, default_value_t = SpacingKind::Trailing)]
-    pub spacing: SpacingKind,
+    /// Timestep spacing, as diffusers defines it (default: the scheduler config's
+    /// timestep_spacing, leading if it says none; trailing without a config).
+    #[arg(long, value_enum)]
+    pub spacing: Option<SpacingKind>,
     /// DDPM's reverse variance: small, large, learned (a learned-variance model's own), or auto
     /// (learned if the model has it, else small, the better one for samples; `elbo eval`'s auto
-    /// takes large instead, the variance of `elbo train`'s vlb terms by default).
-    #[arg(long, value_enum, default_value_t = VarianceChoice::Auto)]
-    pub variance: VarianceChoice,
+    /// takes large instead, the variance of `elbo train`'s vlb terms by default). Default: the
+    /// scheduler config's variance_type, else auto.
+    #[arg(long, value_enum)]
+    pub variance: Option<VarianceChoice>,
     /// Start from x_T read from this .npy/.csv instead of N(0, I) draws.
     #[arg(long)]
     pub init: Option<PathBuf>,
@@ -66,9 +71,11 @@ pub struct SampleArgs {
     /// The class to sample, or `all`: --n samples of every class (pictures get a row per class).
     #[arg(long)]
     pub class: Option<String>,
-    /// Clamp the predicted x_0 to [-R, R].
-    #[arg(long)]
-    pub clip: Option<f32>,
+    /// What is done to the predicted x_0: off, R (clamp to [-R, R]) or dynamic[:RATIO[:MAX]]
+    /// (Imagen's dynamic thresholding, diffusers' defaults 0.995 and 1). Default: the scheduler
+    /// config's thresholding or clip_sample (diffusers: clip_sample true, range 1), else off.
+    #[arg(long, value_parser = parse_clip)]
+    pub clip: Option<Clip>,
     /// Langevin iterations per noise level.
     #[arg(long, default_value_t = 10)]
     pub langevin_steps: usize,
@@ -92,16 +99,37 @@ pub struct SampleArgs {
     pub onnx: crate::onnx::OnnxOpts,
 }
 
+/// `--clip`: `off`, a range `R > 0`, or `dynamic[:RATIO[:MAX]]`.
+fn parse_clip(s: &str) -> std::result::Result<Clip, String> {
+    let num = |t: &str| t.parse::<f32>().map_err(|_| format!("expected off, R or dynamic[:RATIO[:MAX]], found '{s}'"));
+    let c = match s.split(':').collect::<Vec<_>>().as_slice() {
+        ["off"] => Clip::Off,
+        ["dynamic"] => Clip::Dynamic { ratio: 0.995, max: 1.0 },
+        ["dynamic", r] => Clip::Dynamic { ratio: num(r)?, max: 1.0 },
+        ["dynamic", r, m] => Clip::Dynamic { ratio: num(r)?, max: num(m)? },
+        [r] => Clip::Range(num(r)?),
+        _ => return Err(format!("expected off, R or dynamic[:RATIO[:MAX]], found '{s}'")),
+    };
+    c.check().map_err(|_| match c {
+        Clip::Dynamic { .. } => format!("dynamic thresholding needs RATIO in [0, 1] and MAX >= 1, found '{s}'"),
+        _ => format!("expected a finite range > 0, found '{s}'"),
+    })
+}
+
 impl SampleArgs {
-    /// The sampler's options.
-    pub fn sampler_options(&self) -> SamplerOptions {
+    /// The sampler's options: the flags, else what the model's scheduler config says, else
+    /// elbo's defaults.
+    pub fn sampler_options(&self, config: &SamplerDefaults) -> SamplerOptions {
+        let d = SamplerOptions::default();
         SamplerOptions {
-            sampler: self.sampler,
+            sampler: self.sampler.or(config.sampler).unwrap_or(d.sampler),
             steps: self.steps,
             eta: self.eta,
-            spacing: self.spacing,
-            variance: self.variance,
-            clip: self.clip,
+            spacing: self.spacing.or(config.spacing).unwrap_or(d.spacing),
+            variance: self.variance.or(config.variance).unwrap_or(d.variance),
+            clip: self.clip.or(config.clip).unwrap_or(d.clip),
+            steps_offset: config.steps_offset,
+            set_alpha_to_one: config.set_alpha_to_one,
             langevin_steps: self.langevin_steps,
             langevin_step_size: self.langevin_step_size,
         }
@@ -116,9 +144,6 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     check_range("--eta", f64::from(a.eta), 0.0, f64::MAX, "a finite number >= 0")?;
     if let Some(g) = a.guidance {
         check_range("--guidance", f64::from(g), f64::from(f32::MIN), f64::from(f32::MAX), "a finite number")?;
-    }
-    if let Some(c) = a.clip {
-        check_range("--clip", f64::from(c), f64::from(f32::MIN_POSITIVE), f64::from(f32::MAX), "a positive number")?;
     }
     check_range("--langevin-step-size", f64::from(a.langevin_step_size), 1e-30, 1e30, "a positive number")?;
     if a.langevin_steps == 0 || a.steps == Some(0) {
@@ -243,7 +268,10 @@ pub fn run(a: &SampleArgs) -> Result<()> {
         return Err(input("--classifier: guides a checkpoint directory's model (not an ONNX file)"));
     }
     let normalization = source.data_normalization();
-    let so = a.sampler_options();
+    let so = a.sampler_options(&match &source {
+        Source::Onnx(o) => o.sampling,
+        _ => SamplerDefaults::default(),
+    });
     let progress = Progress::new(&format!("{n} samples"), so.denoiser_calls(schedule.steps()), "steps");
     if let Some(clf) = classifier.as_mut() {
         let g = ClassifierGuided::new(&mut source, clf, classes, gamma, &mut guide_buf)
@@ -269,7 +297,7 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     write_samples(&a.out, &x, &shape)?;
     crate::note!("wrote {n} samples to {}", a.out.display());
     if let Some(p) = &a.plot {
-        let title = format!("{} samples ({})", a.sampler, a.model);
+        let title = format!("{} samples ({})", so.sampler, a.model);
         if shape.len() == 3 {
             // a row per class with --class all (rows of one class otherwise)
             let row_labels: Vec<String> = labels

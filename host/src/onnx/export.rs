@@ -212,6 +212,18 @@ pub fn onnx_bytes_with(model: &Trained, float_timestep: bool) -> Option<Vec<u8>>
     if let Some(t) = diffusers_type {
         schedule["prediction_type"] = t.into();
     }
+    // how elbo samples it, in diffusers' keys (so diffusers' defaults never apply instead)
+    let variance = if elbo_core::denoiser::Denoiser::has_variance(model) { "learned_range" } else { "fixed_small" };
+    for (k, v) in [
+        ("timestep_spacing", serde_json::json!("trailing")),
+        ("steps_offset", 0.into()),
+        ("set_alpha_to_one", true.into()),
+        ("clip_sample", false.into()),
+        ("thresholding", false.into()),
+        ("variance_type", variance.into()),
+    ] {
+        schedule[k] = v;
+    }
     let meta = [
         ("elbo.prediction", model.prediction.name().to_string()),
         ("elbo.schedule", schedule.to_string()),

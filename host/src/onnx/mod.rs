@@ -8,6 +8,7 @@
 
 pub mod export;
 pub mod proto;
+pub mod scheduler;
 pub mod unet;
 
 use std::path::{Path, PathBuf};
@@ -23,7 +24,8 @@ use ort::value::{Tensor, TensorElementType, ValueType};
 use crate::checkpoint::ScheduleConfig;
 use crate::data::Normalization;
 use crate::error::{Error, Result, input};
-use crate::kinds::{ExecutionProvider, ScheduleKind};
+use crate::kinds::ExecutionProvider;
+use scheduler::{Origin, SamplerDefaults};
 
 /// ONNX options of `sample` and `eval`.
 #[derive(Debug, Clone, Args)]
@@ -177,6 +179,8 @@ pub struct OnnxDenoiser {
     null_class: i64,
     /// The schedule (metadata or `--scheduler-config`), if known.
     pub schedule: Option<ScheduleConfig>,
+    /// What the scheduler config says of sampling.
+    pub sampling: SamplerDefaults,
     /// The data normalisation (metadata, else identity).
     pub normalization: Option<Normalization>,
     /// The execution provider in use.
@@ -194,61 +198,6 @@ fn builder(threads: Option<usize>) -> Result<ort::session::builder::SessionBuild
     Ok(b)
 }
 
-/// Reads a diffusers `scheduler_config.json` (or the `elbo.schedule` metadata).
-pub fn schedule_from_diffusers(text: &str, what: &str) -> Result<ScheduleConfig> {
-    use serde_json::Value;
-    let v: Value = serde_json::from_str(text).map_err(|e| input(format!("{what}: not JSON ({e})")))?;
-    let obj = v.as_object().ok_or_else(|| input(format!("{what}: expected a JSON object")))?;
-    // a present key of the wrong type is an error, never a default
-    let typed = |k: &str, want: &str, ok: fn(&Value) -> bool| -> Result<Option<&Value>> {
-        match obj.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(x) if ok(x) => Ok(Some(x)),
-            Some(x) => Err(input(format!("{what}: {k} should be {want}, found {x}"))),
-        }
-    };
-    let num = |k: &str, d: f64| -> Result<f64> {
-        let x = typed(k, "a finite number", |x| x.as_f64().is_some_and(f64::is_finite))?;
-        Ok(x.and_then(Value::as_f64).unwrap_or(d))
-    };
-    let betas_ok = |x: &Value| {
-        x.as_array().is_some_and(|a| {
-            !a.is_empty() && a.iter().all(|b| b.as_f64().is_some_and(|b| b > 0.0 && b < 1.0 && b.is_finite()))
-        })
-    };
-    let trained_betas: Option<Vec<f64>> = typed("trained_betas", "a list of betas in (0, 1)", betas_ok)?
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_f64).collect());
-    let timesteps = typed("num_train_timesteps", "a positive whole number", |x| x.as_u64().is_some_and(|t| t > 0))?
-        .and_then(Value::as_u64)
-        .or(trained_betas.as_ref().map(|b| b.len() as u64))
-        .unwrap_or(1000);
-    if let Some(b) = &trained_betas
-        && b.len() as u64 != timesteps
-    {
-        return Err(input(format!("{what}: {} trained_betas for num_train_timesteps {timesteps}", b.len())));
-    }
-    if timesteps > crate::MAX_STEPS as u64 {
-        return Err(input(format!("{what}: num_train_timesteps {timesteps} is above {}", crate::MAX_STEPS)));
-    }
-    Ok(ScheduleConfig {
-        name: match typed("beta_schedule", "a string", Value::is_string)?.and_then(Value::as_str) {
-            None => ScheduleKind::Linear,
-            Some(n) => ScheduleKind::from_name(n)
-                .filter(|k| !k.is_continuous())
-                .ok_or_else(|| input(format!("{what}: beta_schedule '{n}' is not one elbo knows")))?,
-        },
-        timesteps: timesteps as usize,
-        beta_start: num("beta_start", 1e-4)?,
-        beta_end: num("beta_end", 0.02)?,
-        zero_terminal_snr: typed("rescale_betas_zero_snr", "true or false", Value::is_boolean)?
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
-        log_snr_range: None,
-        trained_betas,
-    })
-}
-
 /// The keys of elbo's ONNX metadata.
 pub const METADATA_KEYS: [&str; 4] = ["elbo.prediction", "elbo.schedule", "elbo.normalization", "elbo.classes"];
 
@@ -263,6 +212,8 @@ pub struct Metadata {
     pub normalization: Option<Normalization>,
     /// The number of classes (0: unconditional).
     pub classes: usize,
+    /// What the scheduler config says of sampling.
+    pub sampling: SamplerDefaults,
 }
 
 impl Metadata {
@@ -278,24 +229,39 @@ impl Metadata {
         let bad = |what: String| input(format!("--model {}: {what}", path.display()));
         let class = has_class.then_some(());
         let get = |k: &str| meta.get(k).cloned();
-        let prediction_name = o.prediction.clone().or_else(|| get("elbo.prediction")).ok_or_else(|| {
-            bad("says nothing of its prediction (no elbo.prediction metadata): give --prediction eps|x0|v".into())
-        })?;
-        let prediction = Prediction::from_name(&prediction_name)
-            .map_err(|_| input(format!("--prediction: expected eps, x0 or v, found '{prediction_name}'")))?;
-        let schedule = match &o.scheduler_config {
+        let config = match &o.scheduler_config {
             Some(p) => {
                 // diffusers users name the folder: its scheduler_config.json
                 let p = &if p.is_dir() { p.join("scheduler_config.json") } else { p.clone() };
                 let text = std::fs::read_to_string(p)
                     .map_err(|e| input(format!("--scheduler-config {}: {e}", p.display())))?;
-                Some(schedule_from_diffusers(&text, &format!("--scheduler-config {}", p.display()))?)
+                Some(scheduler::read(&text, &format!("--scheduler-config {}", p.display()), Origin::Diffusers)?)
             }
             None => match get("elbo.schedule") {
-                Some(text) => Some(schedule_from_diffusers(&text, "elbo.schedule metadata")?),
+                Some(text) => Some(scheduler::read(&text, "elbo.schedule metadata", Origin::Elbo)?),
                 None => None,
             },
         };
+        // --prediction, else the config's prediction_type, else elbo.prediction, else diffusers'
+        // default (epsilon) where a diffusers config was given
+        let prediction =
+            match (&o.prediction, config.as_ref().and_then(|c| c.sampling.prediction), get("elbo.prediction")) {
+                (Some(name), _, _) => Prediction::from_name(name)
+                    .map_err(|_| input(format!("--prediction: expected eps, x0 or v, found '{name}'")))?,
+                (None, Some(p), _) => p,
+                (None, None, Some(name)) => Prediction::from_name(&name)
+                    .map_err(|_| bad(format!("elbo.prediction metadata '{name}' is not eps, x0, v or score")))?,
+                (None, None, None) if o.scheduler_config.is_some() => Prediction::Eps,
+                (None, None, None) => {
+                    return Err(bad(
+                        "says nothing of its prediction (no elbo.prediction metadata): give --prediction eps|x0|v \
+                     or --scheduler-config with its prediction_type"
+                            .into(),
+                    ));
+                }
+            };
+        let sampling = config.as_ref().map(|c| c.sampling).unwrap_or_default();
+        let schedule = config.map(|c| c.schedule);
         let normalization: Option<Normalization> = match get("elbo.normalization") {
             Some(t) => Some(
                 serde_json::from_str(&t).map_err(|e| bad(format!("elbo.normalization metadata is not valid ({e})")))?,
@@ -335,7 +301,7 @@ impl Metadata {
             }
             (None, None) => 0,
         };
-        Ok(Metadata { prediction, schedule, normalization, classes })
+        Ok(Metadata { prediction, schedule, normalization, classes, sampling })
     }
 }
 
@@ -488,7 +454,7 @@ impl OnnxDenoiser {
             let m = session.metadata().map_err(ort_err)?;
             METADATA_KEYS.into_iter().filter_map(|k| m.custom(k).map(|v| (k.to_string(), v))).collect()
         };
-        let Metadata { prediction, schedule, normalization, classes } =
+        let Metadata { prediction, schedule, normalization, classes, sampling } =
             Metadata::interpret(&meta, o, &shape, class.is_some(), path)?;
         let null_class = o.null_class.unwrap_or(classes as i64);
         Ok(OnnxDenoiser {
@@ -505,6 +471,7 @@ impl OnnxDenoiser {
             classes,
             null_class,
             schedule,
+            sampling,
             normalization,
             provider,
             labels: vec![],

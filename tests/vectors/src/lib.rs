@@ -27,7 +27,7 @@ use elbo_core::gaussian::{discretized_log_likelihood, kl, log_density, log_norma
 use elbo_core::gmm::{GaussianMixture, OptimalDenoiser};
 use elbo_core::param::{Prediction, from_x0_eps, to_x0_eps};
 use elbo_core::rng::{fill_standard_normal, standard_normal, uniform_f32, uniform_f64};
-use elbo_core::sampler::{AnnealedLangevin, ClassifierFree, ClassifierGuided, Ddim, Ddpm, Spacing, Timesteps};
+use elbo_core::sampler::{AnnealedLangevin, ClassifierFree, ClassifierGuided, Clip, Ddim, Ddpm, Spacing, Timesteps};
 use elbo_core::schedule::{BetaSchedule, CosineLogSnr, LinearGamma, LogSnrSchedule, Schedule, Step, stride};
 use elbo_core::timesteps::{LossSecondMomentResampler, TimeSampling};
 use elbo_core::weighting::Weighting;
@@ -419,7 +419,7 @@ fn samplers<W: Write>(o: &mut Out<'_, W>) {
     {
         let (mut x, mut rng) = fresh(3);
         let ts = Timesteps::new(Spacing::Linspace, 100, T, 0).ok();
-        let r = Ddpm { timesteps: ts, clip: Some(3.0), ..Ddpm::default() }.sample(
+        let r = Ddpm { timesteps: ts, clip: Clip::Range(3.0), ..Ddpm::default() }.sample(
             &mut den,
             &s,
             &mut x,

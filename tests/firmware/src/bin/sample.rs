@@ -16,7 +16,7 @@ use elbo_core::denoiser::{Condition, Denoiser, NoiseLevel};
 use elbo_core::elbo::ReverseVariance;
 use elbo_core::mlp::ModelBlob;
 use elbo_core::rng::fill_standard_normal;
-use elbo_core::sampler::{Sigma, ddpm_sigma, ddpm_update};
+use elbo_core::sampler::{Clip, Sigma, ddpm_sigma, ddpm_update};
 use elbo_core::schedule::stride;
 use rand_core::SeedableRng;
 
@@ -108,7 +108,7 @@ fn run(out: &mut Stdout, count_steps: Option<usize>) -> i32 {
             return 1;
         }
         let Ok(sigma) = ddpm_sigma(&step, ReverseVariance::Small) else { return 1 };
-        if ddpm_update(&step, den.prediction(), scratch, x, Sigma::Fixed(sigma), None, || {
+        if ddpm_update(&step, den.prediction(), scratch, x, Sigma::Fixed(sigma), Clip::Off, || {
             elbo_core::rng::standard_normal(&mut rng)
         })
         .is_err()

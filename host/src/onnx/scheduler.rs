@@ -1,0 +1,330 @@
+//! diffusers' scheduler config (`scheduler_config.json`, or elbo's `elbo.schedule` metadata),
+//! read with diffusers' meanings and defaults (`DDIMScheduler`, `DDPMScheduler`):
+//!
+//! | key | meaning in elbo | diffusers' default |
+//! |---|---|---|
+//! | `num_train_timesteps`, `beta_start`, `beta_end`, `beta_schedule`, `trained_betas`, `rescale_betas_zero_snr` | the schedule | 1000, 1e-4, 0.02, linear, none, false |
+//! | `prediction_type` | `--prediction` (`epsilon`, `sample`, `v_prediction`) | epsilon |
+//! | `_class_name` | `--sampler` (`DDIMScheduler`: ddim, `DDPMScheduler`: ddpm) | |
+//! | `timestep_spacing`, `steps_offset` | `--spacing`, the offset of `leading` | leading, 0 |
+//! | `set_alpha_to_one` | DDIM's last step goes to `abar = 1` (else to `abar_1`) | true |
+//! | `clip_sample`, `clip_sample_range` | `--clip R` | true, 1.0 |
+//! | `thresholding`, `dynamic_thresholding_ratio`, `sample_max_value` | `--clip dynamic:RATIO:MAX` (Imagen's dynamic thresholding; before `clip_sample`) | false, 0.995, 1.0 |
+//! | `variance_type` | DDPM's `--variance` (`fixed_small[_log]`: small, `fixed_large[_log]`: large, `learned_range`: learned) | fixed_small |
+//!
+//! A flag overrides the config. A key of the wrong type is an error; a key elbo does not use is
+//! named once in a note. elbo's own `elbo.schedule` metadata from before these keys were written
+//! leaves what it does not say to elbo's defaults (trailing spacing, no clipping), as the model
+//! was exported to be run.
+
+use elbo_core::Prediction;
+use elbo_core::sampler::Clip;
+use serde_json::Value;
+
+use crate::checkpoint::ScheduleConfig;
+use crate::error::{Result, input};
+use crate::kinds::{SamplerKind, ScheduleKind, SpacingKind, VarianceChoice};
+
+/// Whose defaults fill the keys a config leaves out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A diffusers `scheduler_config.json`: diffusers' defaults.
+    Diffusers,
+    /// elbo's `elbo.schedule` metadata: elbo's (it writes every key since this version).
+    Elbo,
+}
+
+/// The sampling settings a scheduler config gives (`None`: it leaves them to the flags and
+/// elbo's defaults).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplerDefaults {
+    /// The sampler its `_class_name` names.
+    pub sampler: Option<SamplerKind>,
+    /// Its `prediction_type`, where it gives one.
+    pub prediction: Option<Prediction>,
+    /// Its `timestep_spacing`.
+    pub spacing: Option<SpacingKind>,
+    /// Its `steps_offset` (of the `leading` spacing).
+    pub steps_offset: usize,
+    /// Its `set_alpha_to_one` (DDIM's last step).
+    pub set_alpha_to_one: bool,
+    /// Its `thresholding` or `clip_sample`.
+    pub clip: Option<Clip>,
+    /// Its `variance_type` (DDPM's reverse variance).
+    pub variance: Option<VarianceChoice>,
+}
+
+impl Default for SamplerDefaults {
+    /// Nothing said: elbo's defaults apply.
+    fn default() -> Self {
+        SamplerDefaults {
+            sampler: None,
+            prediction: None,
+            spacing: None,
+            steps_offset: 0,
+            set_alpha_to_one: true,
+            clip: None,
+            variance: None,
+        }
+    }
+}
+
+/// A scheduler config: the schedule and the sampling settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchedulerConfig {
+    /// The noise schedule.
+    pub schedule: ScheduleConfig,
+    /// The sampling settings.
+    pub sampling: SamplerDefaults,
+}
+
+/// The keys elbo reads; every other one is named in a note.
+const KNOWN: [&str; 19] = [
+    "_class_name",
+    "_diffusers_version",
+    "num_train_timesteps",
+    "beta_start",
+    "beta_end",
+    "beta_schedule",
+    "trained_betas",
+    "rescale_betas_zero_snr",
+    "prediction_type",
+    "timestep_spacing",
+    "steps_offset",
+    "set_alpha_to_one",
+    "clip_sample",
+    "clip_sample_range",
+    "thresholding",
+    "dynamic_thresholding_ratio",
+    "sample_max_value",
+    "variance_type",
+    "timestep_type",
+];
+
+/// diffusers' `prediction_type` names.
+pub fn prediction_from_diffusers(name: &str) -> Option<Prediction> {
+    match name {
+        "epsilon" => Some(Prediction::Eps),
+        "sample" => Some(Prediction::X0),
+        "v_prediction" => Some(Prediction::V),
+        _ => None,
+    }
+}
+
+/// Reads a scheduler config `text`; `what` names it in messages (`--scheduler-config FILE` or
+/// the metadata). Returns the keys elbo does not use as well, for one note.
+pub fn parse(text: &str, what: &str, origin: Origin) -> Result<(SchedulerConfig, Vec<String>)> {
+    let v: Value = serde_json::from_str(text).map_err(|e| input(format!("{what}: not JSON ({e})")))?;
+    let obj = v.as_object().ok_or_else(|| input(format!("{what}: expected a JSON object")))?;
+    // a present key of the wrong type is an error, never a default
+    let typed = |k: &str, want: &str, ok: fn(&Value) -> bool| -> Result<Option<&Value>> {
+        match obj.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(x) if ok(x) => Ok(Some(x)),
+            Some(x) => Err(input(format!("{what}: {k} should be {want}, found {x}"))),
+        }
+    };
+    let num = |k: &str, d: f64| -> Result<f64> {
+        let x = typed(k, "a finite number", |x| x.as_f64().is_some_and(f64::is_finite))?;
+        Ok(x.and_then(Value::as_f64).unwrap_or(d))
+    };
+    let boolean = |k: &str| -> Result<Option<bool>> {
+        Ok(typed(k, "true or false", Value::is_boolean)?.and_then(Value::as_bool))
+    };
+    let string =
+        |k: &str| -> Result<Option<&str>> { Ok(typed(k, "a string", Value::is_string)?.and_then(Value::as_str)) };
+    let unknown = |k: &str, found: &str, expected: &str| {
+        input(format!("{what}: {k} '{found}' is not one elbo knows ({expected})"))
+    };
+
+    // the schedule
+    let betas_ok = |x: &Value| {
+        x.as_array().is_some_and(|a| {
+            !a.is_empty() && a.iter().all(|b| b.as_f64().is_some_and(|b| b > 0.0 && b < 1.0 && b.is_finite()))
+        })
+    };
+    let trained_betas: Option<Vec<f64>> = typed("trained_betas", "a list of betas in (0, 1)", betas_ok)?
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_f64).collect());
+    let timesteps = typed("num_train_timesteps", "a positive whole number", |x| x.as_u64().is_some_and(|t| t > 0))?
+        .and_then(Value::as_u64)
+        .or(trained_betas.as_ref().map(|b| b.len() as u64))
+        .unwrap_or(1000);
+    if let Some(b) = &trained_betas
+        && b.len() as u64 != timesteps
+    {
+        return Err(input(format!("{what}: {} trained_betas for num_train_timesteps {timesteps}", b.len())));
+    }
+    if timesteps > crate::MAX_STEPS as u64 {
+        return Err(input(format!("{what}: num_train_timesteps {timesteps} is above {}", crate::MAX_STEPS)));
+    }
+    let schedule = ScheduleConfig {
+        name: match string("beta_schedule")? {
+            None => ScheduleKind::Linear,
+            Some(n) => ScheduleKind::from_name(n)
+                .filter(|k| !k.is_continuous())
+                .ok_or_else(|| unknown("beta_schedule", n, "linear, scaled_linear, squaredcos_cap_v2, ..."))?,
+        },
+        timesteps: timesteps as usize,
+        beta_start: num("beta_start", 1e-4)?,
+        beta_end: num("beta_end", 0.02)?,
+        zero_terminal_snr: boolean("rescale_betas_zero_snr")?.unwrap_or(false),
+        log_snr_range: None,
+        trained_betas,
+    };
+
+    // sampling
+    let diffusers = origin == Origin::Diffusers;
+    let sampler = match string("_class_name")? {
+        Some("DDIMScheduler") => Some(SamplerKind::Ddim),
+        Some("DDPMScheduler") => Some(SamplerKind::Ddpm),
+        _ => None,
+    };
+    let prediction = match string("prediction_type")? {
+        None => None,
+        Some(p) => Some(
+            prediction_from_diffusers(p)
+                .ok_or_else(|| unknown("prediction_type", p, "epsilon, sample or v_prediction"))?,
+        ),
+    };
+    let spacing = match string("timestep_spacing")? {
+        None => diffusers.then_some(SpacingKind::Leading),
+        Some("leading") => Some(SpacingKind::Leading),
+        Some("trailing") => Some(SpacingKind::Trailing),
+        Some("linspace") => Some(SpacingKind::Linspace),
+        Some(s) => return Err(unknown("timestep_spacing", s, "leading, trailing or linspace")),
+    };
+    let steps_offset =
+        typed("steps_offset", "a whole number", |x| x.as_u64().is_some())?.and_then(Value::as_u64).unwrap_or(0);
+    if steps_offset >= timesteps {
+        return Err(input(format!("{what}: steps_offset {steps_offset} is not below num_train_timesteps {timesteps}")));
+    }
+    let set_alpha_to_one = boolean("set_alpha_to_one")?.unwrap_or(true);
+    let clip = if boolean("thresholding")? == Some(true) {
+        let ratio = num("dynamic_thresholding_ratio", 0.995)?;
+        let max = num("sample_max_value", 1.0)?;
+        Some(
+            Clip::Dynamic { ratio: ratio as f32, max: max as f32 }
+                .check()
+                .map_err(|_| input(format!("{what}: thresholding needs dynamic_thresholding_ratio in [0, 1] and sample_max_value >= 1, found {ratio} and {max}")))?,
+        )
+    } else {
+        match boolean("clip_sample")?.or(diffusers.then_some(true)) {
+            None => None,
+            Some(false) => Some(Clip::Off),
+            Some(true) => {
+                let r = num("clip_sample_range", 1.0)?;
+                Some(Clip::Range(r as f32).check().map_err(|_| {
+                    input(format!("{what}: clip_sample_range should be a finite number > 0, found {r}"))
+                })?)
+            }
+        }
+    };
+    let variance = match string("variance_type")? {
+        None => diffusers.then_some(VarianceChoice::Small),
+        Some("fixed_small" | "fixed_small_log") => Some(VarianceChoice::Small),
+        Some("fixed_large" | "fixed_large_log") => Some(VarianceChoice::Large),
+        Some("learned_range") => Some(VarianceChoice::Learned),
+        Some(v) => {
+            return Err(unknown(
+                "variance_type",
+                v,
+                "fixed_small, fixed_small_log, fixed_large, fixed_large_log or learned_range",
+            ));
+        }
+    };
+    let ignored = obj.keys().filter(|k| !KNOWN.contains(&k.as_str())).cloned().collect();
+    let sampling = SamplerDefaults {
+        sampler,
+        prediction,
+        spacing,
+        steps_offset: steps_offset as usize,
+        set_alpha_to_one,
+        clip,
+        variance,
+    };
+    Ok((SchedulerConfig { schedule, sampling }, ignored))
+}
+
+/// Reads a scheduler config and names the keys elbo does not use in one note.
+pub fn read(text: &str, what: &str, origin: Origin) -> Result<SchedulerConfig> {
+    let (c, ignored) = parse(text, what, origin)?;
+    if !ignored.is_empty() {
+        crate::note!("note: {what}: elbo does not use {}", ignored.join(", "));
+    }
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn diffusers(text: &str) -> Result<(SchedulerConfig, Vec<String>)> {
+        parse(text, "cfg", Origin::Diffusers)
+    }
+
+    #[test]
+    fn diffusers_defaults_apply_to_a_diffusers_config() {
+        let (c, ignored) = diffusers(r#"{"_class_name": "DDIMScheduler"}"#).unwrap();
+        assert!(ignored.is_empty());
+        let s = c.sampling;
+        assert_eq!(s.sampler, Some(SamplerKind::Ddim));
+        assert_eq!(s.prediction, None);
+        assert_eq!(s.spacing, Some(SpacingKind::Leading));
+        assert_eq!(s.clip, Some(Clip::Range(1.0)));
+        assert_eq!(s.variance, Some(VarianceChoice::Small));
+        assert!(s.set_alpha_to_one);
+        assert_eq!((c.schedule.timesteps, c.schedule.name), (1000, ScheduleKind::Linear));
+    }
+
+    #[test]
+    fn elbo_metadata_leaves_unsaid_keys_to_elbo() {
+        let (c, _) = parse(r#"{"num_train_timesteps": 100}"#, "m", Origin::Elbo).unwrap();
+        assert_eq!(c.sampling, SamplerDefaults::default());
+        assert_eq!(c.schedule.timesteps, 100);
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let (c, ignored) = diffusers(
+            r#"{"_class_name": "DDPMScheduler", "_diffusers_version": "0.42.1", "prediction_type": "v_prediction",
+                "timestep_spacing": "leading", "steps_offset": 1, "set_alpha_to_one": false, "clip_sample": true,
+                "clip_sample_range": 2.5, "variance_type": "fixed_large", "beta_schedule": "scaled_linear",
+                "beta_start": 0.00085, "beta_end": 0.012, "skip_prk_steps": true, "solver_order": 2}"#,
+        )
+        .unwrap();
+        let s = c.sampling;
+        assert_eq!(s.sampler, Some(SamplerKind::Ddpm));
+        assert_eq!(s.prediction, Some(Prediction::V));
+        assert_eq!((s.steps_offset, s.set_alpha_to_one), (1, false));
+        assert_eq!(s.clip, Some(Clip::Range(2.5)));
+        assert_eq!(s.variance, Some(VarianceChoice::Large));
+        assert_eq!(c.schedule.name, ScheduleKind::ScaledLinear);
+        assert_eq!((c.schedule.beta_start, c.schedule.beta_end), (0.00085, 0.012));
+        assert_eq!(ignored, ["skip_prk_steps", "solver_order"]);
+        // thresholding comes before clip_sample, as in diffusers' step()
+        let (c, _) =
+            diffusers(r#"{"thresholding": true, "dynamic_thresholding_ratio": 0.9, "sample_max_value": 3.0}"#).unwrap();
+        assert_eq!(c.sampling.clip, Some(Clip::Dynamic { ratio: 0.9, max: 3.0 }));
+        let (c, _) = diffusers(r#"{"clip_sample": false, "timestep_spacing": "trailing"}"#).unwrap();
+        assert_eq!((c.sampling.clip, c.sampling.spacing), (Some(Clip::Off), Some(SpacingKind::Trailing)));
+    }
+
+    #[test]
+    fn a_wrong_type_or_an_unknown_value_is_an_error_naming_the_key() {
+        for (text, key) in [
+            (r#"{"clip_sample": "yes"}"#, "clip_sample"),
+            (r#"{"steps_offset": -1}"#, "steps_offset"),
+            (r#"{"steps_offset": 1000}"#, "steps_offset"),
+            (r#"{"prediction_type": "eps"}"#, "prediction_type"),
+            (r#"{"timestep_spacing": "uniform"}"#, "timestep_spacing"),
+            (r#"{"variance_type": "learned"}"#, "variance_type"),
+            (r#"{"clip_sample_range": 0}"#, "clip_sample_range"),
+            (r#"{"thresholding": true, "sample_max_value": 0.5}"#, "thresholding"),
+            (r#"{"beta_schedule": "karras"}"#, "beta_schedule"),
+        ] {
+            let e = diffusers(text).unwrap_err().to_string();
+            assert!(e.starts_with("cfg: ") && e.contains(key), "{text}: {e}");
+        }
+    }
+}
