@@ -65,6 +65,19 @@ fn unet_training_on_digits_lowers_the_bound() {
     assert_eq!((r["bound"].as_str(), r["times"].as_u64()), (Some("continuous"), Some(20)));
     assert!(r["estimator"].is_null() && r["variance"].is_null(), "{r}");
     assert!(String::from_utf8_lossy(&o.stderr).contains("diffusion loss, t in (0, 1)"));
+    // sample quality by default where it is cheap: for images, 200 samples by 50 DDIM steps,
+    // announced with an estimate of its time
+    let o = elbo()
+        .args(["eval", "--data", "digits", "--split", "test", "--n", "40", "--times", "4", "--json", "--model"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((r["mmd_samples"].as_u64(), r["mmd_sampler"].as_str()), (Some(200), Some("ddim-50")), "{r}");
+    assert!(r["mmd"].as_f64().is_some_and(f64::is_finite), "{r}");
+    assert!(err.contains("MMD: 200 samples by ddim 50 steps, about"), "{err}");
     // samples come out as images, and the plot is an image grid
     let s = dir.path().join("s.npy");
     elbo()

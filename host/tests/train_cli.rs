@@ -279,6 +279,8 @@ fn learned_variance_model_runs_end_to_end() {
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["variance"], "learned");
     assert!(r["neg_elbo_nats"].as_f64().unwrap().is_finite());
+    // flat vectors: the MMD's samples by DDPM over every step
+    assert_eq!((r["mmd_samples"].as_u64(), r["mmd_sampler"].as_str()), (Some(50), Some("ddpm-1000")), "{r}");
     let samples = dir.path().join("s.csv");
     elbo().args(["sample", "--model"]).arg(&model).args(["--n", "20", "--out"]).arg(&samples).assert().success();
     assert_eq!(std::fs::read_to_string(&samples).unwrap().lines().count(), 21);

@@ -49,9 +49,14 @@ pub struct EvalArgs {
     /// Continuous-time models: stratified times of the diffusion loss's estimate.
     #[arg(long, default_value_t = 200)]
     pub times: usize,
-    /// Samples drawn (DDPM, all T steps) for the MMD against the data (0: skip).
-    #[arg(long, default_value_t = 2000)]
-    pub mmd_samples: usize,
+    /// Samples drawn for the MMD against the data (0: skip). Default: 2000 for flat vectors,
+    /// 200 for images (a U-Net's thousand steps per sample are not cheap).
+    #[arg(long)]
+    pub mmd_samples: Option<usize>,
+    /// The sampler of the MMD's samples. Default: ddpm over all T steps for flat vectors, ddim
+    /// with 50 steps for images.
+    #[arg(long, value_enum)]
+    pub mmd_sampler: Option<crate::kinds::SamplerKind>,
     /// One JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -96,6 +101,10 @@ pub struct EvalReport {
     pub mmd_data: Option<f64>,
     /// The kernel bandwidth of the MMD.
     pub mmd_bandwidth: Option<f64>,
+    /// The number of samples of the MMD.
+    pub mmd_samples: Option<usize>,
+    /// How they were drawn: `ddpm-T` or `ddim-K` (K steps).
+    pub mmd_sampler: Option<String>,
     /// Exact negative log-likelihood (Gaussian mixtures).
     pub exact_nll_nats: Option<f64>,
     /// The bound: `discrete` (the `T`-step sum) or `continuous` (VDM's continuous-time one).
@@ -109,9 +118,13 @@ pub struct EvalReport {
     pub times: Option<usize>,
 }
 
-use crate::evaluate::{bound, continuous_bound, samples, vae_bound};
+use crate::evaluate::{bound, continuous_bound, vae_bound};
+use crate::kinds::SamplerKind;
 use crate::progress::{Progress, Ticking};
+use crate::sampling::SamplerOptions;
 use elbo_core::NoiseSchedule;
+use elbo_core::denoiser::Condition;
+use elbo_core::rng::fill_standard_normal;
 
 /// `elbo eval` of a VAE or HVAE checkpoint: its own bound (16 draws per example).
 fn eval_vae(a: &EvalArgs, c: &crate::checkpoint::Checkpoint, v: &crate::vae::Vae) -> Result<()> {
@@ -234,7 +247,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     let spec = DataSpec::parse(&a.data)?.with_split(a.split);
     let dim_guess = spec.mixture().map_or(2, |m| m.dim());
     crate::io::check_memory("--n", crate::io::product(&[a.n, dim_guess, 4]))?;
-    crate::io::check_memory("--mmd-samples", crate::io::product(&[a.mmd_samples, dim_guess, 4]))?;
+    crate::io::check_memory("--mmd-samples", crate::io::product(&[a.mmd_samples.unwrap_or(0), dim_guess, 4]))?;
     let dir = std::path::Path::new(&a.model);
     if dir.join("config.json").is_file() {
         let c = crate::checkpoint::Checkpoint::load(dir, false)?;
@@ -261,7 +274,17 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     let mut z = data.x.clone();
     normalization.apply(&mut z);
     let mut rng = Pcg32::seed_from_u64(a.seed);
-    let n_mmd = a.mmd_samples;
+    // sample quality by default only where it is cheap: every step for flat vectors, a few
+    // DDIM steps and fewer samples for images
+    let image = source.shape().len() == 3;
+    let n_mmd = a.mmd_samples.unwrap_or(if image { 200 } else { 2000 });
+    crate::io::check_memory("--mmd-samples", crate::io::product(&[n_mmd, dim, 4]))?;
+    let mmd_sampler = SamplerOptions {
+        sampler: a.mmd_sampler.unwrap_or(if image { SamplerKind::Ddim } else { SamplerKind::Ddpm }),
+        ..SamplerOptions::default()
+    };
+    let mmd_calls = mmd_sampler.denoiser_calls(schedule.steps());
+    let started = std::time::Instant::now();
     // the bound: VDM's continuous-time one for a continuous-time checkpoint, else the discrete one
     let continuous = match &source {
         Source::Trained(t) => t.continuous().transpose()?,
@@ -283,8 +306,20 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         }
     };
     let mut generated = if n_mmd > 0 {
-        let progress = Progress::new(&format!("{n_mmd} samples for the MMD"), schedule.steps() as u64, "steps");
-        Some(samples(&mut Ticking { inner: &mut source, progress: &progress }, schedule.as_ref(), n_mmd, &mut rng)?)
+        // its time, estimated from the bound's (model calls of the same batch size)
+        let bound_calls = (if is_continuous { a.times } else { schedule.steps() } * data.len()) as f64;
+        let estimate = started.elapsed().as_secs_f64() * (mmd_calls * n_mmd as u64) as f64 / bound_calls;
+        crate::note!(
+            "MMD: {n_mmd} samples by {} {mmd_calls} steps, about {} (--mmd-samples 0 skips it)",
+            mmd_sampler.sampler,
+            crate::progress::human_duration(std::time::Duration::from_secs_f64(estimate))
+        );
+        let progress = Progress::new(&format!("{n_mmd} samples for the MMD"), mmd_calls, "steps");
+        let mut x = vec![0.0f32; n_mmd * dim];
+        fill_standard_normal(&mut rng, &mut x);
+        let mut den = Ticking { inner: &mut source, progress: &progress };
+        crate::sampling::sample(&mmd_sampler, &mut den, schedule.as_ref(), &mut x, Condition::Unconditional, &mut rng)?;
+        Some(x)
     } else {
         None
     };
@@ -333,6 +368,8 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         mmd,
         mmd_data,
         mmd_bandwidth: h,
+        mmd_samples: (n_mmd > 0).then_some(n_mmd),
+        mmd_sampler: (n_mmd > 0).then(|| format!("{}-{mmd_calls}", mmd_sampler.sampler)),
         exact_nll_nats: exact,
         bound: if is_continuous { "continuous" } else { "discrete" },
         estimator: (!is_continuous).then(|| a.estimator.to_string()),
