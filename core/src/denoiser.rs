@@ -84,6 +84,21 @@ pub trait Denoiser {
         variance.fill(0.0);
         self.predict(x, level, cond, out)
     }
+    /// Classifier-free guidance's pair (seed 004 eq. 170): the prediction under `cond` into
+    /// `out` and the unconditional one into `uncond`, for the same batch. The default makes two
+    /// calls; a model that runs a doubled batch in one call overrides it (the results must be
+    /// those of the two calls).
+    fn predict_pair(
+        &mut self,
+        x: &[f32],
+        level: NoiseLevel,
+        cond: Condition<'_>,
+        out: &mut [f32],
+        uncond: &mut [f32],
+    ) -> Result<(), Self::Error> {
+        self.predict(x, level, Condition::Unconditional, uncond)?;
+        self.predict(x, level, cond, out)
+    }
 }
 
 impl<D: Denoiser + ?Sized> Denoiser for &mut D {
@@ -118,6 +133,16 @@ impl<D: Denoiser + ?Sized> Denoiser for &mut D {
         variance: &mut [f32],
     ) -> Result<(), Self::Error> {
         (**self).predict_with_variance(x, level, cond, out, variance)
+    }
+    fn predict_pair(
+        &mut self,
+        x: &[f32],
+        level: NoiseLevel,
+        cond: Condition<'_>,
+        out: &mut [f32],
+        uncond: &mut [f32],
+    ) -> Result<(), Self::Error> {
+        (**self).predict_pair(x, level, cond, out, uncond)
     }
 }
 

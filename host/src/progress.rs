@@ -234,6 +234,19 @@ impl<D: Denoiser> Denoiser for Ticking<'_, D> {
         r
     }
 
+    fn predict_pair(
+        &mut self,
+        x: &[f32],
+        level: NoiseLevel,
+        cond: Condition<'_>,
+        out: &mut [f32],
+        uncond: &mut [f32],
+    ) -> core::result::Result<(), Self::Error> {
+        let r = self.inner.predict_pair(x, level, cond, out, uncond);
+        self.progress.inc(1);
+        r
+    }
+
     fn has_variance(&self) -> bool {
         self.inner.has_variance()
     }

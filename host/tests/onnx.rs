@@ -75,6 +75,29 @@ fn exported_models_match_the_native_forward_pass() {
     assert_eq!(onnx.classes(), 2);
     let labels: Vec<u32> = (0..37).map(|i| i % 2).collect();
     compare(&mut cond, &mut onnx, Some(&labels));
+
+    // Classifier-free guidance runs the pair in one call of 2N (the batch axis is dynamic),
+    // with the results of two calls of N.
+    use elbo_core::sampler::ClassifierFree;
+    let sched = cond.schedule().unwrap();
+    let level = NoiseLevel::of(&sched.step(300).unwrap());
+    let x: Vec<f32> = (0..2 * 37).map(|i| ((i as f32) * 0.37).sin() * 1.5).collect();
+    let (mut c, mut u, mut want) = (vec![0.0f32; x.len()], vec![0.0f32; x.len()], vec![0.0f32; x.len()]);
+    onnx.predict(&x, level, Condition::Class(&labels), &mut c).unwrap();
+    onnx.predict(&x, level, Condition::Unconditional, &mut u).unwrap();
+    for ((w, c), u) in want.iter_mut().zip(&c).zip(&u) {
+        *w = 3.0 * c + (1.0 - 3.0) * u;
+    }
+    let calls = onnx.calls;
+    let mut buf = vec![0.0f32; x.len()];
+    let mut got = vec![0.0f32; x.len()];
+    ClassifierFree::new(&mut onnx, 3.0, &mut buf)
+        .unwrap()
+        .predict(&x, level, Condition::Class(&labels), &mut got)
+        .unwrap();
+    assert_eq!(onnx.calls, calls + 1, "guidance made more than one call");
+    let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs() / (1.0 + b.abs())).fold(0.0f32, f32::max);
+    assert!(worst < 1e-6, "one call of 2N differs from two calls by {worst}");
 }
 
 #[test]

@@ -86,14 +86,17 @@ impl<D: Denoiser> ClassifierFree<'_, D> {
         if cond == Condition::Unconditional {
             return Err(Error::InvalidParameter { name: "guidance", reason: "a class label to guide towards" }.into());
         }
-        if self.gamma != 1.0 {
-            let uncond =
-                self.scratch.get_mut(..x.len()).ok_or(Error::DimensionMismatch { expected: x.len(), got: 0 })?;
-            self.inner.predict(x, level, Condition::Unconditional, uncond).map_err(RunError::Model)?;
-        }
-        match variance {
-            Some(v) => self.inner.predict_with_variance(x, level, cond, out, v),
-            None => self.inner.predict(x, level, cond, out),
+        let uncond = self.scratch.get_mut(..x.len()).ok_or(Error::DimensionMismatch { expected: x.len(), got: 0 })?;
+        match (variance, self.gamma != 1.0) {
+            (Some(v), guided) => {
+                if guided {
+                    self.inner.predict(x, level, Condition::Unconditional, uncond).map_err(RunError::Model)?;
+                }
+                self.inner.predict_with_variance(x, level, cond, out, v)
+            }
+            // both predictions at once where the model can (one call of 2N)
+            (None, true) => self.inner.predict_pair(x, level, cond, out, uncond),
+            (None, false) => self.inner.predict(x, level, cond, out),
         }
         .map_err(RunError::Model)?;
         if self.gamma == 1.0 {

@@ -134,6 +134,24 @@ impl elbo_core::Denoiser for Source {
         }
     }
 
+    fn predict_pair(
+        &mut self,
+        x: &[f32],
+        level: elbo_core::NoiseLevel,
+        cond: elbo_core::Condition<'_>,
+        out: &mut [f32],
+        uncond: &mut [f32],
+    ) -> Result<()> {
+        match self {
+            // one call of 2N where the ONNX model's batch axis is dynamic
+            Source::Onnx(o) => o.predict_pair(x, level, cond, out, uncond),
+            _ => {
+                self.predict(x, level, elbo_core::Condition::Unconditional, uncond)?;
+                self.predict(x, level, cond, out)
+            }
+        }
+    }
+
     fn has_variance(&self) -> bool {
         match self {
             Source::Trained(t) => t.has_variance(),

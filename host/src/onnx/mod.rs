@@ -188,6 +188,10 @@ pub struct OnnxDenoiser {
     labels: Vec<i64>,
     /// Time spent inside `Session::run` so far (for benchmarks).
     pub run_time: std::time::Duration,
+    /// `Session::run` calls so far.
+    pub calls: u64,
+    /// Whether the sample input's batch axis is dynamic (guidance then runs in one call of 2N).
+    batch_dynamic: bool,
 }
 
 fn builder(threads: Option<usize>) -> Result<ort::session::builder::SessionBuilder> {
@@ -379,6 +383,8 @@ impl OnnxDenoiser {
         let find = |name: &str| session.inputs().iter().find(|i| i.name() == name).map(|i| i.dtype().clone());
         let sample_ty = find(&o.input_sample)
             .ok_or_else(|| bad(format!("has no input '{}' (see --input-sample)", o.input_sample)))?;
+        let batch_dynamic =
+            matches!(&sample_ty, ValueType::Tensor { shape, .. } if shape.first().is_some_and(|&b| b <= 0));
         let shape = match &sample_ty {
             ValueType::Tensor { ty: TensorElementType::Float32, shape, .. } => {
                 let dims: Vec<i64> = shape.iter().copied().collect();
@@ -476,6 +482,8 @@ impl OnnxDenoiser {
             provider,
             labels: vec![],
             run_time: std::time::Duration::ZERO,
+            calls: 0,
+            batch_dynamic,
         })
     }
 }
@@ -497,11 +505,37 @@ impl Denoiser for OnnxDenoiser {
     }
 
     fn predict(&mut self, x: &[f32], level: NoiseLevel, cond: Condition<'_>, out: &mut [f32]) -> Result<()> {
+        self.run(x, level, &[cond], &mut [out])
+    }
+
+    /// One call of 2N (the batch, then the batch unconditionally) where the batch axis is
+    /// dynamic; two calls otherwise.
+    fn predict_pair(
+        &mut self,
+        x: &[f32],
+        level: NoiseLevel,
+        cond: Condition<'_>,
+        out: &mut [f32],
+        uncond: &mut [f32],
+    ) -> Result<()> {
+        if self.batch_dynamic {
+            self.run(x, level, &[cond, Condition::Unconditional], &mut [out, uncond])
+        } else {
+            self.run(x, level, &[Condition::Unconditional], &mut [uncond])?;
+            self.run(x, level, &[cond], &mut [out])
+        }
+    }
+}
+
+impl OnnxDenoiser {
+    /// One `Session::run` over the batch `x` repeated once per condition of `conds` (at one
+    /// noise level), the predictions into `outs` (one per condition).
+    fn run(&mut self, x: &[f32], level: NoiseLevel, conds: &[Condition<'_>], outs: &mut [&mut [f32]]) -> Result<()> {
         let d = self.dim();
-        let n = x.len() / d;
+        let n = x.len() / d * conds.len();
         let mut shape = vec![n as i64];
         shape.extend(self.shape.iter().map(|&s| s as i64));
-        let sample = Tensor::from_array((shape, x.to_vec())).map_err(ort_err)?;
+        let sample = Tensor::from_array((shape, x.repeat(conds.len()))).map_err(ort_err)?;
         let t0 = (level.t - 1) as i64;
         let (t_shape, count): (Vec<i64>, usize) = match self.timestep_shape {
             TimestepShape::PerExample => (vec![n as i64], n),
@@ -515,9 +549,11 @@ impl Denoiser for OnnxDenoiser {
         };
         if let Some(c) = &self.class {
             self.labels.clear();
-            match cond {
-                Condition::Unconditional => self.labels.resize(n, self.null_class),
-                Condition::Class(l) => self.labels.extend(l.iter().map(|&v| i64::from(v))),
+            for cond in conds {
+                match cond {
+                    Condition::Unconditional => self.labels.resize(self.labels.len() + x.len() / d, self.null_class),
+                    Condition::Class(l) => self.labels.extend(l.iter().map(|&v| i64::from(v))),
+                }
             }
             let (classes, null) = (self.classes as i64, self.null_class);
             if let Some(&l) = self.labels.iter().find(|&&l| l < 0 || (l >= classes && l != null)) {
@@ -544,17 +580,18 @@ impl Denoiser for OnnxDenoiser {
             ))
         })?;
         self.run_time += start.elapsed();
+        self.calls += 1;
         let value = outputs
             .get(&self.output)
             .ok_or_else(|| input(format!("--model {model}: the output '{}' is missing", self.output)))?;
         let (_, data) = value
             .try_extract_tensor::<f32>()
             .map_err(|e| input(format!("--model {model}: expected a float32 prediction output ({})", first_line(e))))?;
-        if data.len() != out.len() {
+        if data.len() != n * d {
             return Err(input(format!(
                 "--model {model}: the output has {} values for {} inputs (expected the prediction, shaped as the sample)",
                 data.len(),
-                out.len()
+                n * d
             )));
         }
         if let Some(i) = data.iter().position(|v| !v.is_finite()) {
@@ -565,7 +602,9 @@ impl Denoiser for OnnxDenoiser {
                 i / d.max(1)
             )));
         }
-        out.copy_from_slice(data);
+        for (o, part) in outs.iter_mut().zip(data.chunks(x.len())) {
+            o.copy_from_slice(part);
+        }
         Ok(())
     }
 }
