@@ -49,6 +49,34 @@ pub struct Grads {
     pub input: Option<Vec<f32>>,
 }
 
+/// Runs `f` compiled for the widest vector extension this x86-64 CPU has (AVX-512F, else
+/// AVX2), else as built (SSE2). Element-wise loops written with [`exp`] and [`sigmoid`] then use
+/// 16 or 8 lanes instead of 4. The arithmetic is the same IEEE operations in every case (no
+/// fused multiply-add is enabled), so the results are the same bits on every machine.
+#[inline(always)]
+pub(crate) fn wide<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        fn avx512<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        #[target_feature(enable = "avx2")]
+        fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked just above).
+            return unsafe { avx512(f) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            return unsafe { avx2(f) };
+        }
+    }
+    f()
+}
+
 /// `sigmoid(z) = 1 / (1 + e^-z)`, with [`exp`]; SiLU is `z sigmoid(z)` and its derivative
 /// `sigmoid(z) (1 + z (1 - sigmoid(z)))`.
 #[inline(always)]

@@ -10,7 +10,7 @@ use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2};
 
 use crate::nn::gemm::{gemm, gemm_new};
-use crate::nn::sigmoid;
+use crate::nn::{sigmoid, wide};
 
 /// Adds `bias` to every row of `y` (`rows x bias.len()`).
 fn add_bias(y: &mut [f32], bias: &[f32]) {
@@ -236,9 +236,25 @@ pub struct GroupNormCache {
 /// PyTorch's default epsilon of `GroupNorm`.
 pub const GN_EPS: f64 = 1e-5;
 
+/// The buffers of [`GroupNorm::stats`].
+struct Stats {
+    acc: Vec<f64>,
+    mean: Vec<f64>,
+    var: Vec<f64>,
+    m32: Vec<f32>,
+    r32: Vec<f32>,
+}
+
+impl Stats {
+    fn new(c: usize) -> Self {
+        Stats { acc: vec![0.0; c], mean: vec![0.0; c], var: vec![0.0; c], m32: vec![0.0; c], r32: vec![0.0; c] }
+    }
+}
+
 impl GroupNorm {
     /// Per-channel sums of `f(x)` over the pixels of one example (`x` is `pixels x c`), in
     /// f64, pixel by pixel (vectorised across channels).
+    #[inline(always)]
     fn channel_sums(&self, x: &[f32], f: impl Fn(usize, f32) -> f64, acc: &mut [f64]) {
         acc.iter_mut().for_each(|a| *a = 0.0);
         for row in x.chunks_exact(self.c) {
@@ -258,6 +274,32 @@ impl GroupNorm {
         }
     }
 
+    /// The mean and `1/sqrt(var + eps)` of each group of one example `xb` (`pixels x c`), per
+    /// channel (in f64, two passes, then rounded to f32), over `count` values per group.
+    fn stats(&self, xb: &[f32], count: f64, st: &mut Stats) {
+        wide(
+            #[inline(always)]
+            || {
+                self.channel_sums(xb, |_, v| f64::from(v), &mut st.acc);
+                self.group_spread(&st.acc, 1.0 / count, &mut st.mean);
+                let mean = &st.mean;
+                self.channel_sums(
+                    xb,
+                    |j, v| {
+                        let d = f64::from(v) - mean[j];
+                        d * d
+                    },
+                    &mut st.acc,
+                );
+            },
+        );
+        self.group_spread(&st.acc, 1.0 / count, &mut st.var);
+        for j in 0..self.c {
+            st.m32[j] = st.mean[j] as f32;
+            st.r32[j] = (1.0 / (st.var[j] + GN_EPS).sqrt()) as f32;
+        }
+    }
+
     /// The output of `x` (`n x pixels x c`), and the cache for backward.
     pub fn forward(&self, p: &[f32], x: &[f32], n: usize) -> (Vec<f32>, GroupNormCache) {
         let c = self.c;
@@ -268,35 +310,68 @@ impl GroupNorm {
         let mut xhat = Vec::with_capacity(x.len());
         let mut y = Vec::with_capacity(x.len());
         let mut rstd = vec![0.0f32; n * self.groups];
-        let (mut acc, mut mean, mut var) = (vec![0.0f64; c], vec![0.0f64; c], vec![0.0f64; c]);
-        let (mut m32, mut r32) = (vec![0.0f32; c], vec![0.0f32; c]);
+        let mut st = Stats::new(c);
         for b in 0..n {
             let xb = &x[b * pix * c..(b + 1) * pix * c];
-            self.channel_sums(xb, |_, v| f64::from(v), &mut acc);
-            self.group_spread(&acc, 1.0 / count, &mut mean);
-            self.channel_sums(
-                xb,
-                |j, v| {
-                    let d = f64::from(v) - mean[j];
-                    d * d
-                },
-                &mut acc,
-            );
-            self.group_spread(&acc, 1.0 / count, &mut var);
-            for j in 0..c {
-                m32[j] = mean[j] as f32;
-                r32[j] = (1.0 / (var[j] + GN_EPS).sqrt()) as f32;
-            }
+            self.stats(xb, count, &mut st);
+            let (m32, r32) = (&st.m32, &st.r32);
             for q in 0..self.groups {
                 rstd[b * self.groups + q] = r32[q * (c / self.groups)];
             }
             for row in xb.chunks_exact(c) {
                 let start = xhat.len();
-                xhat.extend(row.iter().zip(&m32).zip(&r32).map(|((&v, &m), &r)| (v - m) * r));
+                xhat.extend(row.iter().zip(m32).zip(r32).map(|((&v, &m), &r)| (v - m) * r));
                 y.extend(xhat[start..].iter().zip(gamma).zip(beta).map(|((&h, &g), &bt)| h * g + bt));
             }
         }
         (y, GroupNormCache { xhat, rstd })
+    }
+
+    /// `SiLU(GroupNorm(x))` for inference: the same arithmetic as [`GroupNorm::forward`] then
+    /// [`silu`] (so the same bits), in one pass over the output and without the cache.
+    pub fn forward_silu(&self, p: &[f32], x: &[f32], n: usize) -> Vec<f32> {
+        let c = self.c;
+        let pix = x.len() / (n * c);
+        let count = (pix * (c / self.groups)) as f64;
+        let gamma = &p[self.gamma..self.gamma + c];
+        let beta = &p[self.beta..self.beta + c];
+        let mut y = vec![0.0f32; x.len()];
+        let mut st = Stats::new(c);
+        for (xb, yb) in x.chunks_exact(pix * c).zip(y.chunks_exact_mut(pix * c)) {
+            self.stats(xb, count, &mut st);
+            // h = (v - m) r g + bt, in that order, then SiLU
+            let (m32, r32) = (&st.m32[..c], &st.r32[..c]);
+            wide(
+                #[inline(always)]
+                || {
+                    // blocks of 16 channels (one AVX-512 register), then the rest
+                    const L: usize = 16;
+                    let f = |v: f32, m: f32, r: f32, g: f32, b: f32| {
+                        let h = (v - m) * r * g + b;
+                        h * sigmoid(h)
+                    };
+                    for (row, out) in xb.chunks_exact(c).zip(yb.chunks_exact_mut(c)) {
+                        let mut j = 0;
+                        while j + L <= c {
+                            let v: &[f32; L] = row[j..j + L].try_into().expect("16");
+                            let m: &[f32; L] = m32[j..j + L].try_into().expect("16");
+                            let r: &[f32; L] = r32[j..j + L].try_into().expect("16");
+                            let g: &[f32; L] = gamma[j..j + L].try_into().expect("16");
+                            let b: &[f32; L] = beta[j..j + L].try_into().expect("16");
+                            let o: &mut [f32; L] = (&mut out[j..j + L]).try_into().expect("16");
+                            for k in 0..L {
+                                o[k] = f(v[k], m[k], r[k], g[k], b[k]);
+                            }
+                            j += L;
+                        }
+                        for k in j..c {
+                            out[k] = f(row[k], m32[k], r32[k], gamma[k], beta[k]);
+                        }
+                    }
+                },
+            );
+        }
+        y
     }
 
     /// Backward from `dy`: adds to `gamma`'s and `beta`'s gradients and returns `dx`
@@ -351,15 +426,23 @@ impl GroupNorm {
 
 /// `SiLU(x) = x sigmoid(x)`.
 pub fn silu(x: &[f32]) -> Vec<f32> {
-    x.iter().map(|&v| v * sigmoid(v)).collect()
+    wide(
+        #[inline(always)]
+        || x.iter().map(|&v| v * sigmoid(v)).collect(),
+    )
 }
 
 /// Turns `dy` into `dx` through the SiLU at `x`: `SiLU'(x) = sigmoid(x) (1 + x (1 - sigmoid(x)))`.
 pub fn silu_backward(x: &[f32], dy: &mut [f32]) {
-    for (d, &v) in dy.iter_mut().zip(x) {
-        let s = sigmoid(v);
-        *d *= s * (1.0 + v * (1.0 - s));
-    }
+    wide(
+        #[inline(always)]
+        || {
+            for (d, &v) in dy.iter_mut().zip(x) {
+                let s = sigmoid(v);
+                *d *= s * (1.0 + v * (1.0 - s));
+            }
+        },
+    )
 }
 
 /// Nearest-neighbour upsampling by 2 of `n x h*w x c` (PyTorch's `interpolate(scale_factor=2,

@@ -36,6 +36,10 @@ use super::Grads;
 /// count).
 pub const CHUNK: usize = 32;
 
+/// Examples per chunk of inference (fixed too): smaller, so that an im2col matrix stays in the
+/// allocator's reusable memory instead of fresh pages every call.
+pub const INFER_CHUNK: usize = 32;
+
 /// The architecture.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -363,14 +367,7 @@ impl ResBlock {
         let (y1, norm1) = self.norm1.forward(p, &x, n);
         let a1 = silu(&y1);
         let mut h1 = self.conv1.forward(p, &a1, n, h, w);
-        let eo = self.emb.forward(p, es);
-        let co = self.conv1.cout;
-        for (b, img) in h1.chunks_exact_mut(h * w * co).enumerate() {
-            let e = &eo[b * co..(b + 1) * co];
-            for px in img.chunks_exact_mut(co) {
-                px.iter_mut().zip(e).for_each(|(v, &a)| *v += a);
-            }
-        }
+        self.add_embedding(p, es, &mut h1, h * w);
         let (y2, norm2) = self.norm2.forward(p, &h1, n);
         let a2 = silu(&y2);
         let mut out = self.conv2.forward(p, &a2, n, h, w);
@@ -382,6 +379,40 @@ impl ResBlock {
             None => out.iter_mut().zip(&x).for_each(|(a, &v)| *a += v),
         }
         (out, ResCache { x, norm1, y1, a1, norm2, y2, a2 })
+    }
+
+    /// [`ResBlock::forward`] for inference: the same arithmetic (so the same bits) without the
+    /// cache, GroupNorm and SiLU fused, reading `x` in place.
+    fn infer(&self, p: &[f32], x: &[f32], n: usize, h: usize, w: usize, es: &[f32]) -> Vec<f32> {
+        let a1 = self.norm1.forward_silu(p, x, n);
+        let mut h1 = self.conv1.forward(p, &a1, n, h, w);
+        drop(a1);
+        self.add_embedding(p, es, &mut h1, h * w);
+        let a2 = self.norm2.forward_silu(p, &h1, n);
+        drop(h1);
+        let mut out = self.conv2.forward(p, &a2, n, h, w);
+        drop(a2);
+        match &self.skip {
+            Some(s) => {
+                let sk = s.forward(p, x, n, h, w);
+                out.iter_mut().zip(&sk).for_each(|(a, &v)| *a += v);
+            }
+            None => out.iter_mut().zip(x).for_each(|(a, &v)| *a += v),
+        }
+        out
+    }
+
+    /// Adds each example's projection of `SiLU(emb)` to every one of its `pixels` (the time,
+    /// and class, embedding in every block).
+    fn add_embedding(&self, p: &[f32], es: &[f32], h1: &mut [f32], pixels: usize) {
+        let eo = self.emb.forward(p, es);
+        let co = self.conv1.cout;
+        for (b, img) in h1.chunks_exact_mut(pixels * co).enumerate() {
+            let e = &eo[b * co..(b + 1) * co];
+            for px in img.chunks_exact_mut(co) {
+                px.iter_mut().zip(e).for_each(|(v, &a)| *v += a);
+            }
+        }
     }
 
     /// Backward from `dy`; adds to `des` (the gradient of `SiLU(emb)`) and returns `dx`.
@@ -471,20 +502,18 @@ impl UNet {
 
     /// The forward pass of one chunk: the output (`n x out`, the data's layout) and, when
     /// `keep`, the tape for backward.
-    fn forward_chunk(
+    /// The time (and class) embedding of a chunk: the time features, the first linear layer's
+    /// output and its SiLU, the embedding, and its SiLU (what every block reads).
+    #[allow(clippy::type_complexity)]
+    fn embed(
         &self,
         p: &[f32],
-        x: &[f32],
         tau: &[f32],
         labels: Option<&[u32]>,
-        keep: bool,
-    ) -> (Vec<f32>, Option<Tape>) {
-        let cfg = &self.cfg;
-        let parts = &self.parts;
-        let n = tau.len();
-        let (hh, ww) = (cfg.height, cfg.width);
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (cfg, parts) = (&self.cfg, &self.parts);
         let e = cfg.embed;
-        let mut te = vec![0.0f32; n * e];
+        let mut te = vec![0.0f32; tau.len() * e];
         for (row, &t) in te.chunks_exact_mut(e).zip(tau) {
             elbo_core::mlp::time_embedding(t, row);
         }
@@ -499,8 +528,97 @@ impl UNet {
             }
         }
         let es = silu(&emb);
+        (te, l1, s1, emb, es)
+    }
+
+    /// The input convolution's input: the images channels-last, and with VDM's Fourier
+    /// features where configured.
+    fn features(&self, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let cfg = &self.cfg;
         let xl = self.to_channels_last(x, cfg.channels);
         let feat = if cfg.fourier.is_empty() { xl.clone() } else { layers::fourier(&xl, cfg.channels, &cfg.fourier) };
+        (xl, feat)
+    }
+
+    /// The concatenation, pixel by pixel, of `a` (`c` channels) and `b` (`cs`).
+    fn concat(a: &[f32], c: usize, b: &[f32], cs: usize) -> Vec<f32> {
+        let mut v = Vec::with_capacity(a.len() + b.len());
+        for (x, y) in a.chunks_exact(c).zip(b.chunks_exact(cs)) {
+            v.extend_from_slice(x);
+            v.extend_from_slice(y);
+        }
+        v
+    }
+
+    /// The forward pass of one chunk for inference: [`UNet::forward_chunk`]'s arithmetic (the
+    /// same bits, tested) without its tape, a kept skip moved rather than copied.
+    fn infer_chunk(&self, p: &[f32], x: &[f32], tau: &[f32], labels: Option<&[u32]>) -> Vec<f32> {
+        let (cfg, parts) = (&self.cfg, &self.parts);
+        let n = tau.len();
+        let (hh, ww) = (cfg.height, cfg.width);
+        let (_, _, _, _, es) = self.embed(p, tau, labels);
+        let (_, feat) = self.features(x);
+        let mut f = Features { v: parts.input.forward(p, &feat, n, hh, ww), h: hh, w: ww, c: cfg.base };
+        drop(feat);
+        let mut stack: Vec<Features> = Vec::new();
+        // after a Push, the current features are the top of the stack until the next op
+        let mut pushed = false;
+        for op in &parts.ops {
+            let (h, w, c) = (f.h, f.w, f.c);
+            let cur: &[f32] = if pushed { &stack.last().expect("pushed").v } else { &f.v };
+            let next = match op {
+                Op::Push => {
+                    if !pushed {
+                        stack.push(Features { v: std::mem::take(&mut f.v), h, w, c });
+                        pushed = true;
+                    } else {
+                        let v = cur.to_vec();
+                        stack.push(Features { v, h, w, c });
+                    }
+                    continue;
+                }
+                Op::Concat => {
+                    let s = stack.pop().expect("a kept skip per concatenation");
+                    // (the current features themselves if they were just kept)
+                    let cur: &[f32] = if pushed { &s.v } else { &f.v };
+                    Features { v: Self::concat(cur, c, &s.v, s.c), h, w, c: c + s.c }
+                }
+                Op::Res(r) => Features { v: r.infer(p, cur, n, h, w, &es), h, w, c: r.conv1.cout },
+                Op::Attn(a) => Features { v: a.forward(p, cur, n, h, w).0, h, w, c },
+                Op::Down(conv) => {
+                    let (ho, wo) = conv.out_size(h, w);
+                    Features { v: conv.forward(p, cur, n, h, w), h: ho, w: wo, c }
+                }
+                Op::Up(conv) => {
+                    let up = layers::upsample(cur, n, h, w, c);
+                    Features { v: conv.forward(p, &up, n, 2 * h, 2 * w), h: 2 * h, w: 2 * w, c }
+                }
+            };
+            f = next;
+            pushed = false;
+        }
+        let out_a = parts.out_norm.forward_silu(p, &f.v, n);
+        drop(f);
+        let y = parts.out_conv.forward(p, &out_a, n, hh, ww);
+        let mut out = vec![0.0f32; n * cfg.out()];
+        self.to_channels_first(&y, cfg.out_channels, &mut out);
+        out
+    }
+
+    fn forward_chunk(
+        &self,
+        p: &[f32],
+        x: &[f32],
+        tau: &[f32],
+        labels: Option<&[u32]>,
+        keep: bool,
+    ) -> (Vec<f32>, Option<Tape>) {
+        let cfg = &self.cfg;
+        let parts = &self.parts;
+        let n = tau.len();
+        let (hh, ww) = (cfg.height, cfg.width);
+        let (te, l1, s1, emb, es) = self.embed(p, tau, labels);
+        let (xl, feat) = self.features(x);
         let mut f = Features { v: parts.input.forward(p, &feat, n, hh, ww), h: hh, w: ww, c: cfg.base };
         let mut stack: Vec<Features> = Vec::new();
         let mut caches = Vec::with_capacity(if keep { parts.ops.len() } else { 0 });
@@ -513,12 +631,7 @@ impl UNet {
                 }
                 Op::Concat => {
                     let s = stack.pop().expect("a kept skip per concatenation");
-                    let mut v = vec![0.0f32; n * h * w * (c + s.c)];
-                    for ((o, a), b) in v.chunks_exact_mut(c + s.c).zip(f.v.chunks_exact(c)).zip(s.v.chunks_exact(s.c)) {
-                        o[..c].copy_from_slice(a);
-                        o[c..].copy_from_slice(b);
-                    }
-                    f = Features { v, h, w, c: c + s.c };
+                    f = Features { v: Self::concat(&f.v, c, &s.v, s.c), h, w, c: c + s.c };
                     OpCache::Concat(c, s.c)
                 }
                 Op::Res(r) => {
@@ -684,11 +797,11 @@ impl crate::network::Network for UNet {
 
     fn forward(&self, params: &[f32], x: &[f32], tau: &[f32], labels: Option<&[u32]>, out: &mut [f32]) {
         let (d, o) = (self.cfg.dim(), self.cfg.out());
-        out.par_chunks_mut(CHUNK * o).enumerate().for_each(|(c, oc)| {
-            let r0 = c * CHUNK;
+        out.par_chunks_mut(INFER_CHUNK * o).enumerate().for_each(|(c, oc)| {
+            let r0 = c * INFER_CHUNK;
             let rows = oc.len() / o;
             let lab = labels.map(|l| &l[r0..r0 + rows]);
-            let (y, _) = self.forward_chunk(params, &x[r0 * d..(r0 + rows) * d], &tau[r0..r0 + rows], lab, false);
+            let y = self.infer_chunk(params, &x[r0 * d..(r0 + rows) * d], &tau[r0..r0 + rows], lab);
             oc.copy_from_slice(&y);
         });
     }

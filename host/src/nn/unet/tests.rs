@@ -243,6 +243,28 @@ fn results_do_not_depend_on_threads() {
     assert_eq!(bits(&a.3), bits(&b.3));
 }
 
+/// The inference path (no tape, GroupNorm and SiLU fused, skips moved) gives the training
+/// path's forward output to the bit, with and without a class table and Fourier features, and
+/// with two blocks per level (two kept skips in a row).
+#[test]
+fn inference_equals_the_training_forward_bit_for_bit() {
+    let two_blocks = {
+        let mut cfg = small(0, vec![]).config().clone();
+        cfg.blocks = 2;
+        UNet::new(cfg)
+    };
+    for net in [small(3, vec![1, 2]), small(0, vec![]), two_blocks] {
+        let p = params(&net, 5);
+        let n = 5;
+        let (x, t, labels) = inputs(&net, n);
+        let lab = (net.classes() > 0).then_some(&labels[..]);
+        let (want, _) = net.forward_chunk(&p, &x, &t, lab, true);
+        let got = net.infer_chunk(&p, &x, &t, lab);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want));
+    }
+}
+
 /// Bad sizes are refused by `validate`, each with its reason.
 #[test]
 fn bad_configurations_are_refused() {
