@@ -229,6 +229,10 @@ pub enum SamplerKind {
     Ddim,
     /// Annealed Langevin dynamics.
     Langevin,
+    /// DPM-Solver++ multistep, second order (diffusers' DPMSolverMultistepScheduler default).
+    Dpmpp2m,
+    /// DPM-Solver++ multistep, third order.
+    Dpmpp3m,
 }
 
 impl std::fmt::Display for SamplerKind {
@@ -237,6 +241,8 @@ impl std::fmt::Display for SamplerKind {
             SamplerKind::Ddpm => "ddpm",
             SamplerKind::Ddim => "ddim",
             SamplerKind::Langevin => "langevin",
+            SamplerKind::Dpmpp2m => "dpmpp2m",
+            SamplerKind::Dpmpp3m => "dpmpp3m",
         })
     }
 }

@@ -3,7 +3,7 @@
 
 use elbo_core::denoiser::{Condition, Denoiser};
 use elbo_core::elbo::ReverseVariance;
-use elbo_core::sampler::{AnnealedLangevin, Clip, Ddim, Ddpm, Spacing, Timesteps};
+use elbo_core::sampler::{AnnealedLangevin, Clip, Ddim, Ddpm, DpmSolverPP, SolverType, Spacing, Timesteps};
 use elbo_core::{NoiseSchedule, RunError};
 use rand_pcg::Pcg32;
 
@@ -37,6 +37,33 @@ pub struct SamplerOptions {
     pub langevin_steps: usize,
     /// Langevin step size (times `1 - abar_t`).
     pub langevin_step_size: f32,
+    /// DPM-Solver++'s settings (diffusers' names).
+    pub dpm: DpmSettings,
+}
+
+/// DPM-Solver++'s settings beyond its order, as diffusers' `DPMSolverMultistepScheduler`
+/// names them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DpmSettings {
+    /// `solver_type`: midpoint (default) or heun.
+    pub solver_type: SolverType,
+    /// `lower_order_final` (default true).
+    pub lower_order_final: bool,
+    /// `euler_at_final` (default false).
+    pub euler_at_final: bool,
+    /// `final_sigmas_type` "zero" (default) rather than "sigma_min".
+    pub final_sigma_zero: bool,
+}
+
+impl Default for DpmSettings {
+    fn default() -> Self {
+        DpmSettings {
+            solver_type: SolverType::Midpoint,
+            lower_order_final: true,
+            euler_at_final: false,
+            final_sigma_zero: true,
+        }
+    }
 }
 
 impl Default for SamplerOptions {
@@ -53,6 +80,7 @@ impl Default for SamplerOptions {
             set_alpha_to_one: true,
             langevin_steps: 10,
             langevin_step_size: 0.5,
+            dpm: DpmSettings::default(),
         }
     }
 }
@@ -66,6 +94,7 @@ impl SamplerOptions {
             SamplerKind::Ddim => steps(50),
             // every level's Langevin steps, then one denoising call
             SamplerKind::Langevin => steps(100) * self.langevin_steps as u64 + 1,
+            SamplerKind::Dpmpp2m | SamplerKind::Dpmpp3m => steps(20),
         }
     }
 }
@@ -115,6 +144,18 @@ where
             ddim.clip = a.clip;
             ddim.set_alpha_to_one = a.set_alpha_to_one;
             ddim.sample(den, schedule, x, &mut scratch, cond, rng).map_err(run_err)
+        }
+        SamplerKind::Dpmpp2m | SamplerKind::Dpmpp3m => {
+            let order = if a.sampler == SamplerKind::Dpmpp2m { 2 } else { 3 };
+            let k = a.steps.unwrap_or(20.min(t.saturating_sub(1)).max(1));
+            let mut dpm = DpmSolverPP::new(order, spacing, k, t, a.steps_offset).map_err(|e| flag("--steps", e))?;
+            dpm.solver_type = a.dpm.solver_type;
+            dpm.lower_order_final = a.dpm.lower_order_final;
+            dpm.euler_at_final = a.dpm.euler_at_final;
+            dpm.final_sigma_zero = a.dpm.final_sigma_zero;
+            dpm.clip = a.clip;
+            let mut history = vec![0.0f32; (order - 1) * x.len()];
+            dpm.sample(den, schedule, x, &mut scratch, &mut history, cond).map_err(run_err)
         }
         SamplerKind::Langevin => {
             let levels =

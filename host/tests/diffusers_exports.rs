@@ -1,6 +1,7 @@
 //! Real diffusers exports run from their own `scheduler_config.json` alone: `UNet2DModel`s with
 //! random weights (unconditional, class-conditional, a scalar timestep), exported as optimum
-//! exports UNets, and the goldens of diffusers' own DDIM and DDPM loops over onnxruntime, all
+//! exports UNets, and the goldens of diffusers' own DDIM, DDPM and DPM-Solver++ multistep loops
+//! over onnxruntime, all
 //! made by `tests/diffusers/make.py` (see its header). No prediction, spacing or clipping flag is
 //! given: what the config says (and diffusers' defaults for what it leaves out) must be what
 //! elbo does.
@@ -75,7 +76,7 @@ fn relative_error(name: &str, got: &[f32]) -> f64 {
     got.iter().zip(&want).map(|(a, b)| f64::from((a - b).abs())).fold(0.0, f64::max) / scale
 }
 
-const CASES: [&str; 7] = [
+const CASES: [&str; 12] = [
     "ddim-defaults",
     "ddim-eps-noclip",
     "ddim-v-cosine-zero-snr",
@@ -83,6 +84,11 @@ const CASES: [&str; 7] = [
     "ddim-sd-scalar-timestep",
     "ddim-thresholding",
     "ddpm-one-step-offset",
+    "dpmpp2m-defaults",
+    "dpmpp2m-v-cosine-zero-snr-trailing",
+    "dpmpp3m-leading-offset",
+    "dpmpp2m-heun-sigma-min-x0",
+    "dpmpp3m-thresholding",
 ];
 
 #[test]
@@ -91,6 +97,7 @@ fn every_export_runs_from_its_own_scheduler_config() {
         // the folder, as diffusers users name it
         let (got, _) = run(name, &root().join(name), &[]);
         let err = relative_error(name, &got);
+        eprintln!("{name}: {err:.1e}");
         let tol = case(name).tolerance;
         assert!(err <= tol, "{name}: relative error {err:e} above {tol:e}");
     }
@@ -119,14 +126,14 @@ fn keys_elbo_does_not_use_are_named_once() {
     let mut v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root().join(name).join("scheduler_config.json")).unwrap())
             .unwrap();
-    v["solver_order"] = 2.into();
-    v["use_karras_sigmas"] = false.into();
+    v["skip_prk_steps"] = true.into();
+    v["interpolation_type"] = "linear".into();
     std::fs::write(dir.path().join("scheduler_config.json"), v.to_string()).unwrap();
     let (got, err) = run(name, dir.path(), &[]);
     assert!(relative_error(name, &got) <= 1e-4);
     let lines: Vec<&str> = err.lines().filter(|l| l.contains("does not use")).collect();
     assert_eq!(lines.len(), 1, "{err}");
-    assert!(lines[0].contains("solver_order") && lines[0].contains("use_karras_sigmas"), "{err}");
+    assert!(lines[0].contains("skip_prk_steps") && lines[0].contains("interpolation_type"), "{err}");
     // a key of the wrong type is bad input: exit 2, one line naming it
     v["clip_sample"] = "no".into();
     std::fs::write(dir.path().join("scheduler_config.json"), v.to_string()).unwrap();

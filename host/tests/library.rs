@@ -38,30 +38,35 @@ fn options_in_code_train_what_the_command_line_trains() {
     let read = |d: &std::path::Path| std::fs::read(d.join("model.safetensors")).unwrap();
     assert!(read(&cli) == read(&lib), "the library's run differs from the command line's");
 
-    // sampling as a library function, from the same x_T as `elbo sample --sampler ddim`
+    // sampling as a library function, from the same x_T as `elbo sample --sampler NAME`
     let mut model = elbo::model::Trained::load(&lib).unwrap();
     let sched = model.schedule().unwrap();
-    let mut rng = rand_pcg::Pcg32::seed_from_u64(0);
-    let mut x = vec![0.0f32; 2 * 16];
-    elbo_core::rng::fill_standard_normal(&mut rng, &mut x);
-    let so = SamplerOptions {
-        sampler: SamplerKind::Ddim,
-        steps: Some(10),
-        spacing: SpacingKind::Trailing,
-        ..SamplerOptions::default()
-    };
-    sample(&so, &mut model, sched.as_ref(), &mut x, Condition::Unconditional, &mut rng).unwrap();
-    model.normalization.invert(&mut x);
-    let out = dir.path().join("s.npy");
-    Command::cargo_bin("elbo")
-        .unwrap()
-        .args(["sample", "--sampler", "ddim", "--steps", "10", "--n", "16", "--model"])
-        .arg(&lib)
-        .arg("--out")
-        .arg(&out)
-        .assert()
-        .success();
-    let bytes = std::fs::read(&out).unwrap();
-    let cli_x: Vec<f32> = bytes[128..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-    assert_eq!(cli_x, x);
+    for (kind, name) in
+        [(SamplerKind::Ddim, "ddim"), (SamplerKind::Dpmpp2m, "dpmpp2m"), (SamplerKind::Dpmpp3m, "dpmpp3m")]
+    {
+        let mut rng = rand_pcg::Pcg32::seed_from_u64(0);
+        let mut x = vec![0.0f32; 2 * 16];
+        elbo_core::rng::fill_standard_normal(&mut rng, &mut x);
+        let so = SamplerOptions {
+            sampler: kind,
+            steps: Some(10),
+            spacing: SpacingKind::Trailing,
+            ..SamplerOptions::default()
+        };
+        sample(&so, &mut model, sched.as_ref(), &mut x, Condition::Unconditional, &mut rng).unwrap();
+        model.normalization.invert(&mut x);
+        let out = dir.path().join(format!("{name}.npy"));
+        Command::cargo_bin("elbo")
+            .unwrap()
+            .args(["sample", "--sampler", name, "--steps", "10", "--n", "16", "--model"])
+            .arg(&lib)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .success();
+        let bytes = std::fs::read(&out).unwrap();
+        let cli_x: Vec<f32> =
+            bytes[128..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        assert_eq!(cli_x, x, "{name}");
+    }
 }

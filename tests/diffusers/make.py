@@ -19,7 +19,7 @@ import shutil
 import numpy as np
 import onnxruntime as ort
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 N, C, H = 4, 2, 8  # batch, channels, height = width
@@ -114,6 +114,19 @@ def main():
         # one DDPM step lands on the data: no noise (diffusers adds sqrt(1e-20) z there), so the
         # loop is deterministic; it checks steps_offset and the spacing of DDPM's timesteps
         "ddpm-one-step-offset": ("uncond", DDPMScheduler(steps_offset=1, clip_sample=False), 1, None, 1e-4),
+        # DPM-Solver++ multistep: its defaults (order 2, linspace over K + 1 points, midpoint,
+        # lower_order_final, final sigma zero), and the other settings
+        "dpmpp2m-defaults": ("uncond", DPMSolverMultistepScheduler(), 10, None, 1e-4),
+        "dpmpp2m-v-cosine-zero-snr-trailing": ("cond", DPMSolverMultistepScheduler(
+            beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction", timestep_spacing="trailing",
+            rescale_betas_zero_snr=True), 20, 2, 1e-4),
+        "dpmpp3m-leading-offset": ("uncond", DPMSolverMultistepScheduler(solver_order=3, timestep_spacing="leading",
+                                                                         steps_offset=1), 20, None, 1e-4),
+        "dpmpp2m-heun-sigma-min-x0": ("scalar", DPMSolverMultistepScheduler(
+            solver_type="heun", final_sigmas_type="sigma_min", prediction_type="sample"), 12, None, 1e-4),
+        "dpmpp3m-thresholding": ("uncond", DPMSolverMultistepScheduler(solver_order=3, prediction_type="sample",
+                                                                       thresholding=True, dynamic_thresholding_ratio=0.9,
+                                                                       sample_max_value=2.0), 10, None, 1e-4),
     }
     rng = np.random.default_rng(0)
     for name, (model, sched, steps, label, tol) in cases.items():

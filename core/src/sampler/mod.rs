@@ -4,18 +4,21 @@
 //!
 //! - [`Ddpm`]: ancestral sampling `x_{t-1} = mu_theta(x_t, t) + sigma_t z` (seed 004 eq. 94);
 //! - [`Ddim`]: Song et al. 2021 with `eta`, diffusers' step exactly;
+//! - [`DpmSolverPP`]: DPM-Solver++ multistep of order 1-3 (Lu et al. 2022), deterministic;
 //! - [`AnnealedLangevin`]: Langevin dynamics (seed 004 eq. 158) over decreasing noise levels;
 //! - [`ClassifierFree`] and [`ClassifierGuided`]: denoiser adapters for guidance (eqs. 166, 170)
 //!   that any sampler can drive.
 
 mod ddim;
 mod ddpm;
+mod dpm_solver;
 mod guidance;
 mod langevin;
 mod spacing;
 
 pub use ddim::{Ddim, DdimCoefficients, ddim_update};
 pub use ddpm::{Ddpm, Sigma, ddpm_sigma, ddpm_update};
+pub use dpm_solver::{DpmSolverPP, SolverType};
 pub use guidance::{ClassifierFree, ClassifierGuided, GuidedError};
 pub use langevin::AnnealedLangevin;
 pub use spacing::{Spacing, Timesteps};

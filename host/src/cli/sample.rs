@@ -37,8 +37,9 @@ pub struct SampleArgs {
     /// Output .npy or .csv.
     #[arg(long)]
     pub out: PathBuf,
-    /// The sampler (default: the scheduler config's `_class_name`, DDIMScheduler or
-    /// DDPMScheduler, else ddpm).
+    /// The sampler (default: the scheduler config's `_class_name`, DDIMScheduler,
+    /// DDPMScheduler or DPMSolverMultistepScheduler, else ddpm). dpmpp2m and dpmpp3m are
+    /// DPM-Solver++ multistep of order 2 and 3 (deterministic; 20 steps by default).
     #[arg(long, value_enum)]
     pub sampler: Option<SamplerKind>,
     /// Sampling steps (default: all T for ddpm, 50 for ddim, 100 levels for langevin).
@@ -132,6 +133,7 @@ impl SampleArgs {
             set_alpha_to_one: config.set_alpha_to_one,
             langevin_steps: self.langevin_steps,
             langevin_step_size: self.langevin_step_size,
+            dpm: config.dpm,
         }
     }
 }

@@ -11,6 +11,13 @@
 //! | `clip_sample`, `clip_sample_range` | `--clip R` | true, 1.0 |
 //! | `thresholding`, `dynamic_thresholding_ratio`, `sample_max_value` | `--clip dynamic:RATIO:MAX` (Imagen's dynamic thresholding; before `clip_sample`) | false, 0.995, 1.0 |
 //! | `variance_type` | DDPM's `--variance` (`fixed_small[_log]`: small, `fixed_large[_log]`: large, `learned_range`: learned) | fixed_small |
+//! | `_class_name` `DPMSolverMultistepScheduler` with `solver_order` | `--sampler dpmpp2m` (2) or `dpmpp3m` (3) | 2 |
+//! | `solver_type`, `lower_order_final`, `euler_at_final`, `final_sigmas_type` | DPM-Solver++'s settings | midpoint, true, false, zero |
+//! | `algorithm_type`, `lambda_min_clipped`, `use_karras_sigmas` (and the other sigma schedules) | only `dpmsolver++`, `-inf` and false are run; others are refused | |
+//!
+//! The defaults are the named class's: DPMSolverMultistepScheduler spaces its timesteps
+//! `linspace` and has no `clip_sample`. Python's `json` writes `-Infinity` (diffusers' default
+//! `lambda_min_clipped`), which is read as that number.
 //!
 //! A flag overrides the config. A key of the wrong type is an error; a key elbo does not use is
 //! named once in a note. elbo's own `elbo.schedule` metadata from before these keys were written
@@ -24,6 +31,8 @@ use serde_json::Value;
 use crate::checkpoint::ScheduleConfig;
 use crate::error::{Result, input};
 use crate::kinds::{SamplerKind, ScheduleKind, SpacingKind, VarianceChoice};
+use crate::sampling::DpmSettings;
+use elbo_core::sampler::SolverType;
 
 /// Whose defaults fill the keys a config leaves out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +61,8 @@ pub struct SamplerDefaults {
     pub clip: Option<Clip>,
     /// Its `variance_type` (DDPM's reverse variance).
     pub variance: Option<VarianceChoice>,
+    /// DPM-Solver++'s settings (its defaults where the config is of another class).
+    pub dpm: DpmSettings,
 }
 
 impl Default for SamplerDefaults {
@@ -65,6 +76,7 @@ impl Default for SamplerDefaults {
             set_alpha_to_one: true,
             clip: None,
             variance: None,
+            dpm: DpmSettings::default(),
         }
     }
 }
@@ -79,7 +91,7 @@ pub struct SchedulerConfig {
 }
 
 /// The keys elbo reads; every other one is named in a note.
-const KNOWN: [&str; 19] = [
+const KNOWN: [&str; 34] = [
     "_class_name",
     "_diffusers_version",
     "num_train_timesteps",
@@ -99,6 +111,21 @@ const KNOWN: [&str; 19] = [
     "sample_max_value",
     "variance_type",
     "timestep_type",
+    "solver_order",
+    "algorithm_type",
+    "solver_type",
+    "lower_order_final",
+    "euler_at_final",
+    "final_sigmas_type",
+    "lambda_min_clipped",
+    "use_karras_sigmas",
+    "use_exponential_sigmas",
+    "use_beta_sigmas",
+    "use_lu_lambdas",
+    "use_flow_sigmas",
+    "flow_shift",
+    "use_dynamic_shifting",
+    "time_shift_type",
 ];
 
 /// diffusers' `prediction_type` names.
@@ -113,8 +140,43 @@ pub fn prediction_from_diffusers(name: &str) -> Option<Prediction> {
 
 /// Reads a scheduler config `text`; `what` names it in messages (`--scheduler-config FILE` or
 /// the metadata). Returns the keys elbo does not use as well, for one note.
+/// Python's `json` writes the non-finite floats as bare `Infinity`, `-Infinity` and `NaN`,
+/// which JSON does not have: they become the strings "inf", "-inf" and "nan" (outside strings).
+fn python_floats(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if !in_string {
+            let token = [("-Infinity", "\"-inf\""), ("Infinity", "\"inf\""), ("NaN", "\"nan\"")]
+                .into_iter()
+                .find(|(t, _)| rest.starts_with(t));
+            if let Some((t, r)) = token {
+                out.push_str(r);
+                rest = &rest[t.len()..];
+                continue;
+            }
+        }
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
 pub fn parse(text: &str, what: &str, origin: Origin) -> Result<(SchedulerConfig, Vec<String>)> {
-    let v: Value = serde_json::from_str(text).map_err(|e| input(format!("{what}: not JSON ({e})")))?;
+    let text = python_floats(text);
+    let v: Value = serde_json::from_str(&text).map_err(|e| input(format!("{what}: not JSON ({e})")))?;
     let obj = v.as_object().ok_or_else(|| input(format!("{what}: expected a JSON object")))?;
     // a present key of the wrong type is an error, never a default
     let typed = |k: &str, want: &str, ok: fn(&Value) -> bool| -> Result<Option<&Value>> {
@@ -175,10 +237,58 @@ pub fn parse(text: &str, what: &str, origin: Origin) -> Result<(SchedulerConfig,
 
     // sampling
     let diffusers = origin == Origin::Diffusers;
-    let sampler = match string("_class_name")? {
+    let class = string("_class_name")?;
+    let dpm_class = class == Some("DPMSolverMultistepScheduler");
+    let flag = |k: &str, d: bool| -> Result<bool> { Ok(boolean(k)?.unwrap_or(d)) };
+    let order = typed("solver_order", "1, 2 or 3", |x| x.as_u64().is_some_and(|o| (1..=3).contains(&o)))?
+        .and_then(Value::as_u64)
+        .unwrap_or(2);
+    let sampler = match class {
         Some("DDIMScheduler") => Some(SamplerKind::Ddim),
         Some("DDPMScheduler") => Some(SamplerKind::Ddpm),
+        Some("DPMSolverMultistepScheduler") if order == 3 => Some(SamplerKind::Dpmpp3m),
+        Some("DPMSolverMultistepScheduler") if order == 2 => Some(SamplerKind::Dpmpp2m),
+        Some("DPMSolverMultistepScheduler") => {
+            return Err(input(format!("{what}: solver_order 1 is DDIM's update: run --sampler ddim")));
+        }
         _ => None,
+    };
+    // what elbo does not run is refused, never silently replaced
+    if let Some(a) = string("algorithm_type")?
+        && a != "dpmsolver++"
+    {
+        return Err(unknown("algorithm_type", a, "elbo runs dpmsolver++"));
+    }
+    for k in [
+        "use_karras_sigmas",
+        "use_exponential_sigmas",
+        "use_beta_sigmas",
+        "use_lu_lambdas",
+        "use_flow_sigmas",
+        "use_dynamic_shifting",
+    ] {
+        if flag(k, false)? {
+            return Err(input(format!("{what}: {k} true is not run by elbo yet")));
+        }
+    }
+    match obj.get("lambda_min_clipped") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) if s == "-inf" => {}
+        Some(x) => return Err(input(format!("{what}: lambda_min_clipped {x} is not run by elbo (only -inf)"))),
+    }
+    let dpm = DpmSettings {
+        solver_type: match string("solver_type")? {
+            None | Some("midpoint") => SolverType::Midpoint,
+            Some("heun") => SolverType::Heun,
+            Some(s) => return Err(unknown("solver_type", s, "midpoint or heun")),
+        },
+        lower_order_final: flag("lower_order_final", true)?,
+        euler_at_final: flag("euler_at_final", false)?,
+        final_sigma_zero: match string("final_sigmas_type")? {
+            None | Some("zero") => true,
+            Some("sigma_min") => false,
+            Some(s) => return Err(unknown("final_sigmas_type", s, "zero or sigma_min")),
+        },
     };
     let prediction = match string("prediction_type")? {
         None => None,
@@ -188,6 +298,7 @@ pub fn parse(text: &str, what: &str, origin: Origin) -> Result<(SchedulerConfig,
         ),
     };
     let spacing = match string("timestep_spacing")? {
+        None if dpm_class => diffusers.then_some(SpacingKind::Linspace),
         None => diffusers.then_some(SpacingKind::Leading),
         Some("leading") => Some(SpacingKind::Leading),
         Some("trailing") => Some(SpacingKind::Trailing),
@@ -209,7 +320,8 @@ pub fn parse(text: &str, what: &str, origin: Origin) -> Result<(SchedulerConfig,
                 .map_err(|_| input(format!("{what}: thresholding needs dynamic_thresholding_ratio in [0, 1] and sample_max_value >= 1, found {ratio} and {max}")))?,
         )
     } else {
-        match boolean("clip_sample")?.or(diffusers.then_some(true)) {
+        // (DPMSolverMultistepScheduler has no clip_sample)
+        match boolean("clip_sample")?.or(diffusers.then_some(!dpm_class)) {
             None => None,
             Some(false) => Some(Clip::Off),
             Some(true) => {
@@ -242,6 +354,7 @@ pub fn parse(text: &str, what: &str, origin: Origin) -> Result<(SchedulerConfig,
         set_alpha_to_one,
         clip,
         variance,
+        dpm,
     };
     Ok((SchedulerConfig { schedule, sampling }, ignored))
 }

@@ -27,7 +27,9 @@ use elbo_core::gaussian::{discretized_log_likelihood, kl, log_density, log_norma
 use elbo_core::gmm::{GaussianMixture, OptimalDenoiser};
 use elbo_core::param::{Prediction, from_x0_eps, to_x0_eps};
 use elbo_core::rng::{fill_standard_normal, standard_normal, uniform_f32, uniform_f64};
-use elbo_core::sampler::{AnnealedLangevin, ClassifierFree, ClassifierGuided, Clip, Ddim, Ddpm, Spacing, Timesteps};
+use elbo_core::sampler::{
+    AnnealedLangevin, ClassifierFree, ClassifierGuided, Clip, Ddim, Ddpm, DpmSolverPP, Spacing, Timesteps,
+};
 use elbo_core::schedule::{BetaSchedule, CosineLogSnr, LinearGamma, LogSnrSchedule, Schedule, Step, stride};
 use elbo_core::timesteps::{LossSecondMomentResampler, TimeSampling};
 use elbo_core::weighting::Weighting;
@@ -436,6 +438,18 @@ fn samplers<W: Write>(o: &mut Out<'_, W>) {
         let (mut x, mut rng) = fresh(seed);
         let r = match Ddim::new(eta, spacing, k, T) {
             Ok(d) => d.sample(&mut den, &s, &mut x, &mut scratch, uncond, &mut rng),
+            Err(e) => Err(RunError::Core(e)),
+        };
+        run(o, name, &x, r);
+    }
+    // DPM-Solver++ multistep (deterministic: x_T is the only draw)
+    for (name, order, spacing, k, seed) in
+        [("dpmpp/2m_linspace_10", 2, Spacing::Linspace, 10, 10), ("dpmpp/3m_trailing_20", 3, Spacing::Trailing, 20, 11)]
+    {
+        let (mut x, _) = fresh(seed);
+        let mut history = [0.0f32; 2 * 2 * N];
+        let r = match DpmSolverPP::new(order, spacing, k, T, 0) {
+            Ok(d) => d.sample(&mut den, &s, &mut x, &mut scratch, &mut history[..(order - 1) * 2 * N], uncond),
             Err(e) => Err(RunError::Core(e)),
         };
         run(o, name, &x, r);
