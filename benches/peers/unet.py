@@ -162,6 +162,21 @@ def defaults(side, levels):
     return dict(base=64 if side * side <= 256 else 32, mults=[1, 2, 2][:n], fourier=[e - 1, e])
 
 
+def vdm_loss(model, g_ends, x, k):
+    """VDM's bound per dimension, averaged over the batch: the diffusion loss at one uniform time
+    with a linear gamma between the learned end points, the prior KL(q(z_1 | x) || N(0, 1)), and
+    the discrete decoder over k levels at one draw of z_0."""
+    t = torch.rand(x.shape[0])
+    g0, g1 = g_ends[0], g_ends[1]
+    gamma = g0 + (g1 - g0) * t
+    alpha, sigma = torch.sigmoid(-gamma).sqrt(), torch.sigmoid(gamma).sqrt()
+    eps = torch.randn_like(x)
+    z = alpha[:, None, None, None] * x + sigma[:, None, None, None] * eps
+    eps_hat = model(z, 1000.0 * t)
+    diffusion = 0.5 * (g1 - g0) * ((eps - eps_hat) ** 2).flatten(1).sum(1)
+    return (diffusion + prior_kl(x, g1) + decoder_nll(x, g0, torch.randn_like(x), k)).mean() / x[0].numel()
+
+
 def train(a):
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -175,16 +190,7 @@ def train(a):
     for step in range(a.steps):
         t0 = time.perf_counter()
         x = x_all[torch.randint(0, len(x_all), (a.batch,))]
-        t = torch.rand(a.batch)
-        g0, g1 = g_ends[0], g_ends[1]
-        gamma = g0 + (g1 - g0) * t
-        alpha, sigma = torch.sigmoid(-gamma).sqrt(), torch.sigmoid(gamma).sqrt()
-        eps = torch.randn_like(x)
-        z = alpha[:, None, None, None] * x + sigma[:, None, None, None] * eps
-        eps_hat = model(z, 1000.0 * t)
-        diffusion = 0.5 * (g1 - g0) * ((eps - eps_hat) ** 2).flatten(1).sum(1)
-        # prior KL(q(z_1 | x) || N(0, 1)) and VDM's discrete decoder at z_0
-        loss = (diffusion + prior_kl(x, g1) + decoder_nll(x, g0, eps, k)).mean() / x[0].numel()
+        loss = vdm_loss(model, g_ends, x, k)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(model.parameters()) + [g_ends], 1.0)
@@ -269,15 +275,7 @@ def bound(a):
     model.train()
     for step in range(1, a.steps + 1):
         x = train_x[torch.randint(0, len(train_x), (a.batch,))]
-        t = torch.rand(a.batch)
-        g0, g1 = g_ends[0], g_ends[1]
-        gamma = g0 + (g1 - g0) * t
-        alpha, sigma = torch.sigmoid(-gamma).sqrt(), torch.sigmoid(gamma).sqrt()
-        eps = torch.randn_like(x)
-        z = alpha[:, None, None, None] * x + sigma[:, None, None, None] * eps
-        eps_hat = model(z, 1000.0 * t)
-        diffusion = 0.5 * (g1 - g0) * ((eps - eps_hat) ** 2).flatten(1).sum(1)
-        loss = (diffusion + prior_kl(x, g1) + decoder_nll(x, g0, torch.randn_like(x), k)).mean() / x[0].numel()
+        loss = vdm_loss(model, g_ends, x, k)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(model.parameters()), 1.0)
