@@ -525,17 +525,20 @@ pub(super) fn vae(a: &ExperimentArgs) -> Result<()> {
         );
         pictures.push((format!("samples-{family}.png"), name.to_string(), x));
     }
-    for (name, flags) in [
-        ("diffusion, discrete VLB (T = 1000)", vec!["--loss", "vlb"]),
-        ("diffusion, continuous time (VDM linear gamma)", vec!["--schedule", "vdm", "--t-sampling", "stratified"]),
+    for (name, key, flags) in [
+        ("diffusion, discrete VLB (T = 1000)", "diffusion-vlb", vec!["--loss", "vlb"]),
+        (
+            "diffusion, continuous time (VDM linear gamma)",
+            "diffusion-vdm",
+            vec!["--schedule", "vdm", "--t-sampling", "stratified"],
+        ),
     ] {
         let mut f = vec!["--data", data.as_str()];
         f.extend(flags);
-        let (mut model, _) = train(a, &format!("model-{}", name.len()), &f)?;
+        let (mut model, _) = train(a, &format!("model-{key}"), &f)?;
         let fig = figures(&mut model, &held_out, h, a.seed + 2)?;
         let _ = writeln!(md, "| {name} | {:.4} +- {:.4} | {:.3e} |", fig.bpd.0, fig.bpd.1, fig.mmd);
-        let file = if name.contains("VLB") { "samples-diffusion-vlb.png" } else { "samples-diffusion-vdm.png" };
-        pictures.push((file.to_string(), name.to_string(), fig.samples));
+        pictures.push((format!("samples-{key}.png"), name.to_string(), fig.samples));
     }
     // the samples of every model over the held-out points (grey)
     let _ = writeln!(md, "\nSamples (colour) over the held-out points (grey):\n");
