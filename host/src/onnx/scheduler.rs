@@ -403,7 +403,7 @@ mod tests {
             r#"{"_class_name": "DDPMScheduler", "_diffusers_version": "0.42.1", "prediction_type": "v_prediction",
                 "timestep_spacing": "leading", "steps_offset": 1, "set_alpha_to_one": false, "clip_sample": true,
                 "clip_sample_range": 2.5, "variance_type": "fixed_large", "beta_schedule": "scaled_linear",
-                "beta_start": 0.00085, "beta_end": 0.012, "skip_prk_steps": true, "solver_order": 2}"#,
+                "beta_start": 0.00085, "beta_end": 0.012, "skip_prk_steps": true, "interpolation_type": "linear"}"#,
         )
         .unwrap();
         let s = c.sampling;
@@ -414,13 +414,43 @@ mod tests {
         assert_eq!(s.variance, Some(VarianceChoice::Large));
         assert_eq!(c.schedule.name, ScheduleKind::ScaledLinear);
         assert_eq!((c.schedule.beta_start, c.schedule.beta_end), (0.00085, 0.012));
-        assert_eq!(ignored, ["skip_prk_steps", "solver_order"]);
+        assert_eq!(ignored, ["interpolation_type", "skip_prk_steps"]);
         // thresholding comes before clip_sample, as in diffusers' step()
         let (c, _) =
             diffusers(r#"{"thresholding": true, "dynamic_thresholding_ratio": 0.9, "sample_max_value": 3.0}"#).unwrap();
         assert_eq!(c.sampling.clip, Some(Clip::Dynamic { ratio: 0.9, max: 3.0 }));
         let (c, _) = diffusers(r#"{"clip_sample": false, "timestep_spacing": "trailing"}"#).unwrap();
         assert_eq!((c.sampling.clip, c.sampling.spacing), (Some(Clip::Off), Some(SpacingKind::Trailing)));
+    }
+
+    #[test]
+    fn a_dpm_solver_config_names_its_sampler_and_settings() {
+        // as diffusers saves it: Python's bare -Infinity included
+        let (c, ignored) = diffusers(
+            r#"{"_class_name": "DPMSolverMultistepScheduler", "solver_order": 3, "solver_type": "heun",
+                "lower_order_final": false, "final_sigmas_type": "sigma_min", "lambda_min_clipped": -Infinity,
+                "algorithm_type": "dpmsolver++", "use_karras_sigmas": false, "time_shift_type": "exponential"}"#,
+        )
+        .unwrap();
+        assert!(ignored.is_empty(), "{ignored:?}");
+        let s = c.sampling;
+        assert_eq!(s.sampler, Some(SamplerKind::Dpmpp3m));
+        // its class's defaults: linspace spacing, no clip_sample
+        assert_eq!((s.spacing, s.clip), (Some(SpacingKind::Linspace), Some(Clip::Off)));
+        assert_eq!(s.dpm.solver_type, SolverType::Heun);
+        assert!(!s.dpm.lower_order_final && !s.dpm.final_sigma_zero && !s.dpm.euler_at_final);
+        // what elbo does not run is refused
+        for text in [
+            r#"{"_class_name": "DPMSolverMultistepScheduler", "use_karras_sigmas": true}"#,
+            r#"{"_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "sde-dpmsolver++"}"#,
+            r#"{"_class_name": "DPMSolverMultistepScheduler", "lambda_min_clipped": -5.1}"#,
+            r#"{"_class_name": "DPMSolverMultistepScheduler", "solver_order": 1}"#,
+        ] {
+            assert!(diffusers(text).is_err(), "{text}");
+        }
+        // a string that merely contains the word is left alone
+        let (c, _) = diffusers(r#"{"_diffusers_version": "Infinity NaN", "beta_start": 0.001}"#).unwrap();
+        assert_eq!(c.schedule.beta_start, 0.001);
     }
 
     #[test]
