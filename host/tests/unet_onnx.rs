@@ -94,12 +94,30 @@ fn check(opts: TrainOptions, labels: &[u32]) {
     }
 }
 
-/// The shipped `models/digits-unet/model.onnx` is the export of the shipped weights (the card's
-/// command), byte for byte (the forward of an export against the native one: above).
+/// The shipped U-Nets' `model.onnx` are the exports of the shipped weights (the cards'
+/// commands), byte for byte, and ONNX Runtime runs them as the native forward does (to 1e-5 of
+/// the largest output) at three noise levels.
 #[test]
-fn shipped_digits_unet_onnx_is_the_export_of_its_weights() {
-    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../models/digits-unet"));
-    let model = elbo::model::Trained::load(dir).unwrap();
-    let bytes = elbo::onnx::export::onnx_bytes(&model).unwrap();
-    assert!(bytes == std::fs::read(dir.join("model.onnx")).unwrap(), "re-export differs from the shipped file");
+fn shipped_unet_onnx_files_are_the_exports_of_their_weights() {
+    for name in ["digits-unet", "mnist5k-unet"] {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models").join(name);
+        let mut model = elbo::model::Trained::load(&dir).unwrap();
+        let bytes = elbo::onnx::export::onnx_bytes(&model).unwrap();
+        let file = dir.join("model.onnx");
+        assert!(bytes == std::fs::read(&file).unwrap(), "{name}: re-export differs from the shipped file");
+        let mut ort = elbo::onnx::OnnxDenoiser::open(&file, &elbo::onnx::OnnxOpts::default()).unwrap();
+        let sched = model.schedule().unwrap();
+        let d = model.net.dim();
+        let mut x = vec![0.0f32; 4 * d];
+        elbo_core::rng::fill_standard_normal(&mut rand_pcg::Pcg32::seed_from_u64(3), &mut x);
+        for t in [1, 500, sched.steps()] {
+            let level = NoiseLevel::of(&sched.step(t).unwrap());
+            let (mut a, mut b) = (vec![0.0f32; x.len()], vec![0.0f32; x.len()]);
+            model.predict(&x, level, Condition::Unconditional, &mut a).unwrap();
+            ort.predict(&x, level, Condition::Unconditional, &mut b).unwrap();
+            let scale = a.iter().fold(1f32, |m, v| m.max(v.abs()));
+            let worst = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+            assert!(worst <= 1e-5 * scale, "{name}, t {t}: largest difference {worst}, scale {scale}");
+        }
+    }
 }
