@@ -86,16 +86,23 @@ impl<D: Denoiser> ClassifierFree<'_, D> {
         if cond == Condition::Unconditional {
             return Err(Error::InvalidParameter { name: "guidance", reason: "a class label to guide towards" }.into());
         }
-        let uncond = self.scratch.get_mut(..x.len()).ok_or(Error::DimensionMismatch { expected: x.len(), got: 0 })?;
-        match (variance, self.gamma != 1.0) {
-            (Some(v), guided) => {
+        let guided = self.gamma != 1.0;
+        // the unconditional prediction's buffer, needed (and checked) only when guiding
+        let n = x.len();
+        let short = Error::DimensionMismatch { expected: n, got: 0 };
+        match (variance, guided) {
+            (Some(v), _) => {
                 if guided {
+                    let uncond = self.scratch.get_mut(..n).ok_or(short)?;
                     self.inner.predict(x, level, Condition::Unconditional, uncond).map_err(RunError::Model)?;
                 }
                 self.inner.predict_with_variance(x, level, cond, out, v)
             }
             // both predictions at once where the model can (one call of 2N)
-            (None, true) => self.inner.predict_pair(x, level, cond, out, uncond),
+            (None, true) => {
+                let uncond = self.scratch.get_mut(..n).ok_or(short)?;
+                self.inner.predict_pair(x, level, cond, out, uncond)
+            }
             (None, false) => self.inner.predict(x, level, cond, out),
         }
         .map_err(RunError::Model)?;

@@ -36,10 +36,6 @@ use super::Grads;
 /// count).
 pub const CHUNK: usize = 32;
 
-/// Examples per chunk of inference (fixed too): smaller, so that an im2col matrix stays in the
-/// allocator's reusable memory instead of fresh pages every call.
-pub const INFER_CHUNK: usize = 32;
-
 /// The architecture.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -500,8 +496,6 @@ impl UNet {
         }
     }
 
-    /// The forward pass of one chunk: the output (`n x out`, the data's layout) and, when
-    /// `keep`, the tape for backward.
     /// The time (and class) embedding of a chunk: the time features, the first linear layer's
     /// output and its SiLU, the embedding, and its SiLU (what every block reads).
     #[allow(clippy::type_complexity)]
@@ -605,14 +599,9 @@ impl UNet {
         out
     }
 
-    fn forward_chunk(
-        &self,
-        p: &[f32],
-        x: &[f32],
-        tau: &[f32],
-        labels: Option<&[u32]>,
-        keep: bool,
-    ) -> (Vec<f32>, Option<Tape>) {
+    /// The forward pass of one chunk for training: the output (`n x out`, the data's layout)
+    /// and the tape for backward.
+    fn forward_chunk(&self, p: &[f32], x: &[f32], tau: &[f32], labels: Option<&[u32]>) -> (Vec<f32>, Tape) {
         let cfg = &self.cfg;
         let parts = &self.parts;
         let n = tau.len();
@@ -621,7 +610,7 @@ impl UNet {
         let (xl, feat) = self.features(x);
         let mut f = Features { v: parts.input.forward(p, &feat, n, hh, ww), h: hh, w: ww, c: cfg.base };
         let mut stack: Vec<Features> = Vec::new();
-        let mut caches = Vec::with_capacity(if keep { parts.ops.len() } else { 0 });
+        let mut caches = Vec::with_capacity(parts.ops.len());
         for op in &parts.ops {
             let (h, w, c) = (f.h, f.w, f.c);
             let cache = match op {
@@ -658,16 +647,14 @@ impl UNet {
                     OpCache::Up(up)
                 }
             };
-            if keep {
-                caches.push((cache, h, w, c));
-            }
+            caches.push((cache, h, w, c));
         }
         let (out_y, out_norm) = parts.out_norm.forward(p, &f.v, n);
         let out_a = silu(&out_y);
         let y = parts.out_conv.forward(p, &out_a, n, hh, ww);
         let mut out = vec![0.0f32; n * cfg.out()];
         self.to_channels_first(&y, cfg.out_channels, &mut out);
-        let tape = keep.then_some(Tape { x: xl, feat, te, l1, s1, emb, es, ops: caches, out_norm, out_y, out_a });
+        let tape = Tape { x: xl, feat, te, l1, s1, emb, es, ops: caches, out_norm, out_y, out_a };
         (out, tape)
     }
 
@@ -797,8 +784,8 @@ impl crate::network::Network for UNet {
 
     fn forward(&self, params: &[f32], x: &[f32], tau: &[f32], labels: Option<&[u32]>, out: &mut [f32]) {
         let (d, o) = (self.cfg.dim(), self.cfg.out());
-        out.par_chunks_mut(INFER_CHUNK * o).enumerate().for_each(|(c, oc)| {
-            let r0 = c * INFER_CHUNK;
+        out.par_chunks_mut(CHUNK * o).enumerate().for_each(|(c, oc)| {
+            let r0 = c * CHUNK;
             let rows = oc.len() / o;
             let lab = labels.map(|l| &l[r0..r0 + rows]);
             let y = self.infer_chunk(params, &x[r0 * d..(r0 + rows) * d], &tau[r0..r0 + rows], lab);
@@ -828,10 +815,9 @@ impl crate::network::Network for UNet {
                 let r0 = c * CHUNK;
                 let rows = CHUNK.min(n - r0);
                 let lab = labels.map(|l| &l[r0..r0 + rows]);
-                let (y, tape) = self.forward_chunk(params, &x[r0 * d..(r0 + rows) * d], &tau[r0..r0 + rows], lab, true);
+                let (y, tape) = self.forward_chunk(params, &x[r0 * d..(r0 + rows) * d], &tau[r0..r0 + rows], lab);
                 let mut dy = vec![0.0f32; rows * o];
                 let loss = loss_grad(r0, &y, &mut dy);
-                let tape = tape.expect("kept for backward");
                 let dx = self.backward_chunk(params, g, tape, lab, rows, &dy, want_input);
                 (loss, dx)
             })

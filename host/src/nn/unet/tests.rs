@@ -258,7 +258,7 @@ fn inference_equals_the_training_forward_bit_for_bit() {
         let n = 5;
         let (x, t, labels) = inputs(&net, n);
         let lab = (net.classes() > 0).then_some(&labels[..]);
-        let (want, _) = net.forward_chunk(&p, &x, &t, lab, true);
+        let (want, _) = net.forward_chunk(&p, &x, &t, lab);
         let got = net.infer_chunk(&p, &x, &t, lab);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&got), bits(&want));
