@@ -29,6 +29,36 @@ if qemu_missing; then
   $SUDO apt-get install -y --no-install-recommends --no-remove ${release:+-t "$release"} \
     qemu-system-arm qemu-system-misc || true
 fi
+# Where apt cannot install QEMU without removing something (a newer qemu-utils from a suite that
+# is not configured, say), take Debian's packages with `apt-get download` and unpack them into
+# .local/qemu in this checkout (dpkg -x: the system's packages are not touched).
+if qemu_missing && [ ! -x .local/qemu/bin/qemu-system-arm ] && command -v apt-get >/dev/null; then
+  echo "QEMU: unpacking Debian's packages into .local/qemu (nothing installed system-wide)"
+  rm -rf .local/qemu.part && mkdir -p .local/qemu.part/debs
+  if (cd .local/qemu.part/debs && apt-get download qemu-system-arm qemu-system-misc qemu-system-common \
+        libfdt1 libcapstone4 libpmem1 librdmacm1 libibverbs1 libslirp0 libvdeplug2 libndctl6 libdaxctl1 \
+        libnl-3-200 libnl-route-3-200 >/dev/null 2>&1); then
+    for f in .local/qemu.part/debs/*.deb; do dpkg -x "$f" .local/qemu.part/root; done
+    mkdir -p .local/qemu.part/bin
+    for q in qemu-system-arm qemu-system-riscv32; do
+      cat > .local/qemu.part/bin/$q <<WRAP
+#!/bin/sh
+d="\$(cd "\$(dirname "\$0")/.." && pwd)"
+LD_LIBRARY_PATH="\$(find "\$d/root" -name '*.so*' -printf '%h\\n' | sort -u | tr '\\n' :)\${LD_LIBRARY_PATH:-}"
+export LD_LIBRARY_PATH
+exec "\$d/root/usr/bin/$q" "\$@"
+WRAP
+      chmod +x .local/qemu.part/bin/$q
+    done
+    rm -rf .local/qemu.part/debs .local/qemu && mv .local/qemu.part .local/qemu
+  else
+    rm -rf .local/qemu.part
+  fi
+fi
+if [ -x .local/qemu/bin/qemu-system-arm ] && qemu_missing; then
+  export PATH="$PWD/.local/qemu/bin:$PATH"
+  .local/qemu/bin/qemu-system-arm --version | head -1
+fi
 if qemu_missing; then
   reason="QEMU (qemu-system-arm, qemu-system-riscv32) could not be installed without removing or replacing an installed package, or without root"
   if [ "${CI:-}" = "true" ]; then

@@ -5,7 +5,7 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use elbo_core::elbo::ReverseVariance;
-use elbo_core::rng::{fill_standard_normal, standard_normal};
+use elbo_core::rng::{Counter, Noise, domain, fill_standard_normal};
 use elbo_core::sampler::{Clip, DdimCoefficients, Sigma, ddim_update, ddpm_sigma, ddpm_update};
 use elbo_core::schedule::{BetaSchedule, Schedule};
 use elbo_core::{NoiseSchedule, Prediction};
@@ -27,13 +27,13 @@ fn steps(c: &mut Criterion) {
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(BenchmarkId::new("ddpm_eps", n), &n, |b, _| {
             b.iter(|| {
-                ddpm_update(&step, Prediction::Eps, black_box(&eps), &mut x, sigma, Clip::Off, || {
-                    standard_normal(&mut rng)
+                ddpm_update(&step, Prediction::Eps, black_box(&eps), &mut x, sigma, Clip::Off, |first, out| {
+                    Counter::new(0, domain::SAMPLER).normals(0, 7, first, out)
                 })
             })
         });
         group.bench_with_input(BenchmarkId::new("ddim_eps", n), &n, |b, _| {
-            b.iter(|| ddim_update(&ddim, Prediction::Eps, black_box(&eps), &mut x, Clip::Off, || 0.0))
+            b.iter(|| ddim_update(&ddim, Prediction::Eps, black_box(&eps), &mut x, Clip::Off, |_, _| {}))
         });
     }
     group.finish();

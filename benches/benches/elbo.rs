@@ -38,9 +38,9 @@ fn bound(c: &mut Criterion) {
                 &x,
                 Condition::Unconditional,
                 opts,
-                &mut rng,
+                &mut elbo_core::rng::Sequential(&mut rng),
                 ElboScratch { xt: &mut xt, eps: &mut eps, pred: &mut pred, var: &mut [] },
-                ElboOutput { per_example: &mut per_example, per_step: &mut per_step },
+                ElboOutput { per_example: &mut per_example, per_step: &mut per_step, per_term: &mut [] },
             )
             .unwrap()
         })

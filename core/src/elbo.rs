@@ -11,14 +11,12 @@
 //! the posterior's form with the denoiser's `x0_hat` in place of `x_0` (seed 004 eq. 94), its
 //! variance is chosen by [`ReverseVariance`].
 
-use rand_core::Rng;
-
 use crate::denoiser::{Condition, Denoiser, NoiseLevel};
 use crate::error::{Error, Result, RunError, check_len};
-use crate::forward::q_sample_rng;
+use crate::forward::q_sample;
 use crate::gaussian::{LN_2PI, discretized_log_likelihood, kl, log_density, mc_log_ratio, prior_kl};
 use crate::param::{Prediction, from_x0_eps, to_x0_eps};
-use crate::rng::standard_normal;
+use crate::rng::Noise;
 use crate::schedule::{Marginal, NoiseSchedule, Step};
 
 /// The reverse process variance `sigma_t^2`.
@@ -167,29 +165,30 @@ pub fn kl_term_rb(
 }
 
 /// The Monte Carlo estimate of `L_{t-1}` (t >= 2) for one example: draws
-/// `x_{t-1} = mu_q + sqrt(btilde_t) z` from the posterior and returns
-/// `log q(x_{t-1} | x_t, x_0) - log p(x_{t-1} | x_t)
+/// `x_{t-1} = mu_q + sqrt(btilde_t) z` from the posterior, `z` the standard normals given, and
+/// returns `log q(x_{t-1} | x_t, x_0) - log p(x_{t-1} | x_t)
 ///  = 1/2 (lv_p - lv_q - z^2 + (c0_t (x_0 - x0_hat) + sqrt(btilde_t) z)^2 / sigma_p^2)`
 /// (seed 000, "naive Monte Carlo"). Its expectation over `z` is [`kl_term_rb`].
-pub fn kl_term_mc<R: Rng + ?Sized>(
+pub fn kl_term_mc(
     step: &Step,
     kind: Prediction,
     pred: &[f32],
     x0: &[f32],
     xt: &[f32],
     var: ModelVariance<'_>,
-    rng: &mut R,
+    z: &[f32],
 ) -> Result<f64> {
     check_kl_step(step)?;
     check_example(x0, xt, pred)?;
+    check_len(x0.len(), z.len())?;
     var.check(x0.len())?;
     let lv_q = f64::from(step.posterior_log_variance_clipped);
     let sd_q = libm::exp(0.5 * lv_q);
     let c0 = f64::from(step.posterior_mean_coef_x0);
     let mut sum = 0.0;
-    for (i, ((&p, &x), &zt)) in pred.iter().zip(x0).zip(xt).enumerate() {
+    for (i, (((&p, &x), &zt), &zi)) in pred.iter().zip(x0).zip(xt).zip(z).enumerate() {
         let lv_p = var.log_var(step, i);
-        let z = f64::from(standard_normal(rng));
+        let z = f64::from(zi);
         let d = c0 * x0_error(kind, &step.cur, p, x, zt) + sd_q * z;
         sum += mc_log_ratio(d, z, lv_q, lv_p);
     }
@@ -361,6 +360,9 @@ pub struct ElboOutput<'a> {
     /// Per timestep (length `T`): index `t - 1` holds the batch mean of `L_{t-1}` (index 0: the
     /// decoder term `L_0`).
     pub per_step: &'a mut [f64],
+    /// Every example's every term (length `n T`, index `e T + t - 1`; index `e T` is its `L_0`),
+    /// or empty when not wanted.
+    pub per_term: &'a mut [f64],
 }
 
 /// Batch means of the parts of the bound (nats per example).
@@ -378,15 +380,16 @@ pub struct ElboParts {
 
 /// Evaluates `-ELBO` for a batch `x0` (`n` examples of dimension `D`), one draw of `x_t` per
 /// example and timestep, calling the denoiser once per timestep (as improved-diffusion's
-/// `calc_bpd_loop` does).
+/// `calc_bpd_loop` does). Example `e`'s `eps` at `t` is elements `0..D` of `noise`'s draw `t`
+/// of `e`, the Monte Carlo term's posterior draw elements `D..2D`.
 #[allow(clippy::too_many_arguments)]
-pub fn neg_elbo<D: Denoiser, S: NoiseSchedule + ?Sized, R: Rng + ?Sized>(
+pub fn neg_elbo<D: Denoiser, S: NoiseSchedule + ?Sized, N: Noise + ?Sized>(
     denoiser: &mut D,
     schedule: &S,
     x0: &[f32],
     cond: Condition<'_>,
     opts: ElboOptions,
-    rng: &mut R,
+    noise: &mut N,
     scratch: ElboScratch<'_>,
     out: ElboOutput<'_>,
 ) -> core::result::Result<ElboParts, RunError<D::Error>> {
@@ -400,6 +403,9 @@ pub fn neg_elbo<D: Denoiser, S: NoiseSchedule + ?Sized, R: Rng + ?Sized>(
     check_len(x0.len(), scratch.pred.len())?;
     check_len(n, out.per_example.len())?;
     check_len(schedule.steps(), out.per_step.len())?;
+    if !out.per_term.is_empty() {
+        check_len(n * schedule.steps(), out.per_term.len())?;
+    }
     if let Condition::Class(labels) = cond {
         check_len(n, labels.len())?;
     }
@@ -416,7 +422,10 @@ pub fn neg_elbo<D: Denoiser, S: NoiseSchedule + ?Sized, R: Rng + ?Sized>(
     }
     for t in 1..=steps {
         let step = schedule.step(t)?;
-        q_sample_rng(&step.cur, x0, rng, scratch.eps, scratch.xt)?;
+        for (e, eps) in scratch.eps.chunks_exact_mut(dim).enumerate() {
+            noise.normals(e, t as u32, 0, eps);
+        }
+        q_sample(&step.cur, x0, scratch.eps, scratch.xt)?;
         let level = NoiseLevel::of(&step);
         let learned = if opts.variance == ReverseVariance::LearnedRange {
             if !denoiser.has_variance() {
@@ -434,7 +443,8 @@ pub fn neg_elbo<D: Denoiser, S: NoiseSchedule + ?Sized, R: Rng + ?Sized>(
         let lv = reverse_log_variance(&step, opts.variance, 0.0);
         let mut sum = 0.0;
         let rows = x0.chunks_exact(dim).zip(scratch.xt.chunks_exact(dim)).zip(scratch.pred.chunks_exact(dim));
-        for (i, (e, ((x, xt), p))) in out.per_example.iter_mut().zip(rows).enumerate() {
+        let draws = scratch.eps.chunks_exact_mut(dim);
+        for (i, ((e, ((x, xt), p)), z)) in out.per_example.iter_mut().zip(rows).zip(draws).enumerate() {
             let var = match learned {
                 Some(v) => ModelVariance::LearnedRange(&v[i * dim..(i + 1) * dim]),
                 None => ModelVariance::Fixed(lv),
@@ -442,10 +452,17 @@ pub fn neg_elbo<D: Denoiser, S: NoiseSchedule + ?Sized, R: Rng + ?Sized>(
             let term = match (t, opts.estimator) {
                 (1, _) => decoder_nll(&step, kind, p, x, xt, var, opts.decoder)?,
                 (_, Estimator::RaoBlackwell) => kl_term_rb(&step, kind, p, x, xt, var)?,
-                (_, Estimator::MonteCarlo) => kl_term_mc(&step, kind, p, x, xt, var, rng)?,
+                (_, Estimator::MonteCarlo) => {
+                    // eps is spent: its buffer takes the posterior draw
+                    noise.normals(i, t as u32, dim, z);
+                    kl_term_mc(&step, kind, p, x, xt, var, z)?
+                }
             };
             *e += term;
             sum += term;
+            if let Some(slot) = out.per_term.get_mut(i * steps + t - 1) {
+                *slot = term;
+            }
         }
         out.per_step[t - 1] = sum / n as f64;
         if t == 1 {

@@ -20,7 +20,8 @@
 //! - [`gmm`]: Gaussian mixtures and their exact (Bayes-optimal) denoiser;
 //! - [`mlp`]: an MLP denoiser read in place from a flat weight blob (flash), with its schedule;
 //! - [`sampler`]: DDPM, DDIM, annealed Langevin, classifier and classifier-free guidance;
-//! - [`rng`]: uniforms and Ziggurat normals from any `rand_core` generator.
+//! - [`rng`]: uniforms and Ziggurat normals from any `rand_core` generator, and the
+//!   counter-based (Philox4x32-10) noise of samplers and bounds, addressed by example and draw.
 //!
 //! ## Example
 //!
@@ -28,19 +29,20 @@
 //!
 //! ```
 //! use elbo_core::gmm::{GaussianMixture, OptimalDenoiser};
-//! use elbo_core::rng::fill_standard_normal;
+//! use elbo_core::rng::{Counter, Noise, domain};
 //! use elbo_core::sampler::Ddpm;
 //! use elbo_core::{BetaSchedule, Condition, Schedule};
-//! use rand_core::SeedableRng;
 //!
 //! let schedule = Schedule::<1000>::new(&BetaSchedule::SquaredCosCapV2, 1000, false)?;
 //! let mixture = GaussianMixture::new(1, &[0.5, 0.5], &[-1.0, 1.0], &[0.2, 0.2])?;
 //! let mut denoiser = OptimalDenoiser::new(mixture);
-//! let mut rng = rand_pcg::Pcg32::seed_from_u64(0);
 //! let (mut x, mut scratch) = ([0.0f32; 64], [0.0f32; 64]);
-//! fill_standard_normal(&mut rng, &mut x);
+//! // 64 one-dimensional examples: x_T of example e from the counter-based noise of seed 0
+//! for (e, xe) in x.chunks_mut(1).enumerate() {
+//!     Counter::new(0, domain::START).normals(e, 0, 0, xe);
+//! }
 //! Ddpm::default()
-//!     .sample(&mut denoiser, &schedule, &mut x, &mut scratch, Condition::Unconditional, &mut rng)
+//!     .sample(&mut denoiser, &schedule, &mut x, &mut scratch, Condition::Unconditional, &mut Counter::new(0, domain::SAMPLER))
 //!     .map_err(|e| format!("{e}"))?;
 //! assert!(x.iter().all(|v| v.abs() < 3.0));
 //! # Ok::<(), Box<dyn std::error::Error>>(())

@@ -44,7 +44,6 @@ fn ddpm_and_ddim_steps_match_diffusers() {
         let noise = nums_f32(&case["noise"]);
         let expected = nums(&case["prev_sample"]);
         let mut x = sample.clone();
-        let mut z = noise.iter().copied();
         let what = if case["sampler"] == "ddpm" {
             let variance = match case["variance"].as_str().unwrap() {
                 "fixed_small" => ReverseVariance::Small,
@@ -52,8 +51,16 @@ fn ddpm_and_ddim_steps_match_diffusers() {
             };
             let step = stride(&s, t, t - 1).unwrap();
             let sigma = ddpm_sigma(&step, variance).unwrap();
-            ddpm_update(&step, kind, &model_output, &mut x, Sigma::Fixed(sigma), Clip::Off, || z.next().unwrap())
-                .unwrap();
+            ddpm_update(
+                &step,
+                kind,
+                &model_output,
+                &mut x,
+                Sigma::Fixed(sigma),
+                Clip::Off,
+                |first, out: &mut [f32]| out.copy_from_slice(&noise[first..first + out.len()]),
+            )
+            .unwrap();
             format!("ddpm {kind:?} {variance:?} t={t}")
         } else {
             let spacing = Spacing::from_name(case["spacing"].as_str().unwrap()).unwrap();
@@ -64,7 +71,10 @@ fn ddpm_and_ddim_steps_match_diffusers() {
             assert_eq!(ts.get(i).unwrap(), t);
             let c =
                 DdimCoefficients::new(&s.step(t).unwrap().cur, &s.marginal(ts.ddim_previous(i).unwrap()).unwrap(), eta);
-            ddim_update(&c, kind, &model_output, &mut x, Clip::Off, || z.next().unwrap()).unwrap();
+            ddim_update(&c, kind, &model_output, &mut x, Clip::Off, |first, out: &mut [f32]| {
+                out.copy_from_slice(&noise[first..first + out.len()])
+            })
+            .unwrap();
             format!("ddim {kind:?} eta={eta} {spacing:?} K={k} t={t}")
         };
         close(&x, &expected, &what);

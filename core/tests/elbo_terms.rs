@@ -216,7 +216,8 @@ fn rao_blackwell_and_monte_carlo_agree_and_rb_has_less_variance() {
             q_sample(&st.cur, &x0, &eps, &mut xt).unwrap();
             let pred = [a * xt[0], a * xt[1]];
             rb.push(kl_term_rb(&st, Prediction::X0, &pred, &x0, &xt, Fixed(lv_p)).unwrap());
-            mc.push(kl_term_mc(&st, Prediction::X0, &pred, &x0, &xt, Fixed(lv_p), &mut rng).unwrap());
+            let z: Vec<f32> = (0..x0.len()).map(|_| standard_normal(&mut rng)).collect();
+            mc.push(kl_term_mc(&st, Prediction::X0, &pred, &x0, &xt, Fixed(lv_p), &z).unwrap());
         }
         let (rb_mean, rb_var) = mean_var(&rb);
         let (mc_mean, mc_var) = mean_var(&mc);
@@ -304,8 +305,26 @@ fn learned_range_variance() {
     // v = 1 everywhere: sigma = sqrt(beta_t); with unit noise the update moves by sigma.
     let ones = [1.0f32; 3];
     let (mut with_noise, mut without) = (xt, xt);
-    ddpm_update(&st, Prediction::Eps, &pred, &mut with_noise, Sigma::LearnedRange(&ones), Clip::Off, || 1.0).unwrap();
-    ddpm_update(&st, Prediction::Eps, &pred, &mut without, Sigma::LearnedRange(&ones), Clip::Off, || 0.0).unwrap();
+    ddpm_update(
+        &st,
+        Prediction::Eps,
+        &pred,
+        &mut with_noise,
+        Sigma::LearnedRange(&ones),
+        Clip::Off,
+        |_, z: &mut [f32]| z.fill(1.0),
+    )
+    .unwrap();
+    ddpm_update(
+        &st,
+        Prediction::Eps,
+        &pred,
+        &mut without,
+        Sigma::LearnedRange(&ones),
+        Clip::Off,
+        |_, z: &mut [f32]| z.fill(0.0),
+    )
+    .unwrap();
     for i in 0..3 {
         let moved = f64::from(with_noise[i] - without[i]);
         assert!((moved - f64::from(st.beta).sqrt()).abs() < 1e-6, "{moved}");

@@ -8,6 +8,7 @@ use common::mean_var;
 use elbo_core::denoiser::Condition;
 use elbo_core::elbo::{Decoder, ElboOptions, ElboOutput, ElboScratch, Estimator, ReverseVariance, neg_elbo};
 use elbo_core::gmm::{GaussianMixture, OptimalDenoiser};
+use elbo_core::rng::Sequential;
 use elbo_core::schedule::{BetaSchedule, Schedule};
 use rand_core::SeedableRng;
 use rand_pcg::Pcg32;
@@ -41,9 +42,9 @@ fn gap(steps: usize, estimator: Estimator, variance: ReverseVariance, n: usize) 
         &x,
         Condition::Unconditional,
         opts,
-        &mut rng,
+        &mut Sequential(&mut rng),
         ElboScratch { xt: &mut xt, eps: &mut eps, pred: &mut pred, var: &mut [] },
-        ElboOutput { per_example: &mut per_example, per_step: &mut per_step },
+        ElboOutput { per_example: &mut per_example, per_step: &mut per_step, per_term: &mut [] },
     )
     .unwrap();
     let gaps: Vec<f64> = per_example.iter().zip(x.chunks(2)).map(|(&e, xi)| e + g.log_density(xi).unwrap()).collect();

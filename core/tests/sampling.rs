@@ -12,6 +12,7 @@ use common::{ks_critical, ks_two_sample};
 use elbo_core::denoiser::{Condition, Denoiser, NoiseLevel};
 use elbo_core::elbo::ReverseVariance;
 use elbo_core::gmm::{GaussianMixture, OptimalDenoiser};
+use elbo_core::rng::Sequential;
 use elbo_core::rng::fill_standard_normal;
 use elbo_core::sampler::{AnnealedLangevin, ClassifierFree, ClassifierGuided, Ddim, Ddpm, Spacing, Timesteps};
 use elbo_core::schedule::{BetaSchedule, Schedule};
@@ -61,7 +62,7 @@ fn ddpm_with_the_optimal_denoiser_reproduces_the_mixture() {
         let (mut x, mut rng) = prior(seed);
         let mut scratch = vec![0.0; x.len()];
         let ddpm = Ddpm { variance, ..Ddpm::default() };
-        ddpm.sample(&mut den, &s, &mut x, &mut scratch, Condition::Unconditional, &mut rng).unwrap();
+        ddpm.sample(&mut den, &s, &mut x, &mut scratch, Condition::Unconditional, &mut Sequential(&mut rng)).unwrap();
         let (d, crit) = ks_vs_exact(&x, &mixture(), 100 + seed);
         eprintln!("DDPM {variance:?}: KS {d:.4} (critical {crit:.4})");
         assert!(d < crit, "DDPM {variance:?}: KS {d} >= {crit}");
@@ -76,7 +77,7 @@ fn ddim_with_the_optimal_denoiser_reproduces_the_mixture() {
         let (mut x, mut rng) = prior(seed);
         let mut scratch = vec![0.0; x.len()];
         let ddim = Ddim::new(eta, spacing, k, 1000).unwrap();
-        ddim.sample(&mut den, &s, &mut x, &mut scratch, Condition::Unconditional, &mut rng).unwrap();
+        ddim.sample(&mut den, &s, &mut x, &mut scratch, Condition::Unconditional, &mut Sequential(&mut rng)).unwrap();
         let (d, crit) = ks_vs_exact(&x, &mixture(), 200 + seed);
         eprintln!("DDIM eta={eta} {spacing:?} K={k}: KS {d:.4} (critical {crit:.4})");
         assert!(d < crit, "DDIM eta={eta}: KS {d} >= {crit}");
@@ -94,7 +95,7 @@ fn the_two_sample_test_rejects_a_wrong_denoiser() {
     let mut scratch = vec![0.0; x.len()];
     Ddim::new(0.0, Spacing::Trailing, 50, 1000)
         .unwrap()
-        .sample(&mut den, &s, &mut x, &mut scratch, Condition::Unconditional, &mut rng)
+        .sample(&mut den, &s, &mut x, &mut scratch, Condition::Unconditional, &mut Sequential(&mut rng))
         .unwrap();
     let (d, crit) = ks_vs_exact(&x, &mixture(), 300);
     assert!(d > crit, "a shifted mixture was not detected: KS {d} < {crit}");
@@ -113,7 +114,7 @@ fn annealed_langevin_reproduces_the_mixture() {
         step_size: 0.5,
         denoise: false,
     };
-    langevin.sample(&mut den, &s, &mut x, &mut scratch, Condition::Unconditional, &mut rng).unwrap();
+    langevin.sample(&mut den, &s, &mut x, &mut scratch, Condition::Unconditional, &mut Sequential(&mut rng)).unwrap();
     let (d, crit) = ks_vs_exact(&x, &mixture(), 400);
     eprintln!("Langevin: KS {d:.4} (critical {crit:.4})");
     assert!(d < crit, "Langevin: KS {d} >= {crit}");
@@ -183,7 +184,7 @@ fn conditional_sampling_reproduces_the_component() {
     let mut guided = ClassifierFree::new(&mut den, 1.0, &mut cfg_scratch).unwrap();
     Ddim::new(0.0, Spacing::Trailing, 100, 1000)
         .unwrap()
-        .sample(&mut guided, &s, &mut x, &mut scratch, Condition::Class(&labels), &mut rng)
+        .sample(&mut guided, &s, &mut x, &mut scratch, Condition::Class(&labels), &mut Sequential(&mut rng))
         .unwrap();
     let component = GaussianMixture::new(2, &W[1..2], &MU[2..4], &SD[2..4]).unwrap();
     let (d, crit) = ks_vs_exact(&x, &component, 500);
@@ -196,13 +197,22 @@ fn samplers_reject_bad_input() {
     let mut den = OptimalDenoiser::new(mixture());
     let mut rng = Pcg32::seed_from_u64(0);
     let (mut x, mut scratch) = (vec![0.0f32; 5], vec![0.0f32; 5]);
-    let r = Ddpm::default().sample(&mut den, &s, &mut x, &mut scratch, Condition::Unconditional, &mut rng);
+    let r =
+        Ddpm::default().sample(&mut den, &s, &mut x, &mut scratch, Condition::Unconditional, &mut Sequential(&mut rng));
     assert!(matches!(r, Err(RunError::Core(Error::DimensionMismatch { .. }))));
     let (mut x, mut scratch) = (vec![0.0f32; 4], vec![0.0f32; 4]);
-    let r = Ddpm::default().sample(&mut den, &s, &mut x, &mut scratch, Condition::Class(&[0, 3]), &mut rng);
+    let r = Ddpm::default().sample(
+        &mut den,
+        &s,
+        &mut x,
+        &mut scratch,
+        Condition::Class(&[0, 3]),
+        &mut Sequential(&mut rng),
+    );
     assert_eq!(r, Err(RunError::Core(Error::ClassOutOfRange { class: 3, classes: 3 })));
     x[1] = f32::NAN;
-    let r = Ddpm::default().sample(&mut den, &s, &mut x, &mut scratch, Condition::Unconditional, &mut rng);
+    let r =
+        Ddpm::default().sample(&mut den, &s, &mut x, &mut scratch, Condition::Unconditional, &mut Sequential(&mut rng));
     assert!(matches!(r, Err(RunError::Core(Error::InvalidParameter { .. }))));
     assert_eq!(
         Ddim::new(0.0, Spacing::Leading, 1001, 1000).unwrap_err(),
@@ -227,12 +237,20 @@ fn samplers_reject_bad_input() {
     let mut buf = [0.0f32; 4];
     assert_eq!(ClassifierFree::new(Uncond, 2.0, &mut buf).err(), Some(Error::Unconditional));
     let mut un = Uncond;
-    let r = Ddpm::default().sample(&mut un, &s, &mut x, &mut scratch, Condition::Class(&[0, 0]), &mut rng);
+    let r =
+        Ddpm::default().sample(&mut un, &s, &mut x, &mut scratch, Condition::Class(&[0, 0]), &mut Sequential(&mut rng));
     assert_eq!(r, Err(RunError::Core(Error::Unconditional)));
     // eps prediction cannot sample from zero terminal SNR.
     let zts = Schedule::<1000>::new(&BetaSchedule::Linear { beta_start: 1e-4, beta_end: 0.02 }, 1000, true).unwrap();
     let (mut x, mut scratch) = (vec![0.0f32; 4], vec![0.0f32; 4]);
-    let r = Ddpm::default().sample(&mut un, &zts, &mut x, &mut scratch, Condition::Unconditional, &mut rng);
+    let r = Ddpm::default().sample(
+        &mut un,
+        &zts,
+        &mut x,
+        &mut scratch,
+        Condition::Unconditional,
+        &mut Sequential(&mut rng),
+    );
     assert!(matches!(r, Err(RunError::Core(Error::Unsupported(_)))));
     assert_eq!(zts.steps(), 1000);
 }

@@ -20,7 +20,7 @@ fn quantile_by_sorting(x: &[f32], q: f32) -> f32 {
 fn mapped(pred: &[f32], clip: Clip) -> Vec<f32> {
     let c = DdimCoefficients { a_t: 0.5, s_t: 0.75, a_p: 1.0, direction: 0.0, sigma: 0.0 };
     let mut x = vec![0.25f32; pred.len()];
-    ddim_update(&c, Prediction::X0, pred, &mut x, clip, || unreachable!()).unwrap();
+    ddim_update(&c, Prediction::X0, pred, &mut x, clip, |_, _| unreachable!()).unwrap();
     x
 }
 

@@ -6,7 +6,7 @@ use elbo_core::denoiser::{Condition, Denoiser, NoiseLevel};
 use elbo_core::elbo::{ElboOptions, ElboOutput, ElboParts, ElboScratch, ReverseVariance, neg_elbo};
 use elbo_core::elbo::{continuous_decoder_term, continuous_diffusion_term, continuous_prior_term};
 use elbo_core::param::to_x0_eps;
-use elbo_core::rng::{fill_standard_normal, uniform_f64};
+use elbo_core::rng::{Counter, Noise, domain, uniform_f64};
 use elbo_core::sampler::Ddpm;
 use elbo_core::schedule::LogSnrSchedule;
 use elbo_core::{NoiseSchedule, RunError};
@@ -23,15 +23,24 @@ pub struct Bound {
     pub per_example: Vec<f64>,
     /// The mean term of every timestep (discrete time; empty in continuous time).
     pub per_step: Vec<f64>,
+    /// Every example's prior term.
+    pub prior: Vec<f64>,
+    /// Every example's decoder term.
+    pub decoder: Vec<f64>,
+    /// Every example's terms (discrete time: `n T`, index `e T + t - 1`, index `e T` its
+    /// decoder term); in continuous time, every example's diffusion loss (`n`).
+    pub terms: Vec<f64>,
 }
 
-/// The discrete-time `-ELBO` of any denoiser on `x` (the core's [`neg_elbo`]).
+/// The discrete-time `-ELBO` of any denoiser on `x` (the core's [`neg_elbo`]); the rows of `x`
+/// are the run's examples `offset..`, their draws those of [`crate::noise::bound`]`(seed, offset)`.
 pub fn bound<D: Denoiser>(
     den: &mut D,
     schedule: &dyn NoiseSchedule,
     x: &[f32],
     opts: ElboOptions,
-    rng: &mut Pcg32,
+    seed: u64,
+    offset: u64,
 ) -> Result<Bound>
 where
     D::Error: std::fmt::Display + 'static,
@@ -41,18 +50,23 @@ where
     let mut var = if opts.variance == ReverseVariance::LearnedRange { vec![0.0; x.len()] } else { vec![] };
     let mut per_example = vec![0.0; n];
     let mut per_step = vec![0.0; schedule.steps()];
+    let steps = schedule.steps();
+    let mut per_term = vec![0.0; n * steps];
     let parts = neg_elbo(
         den,
         schedule,
         x,
         Condition::Unconditional,
         opts,
-        rng,
+        &mut crate::noise::bound(seed, offset),
         ElboScratch { xt: &mut xt, eps: &mut eps, pred: &mut pred, var: &mut var },
-        ElboOutput { per_example: &mut per_example, per_step: &mut per_step },
+        ElboOutput { per_example: &mut per_example, per_step: &mut per_step, per_term: &mut per_term },
     )
     .map_err(crate::error::run_error)?;
-    Ok(Bound { parts, per_example, per_step })
+    let last = schedule.marginal(steps).map_err(|e| crate::error::input(format!("schedule: {e}")))?;
+    let prior = x.chunks_exact(den.dim()).map(|xi| elbo_core::elbo::prior_term(&last, xi)).collect();
+    let decoder = per_term.iter().step_by(steps).copied().collect();
+    Ok(Bound { parts, per_example, per_step, prior, decoder, terms: per_term })
 }
 
 /// The grid continuous times are rounded to (a [`NoiseLevel`] carries `t / steps`).
@@ -65,14 +79,17 @@ const TIME_GRID: usize = 1 << 20;
 /// stratified levels `lambda_k = lambda_max - (k + u) / times (lambda_max - lambda_min)` (one
 /// shift `u`, so each call to the denoiser is one batch at one level; the integrand is smooth
 /// and bounded in lambda, unlike in t, where `-d lambda/dt` can be steep), the model queried at
-/// `t(lambda_k)`, one `eps` per example and level.
+/// `t(lambda_k)`, one `eps` per example and level. The rows of `x` are the run's examples
+/// `offset..`: example `i`'s `eps` at level `k` is its bound draw `k + 1` (seed `seed`), its
+/// decoder draw of `z_0` draw 0; the shift `u` is the run's.
 pub fn continuous_bound<D: Denoiser>(
     den: &mut D,
     sched: &dyn LogSnrSchedule,
     x: &[f32],
     times: usize,
     bins: Option<usize>,
-    rng: &mut Pcg32,
+    seed: u64,
+    offset: u64,
 ) -> Result<Bound>
 where
     D::Error: std::fmt::Display + 'static,
@@ -85,7 +102,10 @@ where
     let decoders: Vec<f64> = match bins {
         Some(k) => {
             let mut e = vec![0.0f32; x.len()];
-            fill_standard_normal(rng, &mut e);
+            let mut noise = crate::noise::bound(seed, offset);
+            for (i, ei) in e.chunks_exact_mut(dim).enumerate() {
+                noise.normals(i, 0, 0, ei);
+            }
             x.chunks_exact(dim)
                 .zip(e.chunks_exact(dim))
                 .map(|(xi, ei)| {
@@ -102,11 +122,13 @@ where
         None => vec![continuous_decoder_term(dim, l_max); n],
     };
     let decoder = decoders.iter().sum::<f64>() / n as f64;
-    let mut per_example: Vec<f64> =
-        x.chunks_exact(dim).zip(&decoders).map(|(xi, dec)| continuous_prior_term(xi, l_min) + dec).collect();
+    let priors: Vec<f64> = x.chunks_exact(dim).map(|xi| continuous_prior_term(xi, l_min)).collect();
+    let mut per_example: Vec<f64> = priors.iter().zip(&decoders).map(|(p, dec)| p + dec).collect();
     let prior = per_example.iter().sum::<f64>() / n as f64 - decoder;
+    let mut diffusions = vec![0.0; n];
     let (mut z, mut eps, mut pred) = (vec![0.0f32; x.len()], vec![0.0f32; x.len()], vec![0.0f32; x.len()]);
-    let u = uniform_f64(rng);
+    let u = uniform_f64(&mut Counter::new(seed, domain::RUN).stream(0, 0));
+    let mut noise = crate::noise::bound(seed, offset);
     let kind = den.prediction();
     let mut diffusion = 0.0;
     for k in 0..times {
@@ -116,7 +138,9 @@ where
         // uniform in lambda: d lambda / d s = -(lambda_max - lambda_min) for s in [0, 1]
         let (lambda, dl) = (sched.log_snr(t), -(l_max - l_min));
         let (a, s) = ((1.0 / (1.0 + (-lambda).exp())).sqrt(), (1.0 / (1.0 + lambda.exp())).sqrt());
-        fill_standard_normal(rng, &mut eps);
+        for (i, ei) in eps.chunks_exact_mut(dim).enumerate() {
+            noise.normals(i, k as u32 + 1, 0, ei);
+        }
         for ((zi, &xi), &e) in z.iter_mut().zip(x).zip(&eps) {
             *zi = (a * f64::from(xi) + s * f64::from(e)) as f32;
         }
@@ -138,11 +162,19 @@ where
                 .sum();
             let term = continuous_diffusion_term(dl, sq) / times as f64;
             *pe += term;
+            diffusions[i] += term;
             diffusion += term / n as f64;
         }
     }
     let total = per_example.iter().sum::<f64>() / n as f64;
-    Ok(Bound { parts: ElboParts { prior, decoder, diffusion, total }, per_example, per_step: vec![] })
+    Ok(Bound {
+        parts: ElboParts { prior, decoder, diffusion, total },
+        per_example,
+        per_step: vec![],
+        prior: priors,
+        decoder: decoders,
+        terms: diffusions,
+    })
 }
 
 /// A VAE's `-ELBO` on data `x` in the data's own units (16 draws per example): mean and
@@ -164,16 +196,17 @@ pub fn vae_bound(
     Ok((m, (var / n).sqrt()))
 }
 
-/// `n` samples of any denoiser by DDPM over all `T` steps (in the model's space).
-pub fn samples<D: Denoiser>(den: &mut D, schedule: &dyn NoiseSchedule, n: usize, rng: &mut Pcg32) -> Result<Vec<f32>>
+/// `n` samples of any denoiser by DDPM over all `T` steps (in the model's space), the run's
+/// examples `0..n` of seed `seed`.
+pub fn samples<D: Denoiser>(den: &mut D, schedule: &dyn NoiseSchedule, n: usize, seed: u64) -> Result<Vec<f32>>
 where
     D::Error: std::fmt::Display + 'static,
 {
     let mut x = vec![0.0f32; n * den.dim()];
-    fill_standard_normal(rng, &mut x);
+    crate::noise::starts(seed, 0, den.dim(), &mut x);
     let mut scratch = vec![0.0f32; x.len()];
     Ddpm::default()
-        .sample(den, schedule, &mut x, &mut scratch, Condition::Unconditional, rng)
+        .sample(den, schedule, &mut x, &mut scratch, Condition::Unconditional, &mut crate::noise::sampler(seed, 0))
         .map_err(crate::error::run_error)?;
     Ok(x)
 }

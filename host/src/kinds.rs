@@ -341,3 +341,46 @@ pub enum Arch {
     /// A convolutional U-Net (image data).
     Unet,
 }
+
+/// `--shard I/N`: part `I` (0-based) of a run split into `N` parts. Example `i` of the run
+/// belongs to part `I` when `I n / N <= i < (I + 1) n / N` (contiguous parts whose sizes
+/// differ by at most one); its random numbers depend on `i` only, so the parts' outputs
+/// concatenate to the whole run's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// `I`, in `0..N`.
+    pub index: u64,
+    /// `N`, at least 1.
+    pub count: u64,
+}
+
+impl Shard {
+    /// The whole run.
+    pub const WHOLE: Shard = Shard { index: 0, count: 1 };
+
+    /// The run's examples of this part, of `n` in all.
+    pub fn range(self, n: usize) -> std::ops::Range<usize> {
+        let at = |i: u64| (u128::from(i) * n as u128 / u128::from(self.count)) as usize;
+        at(self.index)..at(self.index + 1)
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad = || format!("expected I/N with 0 <= I < N (part I of N), found '{s}'");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count) = (i.trim().parse::<u64>().map_err(|_| bad())?, n.trim().parse::<u64>().map_err(|_| bad())?);
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}

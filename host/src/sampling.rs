@@ -3,9 +3,9 @@
 
 use elbo_core::denoiser::{Condition, Denoiser};
 use elbo_core::elbo::ReverseVariance;
+use elbo_core::rng::Noise;
 use elbo_core::sampler::{AnnealedLangevin, Clip, Ddim, Ddpm, DpmSolverPP, SolverType, Spacing, Timesteps};
 use elbo_core::{NoiseSchedule, RunError};
-use rand_pcg::Pcg32;
 
 use crate::error::{Error, Result, flag, input};
 use crate::kinds::{SamplerKind, SpacingKind, VarianceChoice};
@@ -100,14 +100,15 @@ impl SamplerOptions {
 }
 
 /// Samples in place: `x` holds `x_T` on entry (any denoiser, any schedule) and the samples in
-/// the model's space on return; every random number from `rng`.
+/// the model's space on return; every random number from `noise` (the batch's example `e` at
+/// step `i` is its draw `i` of example `e`: see [`crate::noise`]).
 pub fn sample<D: Denoiser>(
     a: &SamplerOptions,
     den: &mut D,
     schedule: &dyn NoiseSchedule,
     x: &mut [f32],
     cond: Condition<'_>,
-    rng: &mut Pcg32,
+    noise: &mut dyn Noise,
 ) -> Result<()>
 where
     D::Error: std::fmt::Display + 'static,
@@ -132,7 +133,7 @@ where
                 Some(k) => Some(Timesteps::new(spacing, k, t, a.steps_offset).map_err(|e| flag("--steps", e))?),
             };
             Ddpm { variance, clip: a.clip, timesteps }
-                .sample(den, schedule, x, &mut scratch, cond, rng)
+                .sample(den, schedule, x, &mut scratch, cond, noise)
                 .map_err(run_err)
         }
         SamplerKind::Ddim => {
@@ -143,7 +144,7 @@ where
             })?;
             ddim.clip = a.clip;
             ddim.set_alpha_to_one = a.set_alpha_to_one;
-            ddim.sample(den, schedule, x, &mut scratch, cond, rng).map_err(run_err)
+            ddim.sample(den, schedule, x, &mut scratch, cond, noise).map_err(run_err)
         }
         SamplerKind::Dpmpp2m | SamplerKind::Dpmpp3m => {
             let order = if a.sampler == SamplerKind::Dpmpp2m { 2 } else { 3 };
@@ -166,7 +167,7 @@ where
                 step_size: a.langevin_step_size,
                 denoise: true,
             }
-            .sample(den, schedule, x, &mut scratch, cond, rng)
+            .sample(den, schedule, x, &mut scratch, cond, noise)
             .map_err(run_err)
         }
     }

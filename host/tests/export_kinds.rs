@@ -50,11 +50,12 @@ fn blob_agrees_with_checkpoint(path: &Path, model: &Path) {
     let cond = if blob.shape().classes > 0 { Condition::Class(&labels) } else { Condition::Unconditional };
     let (mut x, mut s) = (start.clone(), vec![0.0f32; 8 * d]);
     let mut rng = rand_pcg::Pcg32::seed_from_u64(4);
-    ddim.sample(&mut blob.denoiser(), &sched, &mut x, &mut s, cond, &mut rng).unwrap();
+    ddim.sample(&mut blob.denoiser(), &sched, &mut x, &mut s, cond, &mut elbo_core::rng::Sequential(&mut rng)).unwrap();
     let mut host = elbo::model::Trained::load(model).unwrap();
     let host_sched = host.schedule().unwrap();
     let mut y = start;
-    ddim.sample(&mut host, host_sched.as_ref(), &mut y, &mut s, cond, &mut rng).unwrap();
+    ddim.sample(&mut host, host_sched.as_ref(), &mut y, &mut s, cond, &mut elbo_core::rng::Sequential(&mut rng))
+        .unwrap();
     for (a, b) in x.iter().zip(&y) {
         assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{}: blob {a}, checkpoint {b}", path.display());
     }

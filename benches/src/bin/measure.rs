@@ -23,7 +23,7 @@ use elbo::onnx::{OnnxDenoiser, OnnxOpts};
 use elbo_benches::{median, shipped, times, two_moons_trainer};
 use elbo_core::denoiser::{Condition, Denoiser, NoiseLevel};
 use elbo_core::elbo::{Decoder, ElboOptions, ElboOutput, ElboScratch, Estimator, ReverseVariance, neg_elbo};
-use elbo_core::rng::{fill_standard_normal, standard_normal};
+use elbo_core::rng::{Counter, Noise, domain, fill_standard_normal};
 use elbo_core::sampler::{Clip, DdimCoefficients, Sigma, ddim_update, ddpm_sigma, ddpm_update};
 use elbo_core::{BetaSchedule, NoiseSchedule, Prediction, Schedule};
 use rand_core::SeedableRng;
@@ -82,15 +82,37 @@ fn step(args: &[String]) -> serde_json::Value {
     fill_standard_normal(&mut rng, &mut x);
     fill_standard_normal(&mut rng, &mut eps);
     let x_init = x.clone();
+    // elbo's update of one example: the core's update with the counter-based noise made wide
+    // (one thread), and the same bits on every thread (elbo::noise::par_ddpm_update)
+    let counter = Counter::new(0, domain::SAMPLER);
+    let mut wide = elbo::noise::Wide(counter);
     let ddpm = median(times(reps, || {
-        ddpm_update(&st, Prediction::Eps, std::hint::black_box(&eps), &mut x, sigma, Clip::Off, || {
-            standard_normal(&mut rng)
+        ddpm_update(&st, Prediction::Eps, std::hint::black_box(&eps), &mut x, sigma, Clip::Off, |first, out| {
+            wide.normals(0, 7, first, out)
         })
         .unwrap();
         if n >= 100_000 {
             x.copy_from_slice(&x_init);
         }
     }));
+    let one_thread = x.clone();
+    let Sigma::Fixed(sd) = sigma else { unreachable!() };
+    let ddpm_par = median(times(reps, || {
+        elbo::noise::par_ddpm_update(&st, Prediction::Eps, std::hint::black_box(&eps), &mut x, sd, counter, 0, 7)
+            .unwrap();
+        if n >= 100_000 {
+            x.copy_from_slice(&x_init);
+        }
+    }));
+    if n >= 100_000 {
+        // the last timed run of each left x_init + one update: the same bits
+        let mut a = x_init.clone();
+        ddpm_update(&st, Prediction::Eps, &eps, &mut a, sigma, Clip::Off, |f, o| wide.normals(0, 7, f, o)).unwrap();
+        let mut b = x_init.clone();
+        elbo::noise::par_ddpm_update(&st, Prediction::Eps, &eps, &mut b, sd, counter, 0, 7).unwrap();
+        assert_eq!(a, b, "the threaded update differs from the one-thread update");
+        let _ = one_thread;
+    }
     // (the reset copy is timed with the update at large n: subtract its own median)
     let reset = if n >= 100_000 {
         median(times(reps, || x.copy_from_slice(std::hint::black_box(&x_init))))
@@ -98,18 +120,20 @@ fn step(args: &[String]) -> serde_json::Value {
         Duration::ZERO
     };
     let ddim_t = median(times(reps, || {
-        ddim_update(&ddim, Prediction::Eps, std::hint::black_box(&eps), &mut x, Clip::Off, || 0.0).unwrap();
+        ddim_update(&ddim, Prediction::Eps, std::hint::black_box(&eps), &mut x, Clip::Off, |_, _| {}).unwrap();
     }));
-    // the DDPM update's share that is drawing the noise
+    // the DDPM update's share that is drawing the noise (one thread, and every thread)
     let mut z = vec![0.0f32; n];
-    let noise = median(times(reps, || fill_standard_normal(&mut rng, &mut z)));
+    let noise = median(times(reps, || wide.normals(0, 7, 0, &mut z)));
+    let noise_par = median(times(reps, || elbo::noise::par_normals(counter, 0, 7, 0, &mut z)));
     // and the floor under any transform of a caller-supplied generator: its raw 32-bit draws
     // (one per normal at the least), one after another as its state dictates
     let mut bits = vec![0u32; n];
     let raw = median(times(reps, || bits.iter_mut().for_each(|b| *b = rand_core::Rng::next_u32(&mut rng))));
     std::hint::black_box(&bits);
     json!({"work": "step", "n": n, "ddpm_s": secs(ddpm.saturating_sub(reset)), "ddim_s": secs(ddim_t),
-           "noise_s": secs(noise), "bits_s": secs(raw)})
+           "ddpm_par_s": secs(ddpm_par.saturating_sub(reset)), "noise_par_s": secs(noise_par),
+           "threads": rayon::current_num_threads(), "noise_s": secs(noise), "bits_s": secs(raw)})
 }
 
 fn bandwidth() -> serde_json::Value {
@@ -141,7 +165,10 @@ fn onnx_sample(args: &[String]) -> serde_json::Value {
             let st = s.step(t).unwrap();
             den.predict(&x, NoiseLevel::of(&st), Condition::Unconditional, &mut pred).unwrap();
             let sigma = Sigma::Fixed(ddpm_sigma(&st, ReverseVariance::Small).unwrap());
-            ddpm_update(&st, den.prediction(), &pred, &mut x, sigma, Clip::Off, || standard_normal(&mut rng)).unwrap();
+            ddpm_update(&st, den.prediction(), &pred, &mut x, sigma, Clip::Off, |_, z: &mut [f32]| {
+                fill_standard_normal(&mut rng, z)
+            })
+            .unwrap();
         }
         (start.elapsed(), den.run_time - before)
     };
@@ -196,9 +223,9 @@ fn bound(args: &[String]) -> serde_json::Value {
             &x,
             Condition::Unconditional,
             opts,
-            &mut rng,
+            &mut elbo_core::rng::Sequential(&mut rng),
             ElboScratch { xt: &mut xt, eps: &mut eps, pred: &mut pred, var: &mut [] },
-            ElboOutput { per_example: &mut per_example, per_step: &mut per_step },
+            ElboOutput { per_example: &mut per_example, per_step: &mut per_step, per_term: &mut [] },
         )
         .unwrap();
         value = parts.total;

@@ -1,4 +1,6 @@
-//! Random numbers from any caller-supplied [`rand_core::Rng`]: uniforms and standard normals.
+//! Random numbers: uniforms and standard normals from any caller-supplied [`rand_core::Rng`],
+//! and the counter-based noise of samplers and bounds ([`Counter`], Philox4x32-10), addressed by
+//! example and draw through the [`Noise`] trait.
 //!
 //! The core never owns or picks a generator (as in `rand_distr`): every function takes
 //! `&mut R` with `R: Rng + ?Sized`. The arithmetic is f32 with `libm`, without fused
@@ -8,7 +10,10 @@
 //! draw in about 99% of cases (8 bits pick the layer, 23 bits the position), the exact density
 //! `exp(-x^2/2)` in the wedges and Marsaglia's exponential method in the tail beyond `R`.
 
+mod philox;
 mod ziggurat_tables;
+
+pub use philox::{Counter, Noise, PhiloxStream, Sequential, box_muller, domain, ln_f32, philox_normals, philox4x32_10};
 
 use rand_core::Rng;
 use ziggurat_tables::{F, R, X};

@@ -3,13 +3,11 @@
 //! `sigma = eta sqrt((1 - abar_p)/(1 - abar_t) (1 - abar_t/abar_p))`; `eta = 0` is deterministic,
 //! `eta = 1` the ancestral sampler of the strided chain.
 
-use rand_core::Rng;
-
-use super::{Clip, Spacing, Timesteps, X0Map, check_batch, check_signal};
+use super::{Clip, NOISE_CHUNK, Spacing, Timesteps, X0Map, check_batch, check_signal};
 use crate::denoiser::{Condition, Denoiser, NoiseLevel};
 use crate::error::{Error, Result, RunError, check_len};
 use crate::param::{Prediction, to_x0_eps};
-use crate::rng::standard_normal;
+use crate::rng::Noise;
 use crate::schedule::{Marginal, NoiseSchedule};
 
 /// The coefficients of one DDIM update `t -> p`, computed once in f64.
@@ -47,23 +45,33 @@ impl DdimCoefficients {
 }
 
 /// One DDIM update in place. Clipping maps `x0_hat` only (diffusers' default
-/// `use_clipped_model_output = False`); with [`Clip::Dynamic`], `x` is one example. `noise` is
-/// called only when `sigma > 0`.
+/// `use_clipped_model_output = False`); with [`Clip::Dynamic`], `x` is one example.
+/// `noise(first, out)` fills `out` with the normals of elements `first..` of `x`; it is called
+/// only when `sigma > 0`.
 pub fn ddim_update(
     c: &DdimCoefficients,
     kind: Prediction,
     pred: &[f32],
     x: &mut [f32],
     clip: Clip,
-    mut noise: impl FnMut() -> f32,
+    mut noise: impl FnMut(usize, &mut [f32]),
 ) -> Result<()> {
     check_len(x.len(), pred.len())?;
     check_signal(kind, c.a_t)?;
     let map = X0Map::new(clip, pred.iter().zip(x.iter()).map(|(&p, &xv)| to_x0_eps(kind, p, xv, c.a_t, c.s_t).0));
     for (xv, &p) in x.iter_mut().zip(pred) {
         let (x0, eps) = to_x0_eps(kind, p, *xv, c.a_t, c.s_t);
-        let det = c.a_p * X0Map::apply(map, x0) + c.direction * eps;
-        *xv = if c.sigma > 0.0 { det + c.sigma * noise() } else { det };
+        *xv = c.a_p * X0Map::apply(map, x0) + c.direction * eps;
+    }
+    if c.sigma > 0.0 {
+        let mut z = [0.0f32; NOISE_CHUNK];
+        for (k, xc) in x.chunks_mut(NOISE_CHUNK).enumerate() {
+            let z = &mut z[..xc.len()];
+            noise(k * NOISE_CHUNK, z);
+            for (xv, &zi) in xc.iter_mut().zip(z.iter()) {
+                *xv += c.sigma * zi;
+            }
+        }
     }
     Ok(())
 }
@@ -98,14 +106,16 @@ impl Ddim {
     }
 
     /// Runs the chain from `x = x_T` to `x_0`; `scratch` (same length) receives model outputs.
-    pub fn sample<D: Denoiser, S: NoiseSchedule + ?Sized, R: Rng + ?Sized>(
+    /// With `eta > 0`, the noise of example `e` at step `i` (0-based) is `noise`'s draw `i` of
+    /// example `e`.
+    pub fn sample<D: Denoiser, S: NoiseSchedule + ?Sized, N: Noise + ?Sized>(
         &self,
         denoiser: &mut D,
         schedule: &S,
         x: &mut [f32],
         scratch: &mut [f32],
         cond: Condition<'_>,
-        rng: &mut R,
+        noise: &mut N,
     ) -> core::result::Result<(), RunError<D::Error>> {
         check_batch(denoiser, x, scratch, cond)?;
         let clip = self.clip.check()?;
@@ -119,13 +129,9 @@ impl Ddim {
             let prev = schedule.marginal(if p == 0 && !self.set_alpha_to_one { 1 } else { p })?;
             let c = DdimCoefficients::new(&step.cur, &prev, self.eta);
             denoiser.predict(x, NoiseLevel::of(&step), cond, scratch).map_err(RunError::Model)?;
-            if let Clip::Dynamic { .. } = clip {
-                // a threshold per example; the noise is drawn in the same (element) order
-                for (xe, pe) in x.chunks_mut(dim).zip(scratch.chunks(dim)) {
-                    ddim_update(&c, kind, pe, xe, clip, || standard_normal(rng))?;
-                }
-            } else {
-                ddim_update(&c, kind, scratch, x, clip, || standard_normal(rng))?;
+            let draw = i as u32;
+            for (e, (xe, pe)) in x.chunks_mut(dim).zip(scratch.chunks(dim)).enumerate() {
+                ddim_update(&c, kind, pe, xe, clip, |first, out| noise.normals(e, draw, first, out))?;
             }
         }
         super::check_finite(x)?;

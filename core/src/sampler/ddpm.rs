@@ -1,14 +1,12 @@
 //! Ancestral (DDPM) sampling, Ho et al. 2020 Alg. 2 in the x0 form of seed 004 eq. 94:
 //! `x_{t-1} = c0_t x0_hat + ct_t x_t + sigma_t z`, no noise on the last step.
 
-use rand_core::Rng;
-
-use super::{Clip, Timesteps, X0Map, check_batch, check_signal};
+use super::{Clip, NOISE_CHUNK, Timesteps, X0Map, check_batch, check_signal};
 use crate::denoiser::{Condition, Denoiser, NoiseLevel};
 use crate::elbo::{ReverseVariance, reverse_log_variance};
 use crate::error::{Error, Result, RunError, check_len};
 use crate::param::{Prediction, to_x0_eps};
-use crate::rng::standard_normal;
+use crate::rng::Noise;
 use crate::schedule::{NoiseSchedule, Step, stride};
 
 /// The reverse standard deviation of one update.
@@ -33,7 +31,8 @@ pub fn ddpm_sigma(step: &Step, variance: ReverseVariance) -> Result<f32> {
 
 /// One ancestral update in place: `x <- c0 x0_hat + ct x + sigma z`, where `x0_hat` comes from
 /// the prediction `pred` of kind `kind` (mapped by `clip`; with [`Clip::Dynamic`], `x` is one
-/// example), and `z` from `noise` (not called on the last step, `step.prev` being the data).
+/// example), and `z` from `noise(first, out)`, which fills `out` with the normals of elements
+/// `first..` of `x` (not called on the last step, `step.prev` being the data).
 pub fn ddpm_update(
     step: &Step,
     kind: Prediction,
@@ -41,7 +40,7 @@ pub fn ddpm_update(
     x: &mut [f32],
     sigma: Sigma<'_>,
     clip: Clip,
-    mut noise: impl FnMut() -> f32,
+    mut noise: impl FnMut(usize, &mut [f32]),
 ) -> Result<()> {
     check_len(x.len(), pred.len())?;
     if let Sigma::LearnedRange(v) = sigma {
@@ -52,32 +51,32 @@ pub fn ddpm_update(
     let map = X0Map::new(clip, pred.iter().zip(x.iter()).map(|(&p, &xv)| to_x0_eps(kind, p, xv, a, s).0));
     let (c0, ct) = (step.posterior_mean_coef_x0, step.posterior_mean_coef_xt);
     let last = step.prev.log_abar == 0.0;
-    let v = match sigma {
-        Sigma::LearnedRange(v) => v,
-        Sigma::Fixed(sd) => {
-            // Two passes with the same operations per element (so the same bits): the mean, which
-            // vectorises, then the noise, drawn in element order.
-            for (xv, &p) in x.iter_mut().zip(pred) {
-                let (x0, _) = to_x0_eps(kind, p, *xv, a, s);
-                *xv = c0 * X0Map::apply(map, x0) + ct * *xv;
-            }
-            if !last {
-                for xv in x.iter_mut() {
-                    *xv += sd * noise();
+    // Two passes with the same operations per element (so the same bits however `x` is cut):
+    // the mean, which vectorises, then the noise, a chunk of normals at a time.
+    for (xv, &p) in x.iter_mut().zip(pred) {
+        let (x0, _) = to_x0_eps(kind, p, *xv, a, s);
+        *xv = c0 * X0Map::apply(map, x0) + ct * *xv;
+    }
+    if last {
+        return Ok(());
+    }
+    let mut z = [0.0f32; NOISE_CHUNK];
+    for (k, xc) in x.chunks_mut(NOISE_CHUNK).enumerate() {
+        let z = &mut z[..xc.len()];
+        noise(k * NOISE_CHUNK, z);
+        match sigma {
+            Sigma::Fixed(sd) => {
+                for (xv, &zi) in xc.iter_mut().zip(z.iter()) {
+                    *xv += sd * zi;
                 }
             }
-            return Ok(());
+            Sigma::LearnedRange(v) => {
+                for ((xv, &zi), &vi) in xc.iter_mut().zip(z.iter()).zip(&v[k * NOISE_CHUNK..]) {
+                    let sd = libm::exp(0.5 * reverse_log_variance(step, ReverseVariance::LearnedRange, vi)) as f32;
+                    *xv += sd * zi;
+                }
+            }
         }
-    };
-    for (xv, (&p, &vi)) in x.iter_mut().zip(pred.iter().zip(v)) {
-        let (x0, _) = to_x0_eps(kind, p, *xv, a, s);
-        let mean = c0 * X0Map::apply(map, x0) + ct * *xv;
-        *xv = if last {
-            mean
-        } else {
-            let sd = libm::exp(0.5 * reverse_log_variance(step, ReverseVariance::LearnedRange, vi)) as f32;
-            mean + sd * noise()
-        };
     }
     Ok(())
 }
@@ -105,14 +104,15 @@ impl Ddpm {
     /// Runs the chain from `x = x_T` to `x_0`; `scratch` receives model outputs: the same length
     /// as `x`, or twice that with [`ReverseVariance::LearnedRange`] (the prediction, then the
     /// model's variance output).
-    pub fn sample<D: Denoiser, S: NoiseSchedule + ?Sized, R: Rng + ?Sized>(
+    /// The noise of example `e` at step `i` (0-based) is `noise`'s draw `i` of example `e`.
+    pub fn sample<D: Denoiser, S: NoiseSchedule + ?Sized, N: Noise + ?Sized>(
         &self,
         denoiser: &mut D,
         schedule: &S,
         x: &mut [f32],
         scratch: &mut [f32],
         cond: Condition<'_>,
-        rng: &mut R,
+        noise: &mut N,
     ) -> core::result::Result<(), RunError<D::Error>> {
         let learned = self.variance == ReverseVariance::LearnedRange;
         if learned && !denoiser.has_variance() {
@@ -143,19 +143,14 @@ impl Ddpm {
                 denoiser.predict(x, level, cond, scratch).map_err(RunError::Model)?;
                 Sigma::Fixed(ddpm_sigma(&step, self.variance)?)
             };
-            match (clip, sigma) {
-                // a threshold per example; the noise is drawn in the same (element) order
-                (Clip::Dynamic { .. }, Sigma::LearnedRange(v)) => {
-                    for ((xe, pe), ve) in x.chunks_mut(dim).zip(scratch.chunks(dim)).zip(v.chunks(dim)) {
-                        ddpm_update(&step, kind, pe, xe, Sigma::LearnedRange(ve), clip, || standard_normal(rng))?;
-                    }
-                }
-                (Clip::Dynamic { .. }, Sigma::Fixed(_)) => {
-                    for (xe, pe) in x.chunks_mut(dim).zip(scratch.chunks(dim)) {
-                        ddpm_update(&step, kind, pe, xe, sigma, clip, || standard_normal(rng))?;
-                    }
-                }
-                _ => ddpm_update(&step, kind, scratch, x, sigma, clip, || standard_normal(rng))?,
+            // example by example, each with its own noise
+            let draw = i as u32;
+            for (e, (xe, pe)) in x.chunks_mut(dim).zip(scratch.chunks(dim)).enumerate() {
+                let se = match sigma {
+                    Sigma::LearnedRange(v) => Sigma::LearnedRange(&v[e * dim..(e + 1) * dim]),
+                    fixed => fixed,
+                };
+                ddpm_update(&step, kind, pe, xe, se, clip, |first, out| noise.normals(e, draw, first, out))?;
             }
         }
         super::check_finite(x)?;

@@ -4,13 +4,11 @@
 //! gives by Tweedie (`-eps_hat / sqrt(1 - abar_t)`), and the step size follows Song & Ermon's
 //! `c_t proportional to sigma_t^2`: `c_t = step_size (1 - abar_t)`.
 
-use rand_core::Rng;
-
-use super::{Timesteps, check_batch, check_signal};
+use super::{NOISE_CHUNK, Timesteps, check_batch, check_signal};
 use crate::denoiser::{Condition, Denoiser, NoiseLevel};
 use crate::error::{Error, RunError};
 use crate::param::{Prediction, from_x0_eps, to_x0_eps};
-use crate::rng::standard_normal;
+use crate::rng::Noise;
 use crate::schedule::NoiseSchedule;
 
 /// The annealed Langevin sampler.
@@ -28,15 +26,16 @@ pub struct AnnealedLangevin {
 }
 
 impl AnnealedLangevin {
-    /// Runs the dynamics in place from `x` (usually `N(0, I)` draws).
-    pub fn sample<D: Denoiser, S: NoiseSchedule + ?Sized, R: Rng + ?Sized>(
+    /// Runs the dynamics in place from `x` (usually `N(0, I)` draws). Iteration `k` (0-based,
+    /// over all levels) draws `noise`'s draw `k` of each example.
+    pub fn sample<D: Denoiser, S: NoiseSchedule + ?Sized, N: Noise + ?Sized>(
         &self,
         denoiser: &mut D,
         schedule: &S,
         x: &mut [f32],
         scratch: &mut [f32],
         cond: Condition<'_>,
-        rng: &mut R,
+        noise: &mut N,
     ) -> core::result::Result<(), RunError<D::Error>> {
         check_batch(denoiser, x, scratch, cond)?;
         if !(self.step_size > 0.0 && self.step_size.is_finite()) || self.steps_per_level == 0 {
@@ -48,6 +47,7 @@ impl AnnealedLangevin {
         }
         let kind = denoiser.prediction();
         let mut last = None;
+        let mut draw = 0u32;
         for t in self.levels.iter() {
             let step = schedule.step(t)?;
             check_signal(kind, step.cur.sqrt_abar)?;
@@ -56,11 +56,20 @@ impl AnnealedLangevin {
             let noise_scale = libm::sqrtf(2.0 * c);
             for _ in 0..self.steps_per_level {
                 denoiser.predict(x, NoiseLevel::of(&step), cond, scratch).map_err(RunError::Model)?;
-                for (xv, &p) in x.iter_mut().zip(scratch.iter()) {
-                    let (x0, eps) = to_x0_eps(kind, p, *xv, a, s);
-                    let score = from_x0_eps(Prediction::Score, x0, eps, a, s);
-                    *xv = *xv + c * score + noise_scale * standard_normal(rng);
+                let dim = denoiser.dim();
+                let mut z = [0.0f32; NOISE_CHUNK];
+                for (e, (xe, pe)) in x.chunks_mut(dim).zip(scratch.chunks(dim)).enumerate() {
+                    for (k, (xc, pc)) in xe.chunks_mut(NOISE_CHUNK).zip(pe.chunks(NOISE_CHUNK)).enumerate() {
+                        let z = &mut z[..xc.len()];
+                        noise.normals(e, draw, k * NOISE_CHUNK, z);
+                        for ((xv, &p), &zi) in xc.iter_mut().zip(pc).zip(z.iter()) {
+                            let (x0, eps) = to_x0_eps(kind, p, *xv, a, s);
+                            let score = from_x0_eps(Prediction::Score, x0, eps, a, s);
+                            *xv = *xv + c * score + noise_scale * zi;
+                        }
+                    }
                 }
+                draw += 1;
             }
             last = Some(step);
         }

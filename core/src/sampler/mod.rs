@@ -118,13 +118,16 @@ fn kth_abs<I: Iterator<Item = f32> + Clone>(xs: I, k: usize) -> f32 {
     f32::from_bits(lo)
 }
 
-/// Checks a batch and returns `n`.
+/// Normals an update draws at a time (a stack buffer: the core allocates nothing).
+pub(crate) const NOISE_CHUNK: usize = 64;
+
 /// The end of every sampling run: samples that overflowed (extreme or damaged input: a
 /// model, a schedule table, a start) are an error, never an `Ok` with non-finite values.
 pub(crate) fn check_finite(x: &[f32]) -> Result<()> {
     if x.iter().all(|v| v.is_finite()) { Ok(()) } else { Err(Error::NonFinite { what: "sampling" }) }
 }
 
+/// Checks a batch and returns `n`.
 pub(crate) fn check_batch<D: Denoiser>(denoiser: &D, x: &[f32], scratch: &[f32], cond: Condition<'_>) -> Result<usize> {
     let dim = denoiser.dim();
     if dim == 0 || x.is_empty() || !x.len().is_multiple_of(dim) {

@@ -8,14 +8,12 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::noise;
 use clap::Args;
 use elbo_core::NoiseSchedule;
 use elbo_core::denoiser::Condition;
 use elbo_core::elbo::{Decoder, ElboOptions, Estimator, ReverseVariance};
-use elbo_core::rng::fill_standard_normal;
 use elbo_core::sampler::{Ddim, Ddpm, Spacing};
-use rand_core::SeedableRng;
-use rand_pcg::Pcg32;
 
 use super::train::TrainCliArgs;
 use crate::data::DataSpec;
@@ -82,21 +80,35 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     let spec = DataSpec::parse("two-moons")?;
     let held_out = spec.load(n, a.seed + 1)?;
     let other = spec.load(n, a.seed + 2)?;
-    let mut rng = Pcg32::seed_from_u64(a.seed + 3);
+    let seed = a.seed + 3;
 
     let mut scratch = vec![0.0f32; n * dim];
     let mut ddpm = vec![0.0f32; n * dim];
-    fill_standard_normal(&mut rng, &mut ddpm);
+    noise::starts(seed, 0, dim, &mut ddpm);
     Ddpm::default()
-        .sample(&mut model, sched.as_ref(), &mut ddpm, &mut scratch, Condition::Unconditional, &mut rng)
+        .sample(
+            &mut model,
+            sched.as_ref(),
+            &mut ddpm,
+            &mut scratch,
+            Condition::Unconditional,
+            &mut noise::sampler(seed, 0),
+        )
         .map_err(internal)?;
     norm.invert(&mut ddpm);
     let k = 50;
     let mut ddim = vec![0.0f32; n * dim];
-    fill_standard_normal(&mut rng, &mut ddim);
+    noise::starts(seed, 0, dim, &mut ddim);
     Ddim::new(0.0, Spacing::Trailing, k, sched.steps())
         .map_err(internal)?
-        .sample(&mut model, sched.as_ref(), &mut ddim, &mut scratch, Condition::Unconditional, &mut rng)
+        .sample(
+            &mut model,
+            sched.as_ref(),
+            &mut ddim,
+            &mut scratch,
+            Condition::Unconditional,
+            &mut noise::sampler(seed, 0),
+        )
         .map_err(internal)?;
     norm.invert(&mut ddim);
 
@@ -112,7 +124,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         estimator: Estimator::RaoBlackwell,
         decoder: Decoder::Continuous,
     };
-    let b = bound(&mut model, sched.as_ref(), &z, opts, &mut rng)?;
+    let b = bound(&mut model, sched.as_ref(), &z, opts, seed, 0)?;
     let log_det = norm.log_det();
     let total = b.parts.total + log_det;
     let se = (b.per_example.iter().map(|e| (e + log_det - total).powi(2)).sum::<f64>() / ((n - 1) * n) as f64).sqrt();
@@ -204,9 +216,9 @@ fn digits(a: &DemoArgs) -> Result<String> {
     let dim = test.dim;
     let histogram = crate::metrics::histogram_bpd(&train.x, &test.x, dim, 17, 0.1);
     let c = model.continuous().ok_or_else(|| internal("the digits model is a continuous-time one"))??;
-    let mut rng = Pcg32::seed_from_u64(a.seed + 4);
+    let seed = a.seed + 4;
     let times = 50;
-    let b = crate::evaluate::continuous_bound(&mut model, &c, &test.x, times, Some(17), &mut rng)?;
+    let b = crate::evaluate::continuous_bound(&mut model, &c, &test.x, times, Some(17), seed, 0)?;
     let bits = |v: f64| v / (dim as f64 * std::f64::consts::LN_2);
     let n = test.len() as f64;
     let mean = b.parts.total;
@@ -215,10 +227,17 @@ fn digits(a: &DemoArgs) -> Result<String> {
     let k = 50;
     let mut x = vec![0.0f32; 40 * dim];
     let mut scratch = vec![0.0f32; 40 * dim];
-    fill_standard_normal(&mut rng, &mut x);
+    noise::starts(seed, 0, dim, &mut x);
     Ddim::new(0.0, Spacing::Trailing, k, sched.steps())
         .map_err(internal)?
-        .sample(&mut model, sched.as_ref(), &mut x, &mut scratch, Condition::Unconditional, &mut rng)
+        .sample(
+            &mut model,
+            sched.as_ref(),
+            &mut x,
+            &mut scratch,
+            Condition::Unconditional,
+            &mut noise::sampler(seed, 0),
+        )
         .map_err(internal)?;
     plot::image_grid(&a.out.join("digits_samples.png"), &format!("U-Net, DDIM {k} steps"), &x, &[1, 8, 8], 10, &[])?;
     Ok(format!(

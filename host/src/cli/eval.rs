@@ -3,8 +3,6 @@
 
 use clap::Args;
 use elbo_core::elbo::{Decoder, ElboOptions, Estimator, ReverseVariance};
-use rand_core::SeedableRng;
-use rand_pcg::Pcg32;
 use serde::Serialize;
 
 use super::ScheduleOpts;
@@ -29,8 +27,14 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 2000)]
     pub n: usize,
     /// Seed (of the held-out draw and the bound's noise); differs from training's by default.
+    /// Example `i`'s draws depend only on the seed and `i`.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Evaluate part I of N (0-based) of the examples, I n/N .. (I+1) n/N, and write its exact
+    /// sums as JSON (needs --json; no sample quality): `elbo merge` of the N parts prints the
+    /// whole run's `eval --json --mmd-samples 0`, bit for bit.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<crate::kinds::Shard>,
     /// Data quantised to K levels on [-1, 1]: use the discretised decoder [default: the levels
     /// of a built-in image set].
     #[arg(long)]
@@ -118,13 +122,14 @@ pub struct EvalReport {
     pub times: Option<usize>,
 }
 
+use crate::cli::merge::{BoundMeta, BoundSums};
 use crate::evaluate::{bound, continuous_bound, vae_bound};
+use crate::exact::ExactSum;
 use crate::kinds::SamplerKind;
 use crate::progress::{Progress, Ticking};
 use crate::sampling::SamplerOptions;
 use elbo_core::NoiseSchedule;
 use elbo_core::denoiser::Condition;
-use elbo_core::rng::fill_standard_normal;
 
 /// `elbo eval` of a VAE or HVAE checkpoint: its own bound (16 draws per example).
 fn eval_vae(a: &EvalArgs, c: &crate::checkpoint::Checkpoint, v: &crate::vae::Vae) -> Result<()> {
@@ -271,13 +276,34 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     let bins = a.bins.or(data.levels.filter(|_| identity).map(|k| k as u32));
     let opts = elbo_options(a, &source, &data, bins)?;
     let normalization = source.normalization();
-    let mut z = data.x.clone();
+    let sharded = a.shard.is_some();
+    let shard = a.shard.unwrap_or(crate::kinds::Shard::WHOLE);
+    if sharded && !a.json {
+        return Err(input(
+            "--shard: writes the part's sums as JSON: give --json (and merge the parts with elbo merge)",
+        ));
+    }
+    if sharded && a.mmd_samples.is_some_and(|k| k > 0) {
+        return Err(input("--mmd-samples: a sharded eval evaluates the bound only (sample with elbo sample --shard)"));
+    }
+    if data.len() as u64 > u64::from(u32::MAX) {
+        return Err(input(format!(
+            "--data {}: at most {} examples in one run (the noise's counter)",
+            a.data,
+            u32::MAX
+        )));
+    }
+    let part = shard.range(data.len());
+    if part.is_empty() {
+        return Err(input(format!("--shard {shard}: the part is empty ({} examples)", data.len())));
+    }
+    let mut z = data.x[part.start * dim..part.end * dim].to_vec();
     normalization.apply(&mut z);
-    let mut rng = Pcg32::seed_from_u64(a.seed);
+    let offset = part.start as u64;
     // sample quality by default only where it is cheap: every step for flat vectors, a few
     // DDIM steps and fewer samples for images
     let image = source.shape().len() == 3;
-    let n_mmd = a.mmd_samples.unwrap_or(if image { 200 } else { 2000 });
+    let n_mmd = if sharded { 0 } else { a.mmd_samples.unwrap_or(if image { 200 } else { 2000 }) };
     crate::io::check_memory("--mmd-samples", crate::io::product(&[n_mmd, dim, 4]))?;
     let mmd_sampler = SamplerOptions {
         sampler: a.mmd_sampler.unwrap_or(if image { SamplerKind::Ddim } else { SamplerKind::Ddpm }),
@@ -298,16 +324,23 @@ pub fn run(a: &EvalArgs) -> Result<()> {
             }
             let progress = Progress::new("bound", a.times as u64, "levels");
             let mut den = Ticking { inner: t.as_mut(), progress: &progress };
-            continuous_bound(&mut den, &c, &z, a.times, bins.map(|k| k as usize), &mut rng)?
+            continuous_bound(&mut den, &c, &z, a.times, bins.map(|k| k as usize), a.seed, offset)?
         }
         _ => {
             let progress = Progress::new("bound", schedule.steps() as u64, "steps");
-            bound(&mut Ticking { inner: &mut source, progress: &progress }, schedule.as_ref(), &z, opts, &mut rng)?
+            bound(
+                &mut Ticking { inner: &mut source, progress: &progress },
+                schedule.as_ref(),
+                &z,
+                opts,
+                a.seed,
+                offset,
+            )?
         }
     };
     let mut generated = if n_mmd > 0 {
         // its time, estimated from the bound's (model calls of the same batch size)
-        let bound_calls = (if is_continuous { a.times } else { schedule.steps() } * data.len()) as f64;
+        let bound_calls = (if is_continuous { a.times } else { schedule.steps() } * part.len()) as f64;
         let estimate = started.elapsed().as_secs_f64() * (mmd_calls * n_mmd as u64) as f64 / bound_calls;
         crate::note!(
             "MMD: {n_mmd} samples by {} {mmd_calls} steps, about {} (--mmd-samples 0 skips it)",
@@ -315,10 +348,19 @@ pub fn run(a: &EvalArgs) -> Result<()> {
             crate::progress::human_duration(std::time::Duration::from_secs_f64(estimate))
         );
         let progress = Progress::new(&format!("{n_mmd} samples for the MMD"), mmd_calls, "steps");
+        // the samples' seed differs from the bound's draws (another domain of the same seed)
         let mut x = vec![0.0f32; n_mmd * dim];
-        fill_standard_normal(&mut rng, &mut x);
+        crate::noise::starts(a.seed, 0, dim, &mut x);
         let mut den = Ticking { inner: &mut source, progress: &progress };
-        crate::sampling::sample(&mmd_sampler, &mut den, schedule.as_ref(), &mut x, Condition::Unconditional, &mut rng)?;
+        let mut noise = crate::noise::sampler(a.seed, 0);
+        crate::sampling::sample(
+            &mmd_sampler,
+            &mut den,
+            schedule.as_ref(),
+            &mut x,
+            Condition::Unconditional,
+            &mut noise,
+        )?;
         Some(x)
     } else {
         None
@@ -329,16 +371,66 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     // the exact NLL where the model is a mixture's exact denoiser
     let exact = match &source {
         Source::Optimal(m) => Some(m.with_core(|g| {
-            data.x.chunks_exact(dim).map(|x| -g.log_density(x).unwrap_or(f64::NAN)).sum::<f64>() / data.len() as f64
+            ExactSum::of(
+                data.x[part.start * dim..part.end * dim]
+                    .chunks_exact(dim)
+                    .map(|x| -g.log_density(x).unwrap_or(f64::NAN)),
+            )
         })?),
         _ => None,
     };
     let log_det = normalization.log_det();
-    let n = data.len();
-    let total = b.parts.total + log_det;
-    let var = b.per_example.iter().map(|e| (e + log_det - total).powi(2)).sum::<f64>() / (n.max(2) - 1) as f64;
-    let se = (var / n as f64).sqrt();
-    let per_dim = dim as f64 * std::f64::consts::LN_2;
+    let steps = schedule.steps();
+    // exact sums over the part's examples, from which the report (and a merge) is made
+    let totals = b.per_example.iter().map(|e| e + log_det);
+    let sums = BoundSums {
+        n: part.len(),
+        total: ExactSum::of(totals.clone()),
+        total_sq: ExactSum::of(totals.map(|e| e * e)),
+        prior: ExactSum::of(b.prior.iter().copied()),
+        decoder: ExactSum::of(b.decoder.iter().map(|d| d + log_det)),
+        diffusion: if is_continuous {
+            ExactSum::of(b.terms.iter().copied())
+        } else {
+            ExactSum::of(b.terms.chunks_exact(steps).flat_map(|r| r[1..].iter().copied()))
+        },
+        terms: if is_continuous {
+            vec![]
+        } else {
+            (1..steps).map(|t| ExactSum::of(b.terms.iter().skip(t).step_by(steps).copied())).collect()
+        },
+        exact_nll: exact,
+    };
+    let meta = BoundMeta {
+        model: a.model.clone(),
+        data: a.data.clone(),
+        seed: a.seed,
+        n_total: data.len(),
+        dims: dim,
+        bound: if is_continuous { "continuous" } else { "discrete" }.to_string(),
+        estimator: (!is_continuous).then(|| a.estimator.to_string()),
+        variance: (!is_continuous).then(|| variance_name(opts.variance).to_string()),
+        times: is_continuous.then_some(a.times),
+    };
+    let mut report = sums.report(&meta);
+    let finite_bound = [report.neg_elbo_nats, report.neg_elbo_nats_se, report.prior_nats, report.decoder_nats]
+        .into_iter()
+        .chain(report.terms_nats.iter().copied())
+        .chain(report.exact_nll_nats)
+        .all(f64::is_finite);
+    if sharded && finite_bound {
+        let part_json = crate::cli::merge::EvalPart::new(shard, meta, sums);
+        super::print_line(serde_json::to_string(&part_json).map_err(anyhow::Error::from)?)?;
+        crate::note!(
+            "part {} of the bound: examples {}..{} of {}, -ELBO {:.4} nats/example on this part (elbo merge the parts)",
+            shard,
+            part.start,
+            part.end,
+            data.len(),
+            report.neg_elbo_nats
+        );
+        return Ok(());
+    }
     let (mmd, mmd_data, h) = match &generated {
         Some(g) => {
             let h = median_bandwidth(&data.x, dim);
@@ -355,27 +447,11 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         }
         None => (None, None, None),
     };
-    let report = EvalReport {
-        neg_elbo_nats: total,
-        neg_elbo_nats_se: se,
-        bpd: total / per_dim,
-        bpd_se: se / per_dim,
-        prior_nats: b.parts.prior,
-        decoder_nats: b.parts.decoder + log_det,
-        terms_nats: b.per_step.get(1..).unwrap_or_default().to_vec(),
-        n,
-        dims: dim,
-        mmd,
-        mmd_data,
-        mmd_bandwidth: h,
-        mmd_samples: (n_mmd > 0).then_some(n_mmd),
-        mmd_sampler: (n_mmd > 0).then(|| format!("{}-{mmd_calls}", mmd_sampler.sampler)),
-        exact_nll_nats: exact,
-        bound: if is_continuous { "continuous" } else { "discrete" },
-        estimator: (!is_continuous).then(|| a.estimator.to_string()),
-        variance: (!is_continuous).then(|| variance_name(opts.variance).to_string()),
-        times: is_continuous.then_some(a.times),
-    };
+    report.mmd = mmd;
+    report.mmd_data = mmd_data;
+    report.mmd_bandwidth = h;
+    report.mmd_samples = (n_mmd > 0).then_some(n_mmd);
+    report.mmd_sampler = (n_mmd > 0).then(|| format!("{}-{mmd_calls}", mmd_sampler.sampler));
     let finite = [report.neg_elbo_nats, report.neg_elbo_nats_se, report.prior_nats, report.decoder_nats]
         .into_iter()
         .chain(report.terms_nats.iter().copied())
@@ -392,7 +468,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         let pts: Vec<(f64, f64)> = report.terms_nats.iter().enumerate().map(|(i, &v)| ((i + 2) as f64, v)).collect();
         crate::plot::curve(p, "per-step terms L_{t-1} of -ELBO (nats)", "t", "nats", &pts, true)?;
     }
-    print_report(a, &report, b.parts.diffusion)
+    print_report(a, &report, sums.diffusion_mean())
 }
 
 /// The command-line name of a reverse variance.

@@ -5,6 +5,7 @@ mod data;
 mod demo;
 mod eval;
 mod export;
+mod merge;
 pub(crate) mod model_arg;
 mod sample;
 mod schedule;
@@ -46,6 +47,8 @@ enum Command {
     Sample(sample::SampleArgs),
     /// Evaluate the likelihood bound (nats, bits/dim) and sample quality.
     Eval(eval::EvalArgs),
+    /// Merge the parts of a sharded `eval --shard I/N --json` into the whole run's JSON (exact).
+    Merge(merge::MergeArgs),
     /// Export a trained model: FILE.onnx (ONNX), FILE.bin (a weight blob for no_std devices) or
     /// FILE.safetensors (the EMA weights alone).
     Export(export::ExportArgs),
@@ -100,6 +103,7 @@ pub fn main() -> ExitCode {
         }
         Command::Sample(a) => sample::run(&a),
         Command::Eval(a) => eval::run(&a),
+        Command::Merge(a) => merge::run(&a),
         Command::Export(a) => export::run(&a),
         Command::Experiment(a) => crate::experiments::run(&a),
         Command::Schedule(a) => schedule::run(&a),

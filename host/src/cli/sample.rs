@@ -9,6 +9,8 @@ use elbo_core::sampler::{ClassifierFree, ClassifierGuided};
 use rand_core::SeedableRng;
 use rand_pcg::Pcg32;
 
+use crate::kinds::Shard;
+
 use super::ScheduleOpts;
 use super::model_arg::Source;
 use crate::data::load_file;
@@ -83,9 +85,14 @@ pub struct SampleArgs {
     /// Langevin step size (times 1 - abar_t).
     #[arg(long, default_value_t = 0.5)]
     pub langevin_step_size: f32,
-    /// Seed of every random number.
+    /// Seed of every random number: sample `i`'s start and noise depend only on the seed and
+    /// `i` (not on `--n`, the batch, the shard or the machine).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Write part I of N (0-based) of the run: its samples I n/N .. (I+1) n/N, the same bits as
+    /// in the whole run (concatenate the N files in order to get it).
+    #[arg(long, value_name = "I/N", default_value = "0/1")]
+    pub shard: Shard,
     /// Also draw the samples over the model's data (first two coordinates) into this PNG.
     #[arg(long)]
     pub plot: Option<PathBuf>,
@@ -184,25 +191,22 @@ pub fn run(a: &SampleArgs) -> Result<()> {
             a.model
         )));
     }
-    let mut rng = Pcg32::seed_from_u64(a.seed);
-    let mut x = match init {
+    // the run's starts: the rows of --init, or N(0, I) draws made below for the shard's part
+    let init_rows = match init {
         Some(d) => {
             if d.dim != dim {
                 return Err(input(format!("--init: rows have {} values, the model expects {dim}", d.dim)));
             }
-            d.x
+            Some(d.x)
         }
         None => {
             if a.n == 0 {
                 return Err(input("--n: expected at least one sample"));
             }
-            crate::io::check_memory("--n", crate::io::product(&[a.n, dim, 4]))?;
-            let mut x = vec![0.0f32; a.n * dim];
-            fill_standard_normal(&mut rng, &mut x);
-            x
+            None
         }
     };
-    let n = x.len() / dim;
+    let n = init_rows.as_ref().map_or(a.n, |x| x.len() / dim);
     if a.guidance.is_some() && a.class.is_none() {
         return Err(input("--guidance: needs --class C"));
     }
@@ -246,11 +250,9 @@ pub fn run(a: &SampleArgs) -> Result<()> {
             return Err(input(format!("--class: the model {} is unconditional (it has no classes)", a.model)));
         }
         Some("all") => {
-            // n of every class, class after class; x_T is drawn anew for the larger batch.
+            // n of every class, class after class (the run's examples 0..n k)
             let k = classes;
             crate::io::check_memory("--n with --class all", crate::io::product(&[n, k, dim, 4]))?;
-            x = vec![0.0f32; n * k * dim];
-            fill_standard_normal(&mut rng, &mut x);
             Some((0..k as u32).flat_map(|c| std::iter::repeat_n(c, n)).collect())
         }
         Some(c) => match c.parse::<u32>() {
@@ -261,6 +263,31 @@ pub fn run(a: &SampleArgs) -> Result<()> {
         },
     };
     let per_row = if a.class.as_deref() == Some("all") { n } else { 8 };
+    // the run's examples, and this shard's part of them
+    let total = labels.as_ref().map_or(n, Vec::len);
+    if total as u64 > u64::from(u32::MAX) {
+        return Err(input(format!("--n: at most {} samples in one run (the noise's counter)", u32::MAX)));
+    }
+    let part = a.shard.range(total);
+    if part.is_empty() {
+        return Err(input(format!(
+            "--shard {}: the part is empty ({total} samples in {} parts)",
+            a.shard, a.shard.count
+        )));
+    }
+    let labels = labels.map(|l| l[part.clone()].to_vec());
+    let mut x = match init_rows {
+        Some(rows) if total == rows.len() / dim => rows[part.start * dim..part.end * dim].to_vec(),
+        // --class all with --init: the rows again for every class
+        Some(rows) => rows.chunks_exact(dim).cycle().skip(part.start).take(part.len()).flatten().copied().collect(),
+        None => {
+            crate::io::check_memory("--n", crate::io::product(&[part.len(), dim, 4]))?;
+            let mut x = vec![0.0f32; part.len() * dim];
+            crate::noise::starts(a.seed, part.start as u64, dim, &mut x);
+            x
+        }
+    };
+    let mut noise = crate::noise::sampler(a.seed, part.start as u64);
     let n = x.len() / dim;
     let cond = labels.as_deref().map_or(Condition::Unconditional, Condition::Class);
     let gamma = a.guidance.unwrap_or(1.0);
@@ -278,10 +305,10 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     if let Some(clf) = classifier.as_mut() {
         let g = ClassifierGuided::new(&mut source, clf, classes, gamma, &mut guide_buf)
             .map_err(|e| flag("--guidance", e))?;
-        sample(&so, &mut Ticking { inner: g, progress: &progress }, schedule.as_ref(), &mut x, cond, &mut rng)?;
+        sample(&so, &mut Ticking { inner: g, progress: &progress }, schedule.as_ref(), &mut x, cond, &mut noise)?;
     } else if labels.is_some() {
         let g = ClassifierFree::new(&mut source, gamma, &mut guide_buf).map_err(|e| flag("--guidance", e))?;
-        sample(&so, &mut Ticking { inner: g, progress: &progress }, schedule.as_ref(), &mut x, cond, &mut rng)?;
+        sample(&so, &mut Ticking { inner: g, progress: &progress }, schedule.as_ref(), &mut x, cond, &mut noise)?;
     } else {
         sample(
             &so,
@@ -289,7 +316,7 @@ pub fn run(a: &SampleArgs) -> Result<()> {
             schedule.as_ref(),
             &mut x,
             cond,
-            &mut rng,
+            &mut noise,
         )?;
     }
     progress.finish();
@@ -334,6 +361,9 @@ fn sample_vae(a: &SampleArgs, c: crate::checkpoint::Checkpoint) -> Result<()> {
     }
     if a.init.is_some() {
         return Err(not_for("--init"));
+    }
+    if a.shard != Shard::WHOLE {
+        return Err(not_for("--shard"));
     }
     if a.n == 0 {
         return Err(input("--n: expected at least one sample"));

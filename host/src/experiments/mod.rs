@@ -282,9 +282,9 @@ fn likelihood(a: &ExperimentArgs) -> Result<()> {
                 &data.x,
                 Condition::Unconditional,
                 opts,
-                &mut rng,
+                &mut crate::noise::bound(a.seed + 1, 0),
                 ElboScratch { xt: &mut xt, eps: &mut eps, pred: &mut pred, var: &mut [] },
-                ElboOutput { per_example: &mut per_example, per_step: &mut per_step },
+                ElboOutput { per_example: &mut per_example, per_step: &mut per_step, per_term: &mut [] },
             )
             .map_err(|e| Error::Internal(anyhow::anyhow!("{e}")))?;
             let gaps: Vec<f64> = per_example.iter().zip(&exact).map(|(b, e)| b - e).collect();
@@ -390,7 +390,8 @@ where
         let (mut rb, mut mc) = (Vec::new(), Vec::new());
         for ((x, xr), p) in z.chunks_exact(d).zip(xt.chunks_exact(d)).zip(pred.chunks_exact(d)) {
             rb.push(kl_term_rb(&st, kind, p, x, xr, lv).map_err(|e| input(format!("{e}")))?);
-            mc.push(kl_term_mc(&st, kind, p, x, xr, lv, rng).map_err(|e| input(format!("{e}")))?);
+            let draw: Vec<f32> = (0..d).map(|_| standard_normal(rng)).collect();
+            mc.push(kl_term_mc(&st, kind, p, x, xr, lv, &draw).map_err(|e| input(format!("{e}")))?);
         }
         // the sample variance, from the standard error of the mean
         let var = |v: &[f64]| mean_se(v).1.powi(2) * v.len() as f64;
@@ -456,11 +457,19 @@ fn rb_variance(a: &ExperimentArgs) -> Result<()> {
                 let mut model = Trained::new(tr.ckpt.config.clone(), tr.ckpt.ema.clone())?;
                 let sched = model.schedule()?;
                 let mut x = vec![0.0f32; held_out.x.len()];
-                elbo_core::rng::fill_standard_normal(&mut rng, &mut x);
+                // the same x_T at every point of the curve
+                crate::noise::starts(a.seed + 8, 0, dim, &mut x);
                 let mut scratch = vec![0.0f32; x.len()];
                 Ddim::new(0.0, Spacing::Trailing, 50, sched.steps())
                     .map_err(|e| input(format!("{e}")))?
-                    .sample(&mut model, sched.as_ref(), &mut x, &mut scratch, Condition::Unconditional, &mut rng)
+                    .sample(
+                        &mut model,
+                        sched.as_ref(),
+                        &mut x,
+                        &mut scratch,
+                        Condition::Unconditional,
+                        &mut crate::noise::sampler(a.seed + 8, 0),
+                    )
                     .map_err(crate::error::run_error)?;
                 norm.invert(&mut x);
                 mmd_pts.push((k as f64, mmd2(&x, &held_out.x, dim, h)));
@@ -718,7 +727,7 @@ fn model_likelihood(
 ) -> Result<()> {
     use crate::cli::model_arg::Source;
     let spec = a.data.as_deref().unwrap_or_default();
-    let mut rng = Pcg32::seed_from_u64(a.seed + 1);
+    let seed = a.seed + 1;
     let norm = source.normalization();
     let continuous = match &source {
         Source::Trained(t) => t.continuous().transpose()?,
@@ -728,7 +737,7 @@ fn model_likelihood(
         (Source::Trained(t), Some(c)) => {
             let progress = crate::progress::Progress::new("bound", 200, "levels");
             let mut den = crate::progress::Ticking { inner: t.as_mut(), progress: &progress };
-            crate::evaluate::continuous_bound(&mut den, &c, z, 200, None, &mut rng)?
+            crate::evaluate::continuous_bound(&mut den, &c, z, 200, None, seed, 0)?
         }
         (s, _) => {
             let opts = ElboOptions {
@@ -738,7 +747,7 @@ fn model_likelihood(
             };
             let progress = crate::progress::Progress::new("bound", schedule.steps() as u64, "steps");
             let mut den = crate::progress::Ticking { inner: s, progress: &progress };
-            crate::evaluate::bound(&mut den, schedule, z, opts, &mut rng)?
+            crate::evaluate::bound(&mut den, schedule, z, opts, seed, 0)?
         }
     };
     let ld = norm.log_det();

@@ -74,12 +74,11 @@ fn figures(model: &mut Trained, held_out: &Dataset, h: f64, seed: u64) -> Result
     let mut z = held_out.x.clone();
     let norm = model.normalization.clone();
     norm.apply(&mut z);
-    let mut rng = Pcg32::seed_from_u64(seed);
     let sched = model.schedule()?;
     let b = match model.continuous() {
         Some(c) => {
             let progress = Progress::new("bound", 200, "levels");
-            continuous_bound(&mut Ticking { inner: &mut *model, progress: &progress }, &c?, &z, 200, None, &mut rng)?
+            continuous_bound(&mut Ticking { inner: &mut *model, progress: &progress }, &c?, &z, 200, None, seed, 0)?
         }
         None => {
             let opts = ElboOptions {
@@ -88,7 +87,7 @@ fn figures(model: &mut Trained, held_out: &Dataset, h: f64, seed: u64) -> Result
                 decoder: Decoder::Continuous,
             };
             let progress = Progress::new("bound", sched.steps() as u64, "steps");
-            bound(&mut Ticking { inner: &mut *model, progress: &progress }, sched.as_ref(), &z, opts, &mut rng)?
+            bound(&mut Ticking { inner: &mut *model, progress: &progress }, sched.as_ref(), &z, opts, seed, 0)?
         }
     };
     let n = b.per_example.len() as f64;
@@ -101,7 +100,7 @@ fn figures(model: &mut Trained, held_out: &Dataset, h: f64, seed: u64) -> Result
         &mut Ticking { inner: &mut *model, progress: &progress },
         sched.as_ref(),
         held_out.len(),
-        &mut rng,
+        seed,
     )?;
     drop(progress);
     norm.invert(&mut x);
@@ -385,11 +384,11 @@ pub(super) fn guidance(a: &ExperimentArgs) -> Result<()> {
     mixture.with_core(|g| -> Result<()> {
         for method in ["classifier-free", "classifier"] {
             for &gamma in &gammas {
-                let mut rng = Pcg32::seed_from_u64(a.seed + 5);
+                let seed = a.seed + 5;
                 let n = per_class * k;
                 let labels: Vec<u32> = (0..k as u32).flat_map(|c| std::iter::repeat_n(c, per_class)).collect();
                 let mut x = vec![0.0f32; n * 2];
-                fill_standard_normal(&mut rng, &mut x);
+                crate::noise::starts(seed, 0, 2, &mut x);
                 let mut scratch = vec![0.0f32; x.len()];
                 let mut buf = vec![0.0f32; x.len()];
                 let cond = Condition::Class(&labels);
@@ -397,7 +396,7 @@ pub(super) fn guidance(a: &ExperimentArgs) -> Result<()> {
                     let sched = cfg.schedule()?;
                     let mut d = ClassifierFree::new(&mut cfg, gamma, &mut buf).map_err(|e| input(format!("{e}")))?;
                     Ddpm::default()
-                        .sample(&mut d, sched.as_ref(), &mut x, &mut scratch, cond, &mut rng)
+                        .sample(&mut d, sched.as_ref(), &mut x, &mut scratch, cond, &mut crate::noise::sampler(seed, 0))
                         .map_err(crate::error::run_error)?;
                     cfg.normalization.clone()
                 } else {
@@ -405,7 +404,7 @@ pub(super) fn guidance(a: &ExperimentArgs) -> Result<()> {
                     let mut d = ClassifierGuided::new(&mut unc, &mut clf, k, gamma, &mut buf)
                         .map_err(|e| input(format!("{e}")))?;
                     Ddpm::default()
-                        .sample(&mut d, sched.as_ref(), &mut x, &mut scratch, cond, &mut rng)
+                        .sample(&mut d, sched.as_ref(), &mut x, &mut scratch, cond, &mut crate::noise::sampler(seed, 0))
                         .map_err(|e| Error::Internal(anyhow::anyhow!("{e}")))?;
                     unc.normalization.clone()
                 };

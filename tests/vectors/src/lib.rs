@@ -26,7 +26,9 @@ use elbo_core::forward::q_sample;
 use elbo_core::gaussian::{discretized_log_likelihood, kl, log_density, log_normal_cdf, log_normal_interval, prior_kl};
 use elbo_core::gmm::{GaussianMixture, OptimalDenoiser};
 use elbo_core::param::{Prediction, from_x0_eps, to_x0_eps};
-use elbo_core::rng::{fill_standard_normal, standard_normal, uniform_f32, uniform_f64};
+use elbo_core::rng::{
+    Counter, domain, fill_standard_normal, philox_normals, philox4x32_10, standard_normal, uniform_f32, uniform_f64,
+};
 use elbo_core::sampler::{
     AnnealedLangevin, ClassifierFree, ClassifierGuided, Clip, Ddim, Ddpm, DpmSolverPP, Spacing, Timesteps,
 };
@@ -317,8 +319,9 @@ fn terms<W: Write>(o: &mut Out<'_, W>) {
                     .unwrap_or(f64::NAN);
         } else {
             r[3] = kl_term_rb(&st, Prediction::Eps, &pred, &x0, &xt, ModelVariance::Fixed(lv)).unwrap_or(f64::NAN);
-            r[4] = kl_term_mc(&st, Prediction::X0, &pred, &x0, &xt, ModelVariance::Fixed(lv), &mut rng)
-                .unwrap_or(f64::NAN);
+            let mut z = [0.0f32; 4];
+            fill_standard_normal(&mut rng, &mut z);
+            r[4] = kl_term_mc(&st, Prediction::X0, &pred, &x0, &xt, ModelVariance::Fixed(lv), &z).unwrap_or(f64::NAN);
             r[5] = kl_term_rb(&st, Prediction::V, &pred, &x0, &xt, ModelVariance::LearnedRange(&v)).unwrap_or(f64::NAN);
             kl_ok &= r[3] >= 0.0 && r[5] >= 0.0;
         }
@@ -361,6 +364,21 @@ fn randoms<W: Write>(o: &mut Out<'_, W>) {
         z
     });
     o.check("rng/normal moments", (sum / 4000.0).abs() < 0.1 && (sq / 4000.0 - 1.0).abs() < 0.1);
+    // the counter-based noise: Random123's known answer (an independent expectation), then
+    // normals at a few addresses, aligned and not, of a large example and a late draw
+    o.check(
+        "rng/philox4x32-10 known answer",
+        philox4x32_10([0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344], [0xa4093822, 0x299f31d0])
+            == [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1],
+    );
+    let mut z = [0.0f32; 77];
+    for (k, (ex, draw, first)) in
+        [(0u32, 0u32, 0usize), (3, 999, 5), (4_000_000_000, 17, 1_000_001)].into_iter().enumerate()
+    {
+        philox_normals(0x5eed_0000_0000_0001, domain::SAMPLER, ex, draw, first, &mut z);
+        let mut label = [0u8; 96];
+        o.f32s(concat(&mut label, &["rng/philox normals ", ["a", "b", "c"][k]]), &z);
+    }
     o.f32_fn("rng/uniform", 256, |_| uniform_f32(&mut rng));
     o.f64_fn("rng/uniform_f64", 256, |_| uniform_f64(&mut rng));
     let mut ts = [0usize; 64];
@@ -414,12 +432,19 @@ fn samplers<W: Write>(o: &mut Out<'_, W>) {
     };
     for (name, variance, seed) in [("ddpm/small", ReverseVariance::Small, 1), ("ddpm/large", ReverseVariance::Large, 2)]
     {
-        let (mut x, mut rng) = fresh(seed);
-        let r = Ddpm { variance, ..Ddpm::default() }.sample(&mut den, &s, &mut x, &mut scratch, uncond, &mut rng);
+        let (mut x, _) = fresh(seed);
+        let r = Ddpm { variance, ..Ddpm::default() }.sample(
+            &mut den,
+            &s,
+            &mut x,
+            &mut scratch,
+            uncond,
+            &mut Counter::new(seed, domain::SAMPLER),
+        );
         run(o, name, &x, r);
     }
     {
-        let (mut x, mut rng) = fresh(3);
+        let (mut x, _) = fresh(3);
         let ts = Timesteps::new(Spacing::Linspace, 100, T, 0).ok();
         let r = Ddpm { timesteps: ts, clip: Clip::Range(3.0), ..Ddpm::default() }.sample(
             &mut den,
@@ -427,7 +452,7 @@ fn samplers<W: Write>(o: &mut Out<'_, W>) {
             &mut x,
             &mut scratch,
             uncond,
-            &mut rng,
+            &mut Counter::new(3, domain::SAMPLER),
         );
         run(o, "ddpm/strided_linspace_100_clip", &x, r);
     }
@@ -435,9 +460,9 @@ fn samplers<W: Write>(o: &mut Out<'_, W>) {
         ("ddim/eta0_trailing_50", 0.0, Spacing::Trailing, 50, 4),
         ("ddim/eta1_leading_100", 1.0, Spacing::Leading, 100, 5),
     ] {
-        let (mut x, mut rng) = fresh(seed);
+        let (mut x, _) = fresh(seed);
         let r = match Ddim::new(eta, spacing, k, T) {
-            Ok(d) => d.sample(&mut den, &s, &mut x, &mut scratch, uncond, &mut rng),
+            Ok(d) => d.sample(&mut den, &s, &mut x, &mut scratch, uncond, &mut Counter::new(seed, domain::SAMPLER)),
             Err(e) => Err(RunError::Core(e)),
         };
         run(o, name, &x, r);
@@ -455,7 +480,7 @@ fn samplers<W: Write>(o: &mut Out<'_, W>) {
         run(o, name, &x, r);
     }
     {
-        let (mut x, mut rng) = fresh(6);
+        let (mut x, _) = fresh(6);
         let r = match Timesteps::new(Spacing::Leading, 20, T, 0) {
             Ok(levels) => AnnealedLangevin { levels, steps_per_level: 5, step_size: 0.5, denoise: true }.sample(
                 &mut den,
@@ -463,7 +488,7 @@ fn samplers<W: Write>(o: &mut Out<'_, W>) {
                 &mut x,
                 &mut scratch,
                 uncond,
-                &mut rng,
+                &mut Counter::new(6, domain::SAMPLER),
             ),
             Err(e) => Err(RunError::Core(e)),
         };
@@ -471,25 +496,39 @@ fn samplers<W: Write>(o: &mut Out<'_, W>) {
     }
     let labels = [1u32; N];
     {
-        let (mut x, mut rng) = fresh(7);
+        let (mut x, _) = fresh(7);
         let mut buf = [0.0f32; 2 * N];
         let r = match (ClassifierFree::new(&mut den, 3.0, &mut buf), Ddim::new(0.0, Spacing::Trailing, 50, T)) {
             (Ok(mut g), Ok(d)) => d
-                .sample(&mut g, &s, &mut x, &mut scratch, Condition::Class(&labels), &mut rng)
+                .sample(
+                    &mut g,
+                    &s,
+                    &mut x,
+                    &mut scratch,
+                    Condition::Class(&labels),
+                    &mut Counter::new(7, domain::SAMPLER),
+                )
                 .map_err(|_| RunError::Core(elbo_core::Error::Unsupported("cfg"))),
             _ => Err(RunError::Core(elbo_core::Error::Unsupported("cfg"))),
         };
         run(o, "guidance/classifier_free_3", &x, r);
     }
     {
-        let (mut x, mut rng) = fresh(8);
+        let (mut x, _) = fresh(8);
         let mut buf = [0.0f32; 2 * N];
         let r = match (
             ClassifierGuided::new(OptimalDenoiser::new(g), g, 3, 2.0, &mut buf),
             Ddim::new(0.0, Spacing::Trailing, 50, T),
         ) {
             (Ok(mut gd), Ok(d)) => d
-                .sample(&mut gd, &s, &mut x, &mut scratch, Condition::Class(&labels), &mut rng)
+                .sample(
+                    &mut gd,
+                    &s,
+                    &mut x,
+                    &mut scratch,
+                    Condition::Class(&labels),
+                    &mut Counter::new(8, domain::SAMPLER),
+                )
                 .map_err(|_| RunError::Core(elbo_core::Error::Unsupported("classifier"))),
             _ => Err(RunError::Core(elbo_core::Error::Unsupported("classifier"))),
         };
@@ -510,9 +549,9 @@ fn samplers<W: Write>(o: &mut Out<'_, W>) {
             &x0,
             uncond,
             opts,
-            &mut rng,
+            &mut Counter::new(9, domain::BOUND),
             ElboScratch { xt: &mut xt, eps: &mut eps, pred: &mut pred, var: &mut [] },
-            ElboOutput { per_example: &mut per_example, per_step: &mut per_step },
+            ElboOutput { per_example: &mut per_example, per_step: &mut per_step, per_term: &mut [] },
         );
         let mut label = [0u8; 96];
         o.f64s(concat(&mut label, &[name, "/per_example"]), &per_example);
@@ -549,9 +588,16 @@ fn trained_model<W: Write>(o: &mut Out<'_, W>) {
     // Two moons lie in [-1.3, 2.3] x [-0.8, 1.3] (noise 0.05): a loose box checks the samples.
     let in_box = |x: &[f32]| x.chunks_exact(2).all(|r| r[0] > -2.0 && r[0] < 3.0 && r[1] > -1.5 && r[1] < 2.0);
     {
-        let (mut x, mut rng) = fresh(11);
+        let (mut x, _) = fresh(11);
         let r = match Ddim::new(0.0, Spacing::Trailing, 50, schedule.steps()) {
-            Ok(d) => d.sample(&mut den, &schedule, &mut x, &mut scratch, Condition::Unconditional, &mut rng),
+            Ok(d) => d.sample(
+                &mut den,
+                &schedule,
+                &mut x,
+                &mut scratch,
+                Condition::Unconditional,
+                &mut Counter::new(11, domain::SAMPLER),
+            ),
             Err(e) => Err(RunError::Core(e)),
         };
         denorm(&mut x);
@@ -559,9 +605,16 @@ fn trained_model<W: Write>(o: &mut Out<'_, W>) {
         o.check("model/two-moons/ddim50 samples lie near the moons", r.is_ok() && in_box(&x));
     }
     {
-        let (mut x, mut rng) = fresh(12);
+        let (mut x, _) = fresh(12);
         let (x, scratch) = (&mut x[..8], &mut scratch[..8]);
-        let r = Ddpm::default().sample(&mut den, &schedule, x, scratch, Condition::Unconditional, &mut rng);
+        let r = Ddpm::default().sample(
+            &mut den,
+            &schedule,
+            x,
+            scratch,
+            Condition::Unconditional,
+            &mut Counter::new(12, domain::SAMPLER),
+        );
         denorm(x);
         o.f32s("model/two-moons/ddpm1000", x);
         o.check("model/two-moons/ddpm1000 samples lie near the moons", r.is_ok() && in_box(x));

@@ -788,8 +788,31 @@ impl crate::network::Network for UNet {
             let r0 = c * CHUNK;
             let rows = oc.len() / o;
             let lab = labels.map(|l| &l[r0..r0 + rows]);
-            let y = self.infer_chunk(params, &x[r0 * d..(r0 + rows) * d], &tau[r0..r0 + rows], lab);
-            oc.copy_from_slice(&y);
+            if rows == CHUNK {
+                let y = self.infer_chunk(params, &x[r0 * d..(r0 + rows) * d], &tau[r0..r0 + rows], lab);
+                oc.copy_from_slice(&y);
+                return;
+            }
+            // A short chunk is padded to CHUNK rows (copies of its last row): the matrix
+            // products' blocking depends on their sizes, so an example's bits would otherwise
+            // depend on how many others share its chunk, and a sharded run would differ from
+            // the whole one.
+            let pad = |v: &[f32], w: usize| -> Vec<f32> {
+                let mut p = v.to_vec();
+                let last = v[v.len() - w..].to_vec();
+                for _ in rows..CHUNK {
+                    p.extend_from_slice(&last);
+                }
+                p
+            };
+            let (xp, tp) = (pad(&x[r0 * d..(r0 + rows) * d], d), pad(&tau[r0..r0 + rows], 1));
+            let lp: Option<Vec<u32>> = lab.map(|l| {
+                let mut p = l.to_vec();
+                p.resize(CHUNK, l[rows - 1]);
+                p
+            });
+            let y = self.infer_chunk(params, &xp, &tp, lp.as_deref());
+            oc.copy_from_slice(&y[..rows * o]);
         });
     }
 

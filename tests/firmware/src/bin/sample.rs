@@ -15,10 +15,9 @@ use elbo_core::NoiseSchedule;
 use elbo_core::denoiser::{Condition, Denoiser, NoiseLevel};
 use elbo_core::elbo::ReverseVariance;
 use elbo_core::mlp::ModelBlob;
-use elbo_core::rng::fill_standard_normal;
+use elbo_core::rng::{Counter, Noise, domain};
 use elbo_core::sampler::{Clip, Sigma, ddpm_sigma, ddpm_update};
 use elbo_core::schedule::stride;
-use rand_core::SeedableRng;
 
 #[cfg(target_arch = "arm")]
 use cortex_m_rt::entry;
@@ -98,22 +97,24 @@ fn run(out: &mut Stdout, count_steps: Option<usize>) -> i32 {
     let mut x = [0.0f32; 2 * N];
     let mut scratch = [0.0f32; 2 * N];
     let (x, scratch) = (&mut x[..2 * n], &mut scratch[..2 * n]);
-    let mut rng = rand_pcg::Pcg32::seed_from_u64(1);
-    fill_standard_normal(&mut rng, x);
+    // the host's scheme: sample e's x_T and step noise from the counter-based noise of seed 1
+    for (e, row) in x.chunks_exact_mut(2).enumerate() {
+        Counter::new(1, domain::START).normals(e, 0, 0, row);
+    }
+    let mut noise = Counter::new(1, domain::SAMPLER);
     let steps = schedule.steps();
     let k = count_steps.unwrap_or(steps).min(steps);
-    for t in (steps - k + 1..=steps).rev() {
+    for (i, t) in (steps - k + 1..=steps).rev().enumerate() {
         let Ok(step) = stride(&schedule, t, t - 1) else { return 1 };
         if den.predict(x, NoiseLevel::of(&step), Condition::Unconditional, scratch).is_err() {
             return 1;
         }
         let Ok(sigma) = ddpm_sigma(&step, ReverseVariance::Small) else { return 1 };
-        if ddpm_update(&step, den.prediction(), scratch, x, Sigma::Fixed(sigma), Clip::Off, || {
-            elbo_core::rng::standard_normal(&mut rng)
-        })
-        .is_err()
-        {
-            return 1;
+        for (e, (xe, pe)) in x.chunks_exact_mut(2).zip(scratch.chunks_exact(2)).enumerate() {
+            let draw = |first: usize, out: &mut [f32]| noise.normals(e, i as u32, first, out);
+            if ddpm_update(&step, den.prediction(), pe, xe, Sigma::Fixed(sigma), Clip::Off, draw).is_err() {
+                return 1;
+            }
         }
     }
     if count_steps.is_none() {
