@@ -7,7 +7,7 @@ use elbo_core::elbo::{ElboOptions, ElboOutput, ElboParts, ElboScratch, ReverseVa
 use elbo_core::elbo::{continuous_decoder_term, continuous_diffusion_term, continuous_prior_term};
 use elbo_core::param::to_x0_eps;
 use elbo_core::rng::{Counter, Noise, domain, uniform_f64};
-use elbo_core::sampler::Ddpm;
+use elbo_core::sampler::{Ddim, Ddpm, Spacing};
 use elbo_core::schedule::LogSnrSchedule;
 use elbo_core::{NoiseSchedule, RunError};
 use rand_core::SeedableRng;
@@ -196,17 +196,29 @@ pub fn vae_bound(
     Ok((m, (var / n).sqrt()))
 }
 
-/// `n` samples of any denoiser by DDPM over all `T` steps (in the model's space), the run's
-/// examples `0..n` of seed `seed`.
-pub fn samples<D: Denoiser>(den: &mut D, schedule: &dyn NoiseSchedule, n: usize, seed: u64) -> Result<Vec<f32>>
+/// `n` unconditional samples of any denoiser (in the model's space), the run's examples `0..n`
+/// of seed `seed`: by DDPM over all `T` steps (small variance), or by deterministic DDIM over
+/// `ddim_steps` trailing steps.
+pub fn samples<D: Denoiser>(
+    den: &mut D,
+    schedule: &dyn NoiseSchedule,
+    n: usize,
+    seed: u64,
+    ddim_steps: Option<usize>,
+) -> Result<Vec<f32>>
 where
     D::Error: std::fmt::Display + 'static,
 {
     let mut x = vec![0.0f32; n * den.dim()];
     crate::noise::starts(seed, 0, den.dim(), &mut x);
     let mut scratch = vec![0.0f32; x.len()];
-    Ddpm::default()
-        .sample(den, schedule, &mut x, &mut scratch, Condition::Unconditional, &mut crate::noise::sampler(seed, 0))
-        .map_err(crate::error::run_error)?;
+    let (cond, mut noise) = (Condition::Unconditional, crate::noise::sampler(seed, 0));
+    match ddim_steps {
+        None => Ddpm::default().sample(den, schedule, &mut x, &mut scratch, cond, &mut noise),
+        Some(k) => Ddim::new(0.0, Spacing::Trailing, k, schedule.steps())
+            .map_err(|e| crate::error::input(format!("--steps: {e}")))?
+            .sample(den, schedule, &mut x, &mut scratch, cond, &mut noise),
+    }
+    .map_err(crate::error::run_error)?;
     Ok(x)
 }

@@ -3,7 +3,7 @@
 //! `sigma = eta sqrt((1 - abar_p)/(1 - abar_t) (1 - abar_t/abar_p))`; `eta = 0` is deterministic,
 //! `eta = 1` the ancestral sampler of the strided chain.
 
-use super::{Clip, NOISE_CHUNK, Spacing, Timesteps, X0Map, check_batch, check_signal};
+use super::{Clip, Spacing, Timesteps, X0Map, check_batch, check_signal, with_noise};
 use crate::denoiser::{Condition, Denoiser, NoiseLevel};
 use crate::error::{Error, Result, RunError, check_len};
 use crate::param::{Prediction, to_x0_eps};
@@ -54,24 +54,22 @@ pub fn ddim_update(
     pred: &[f32],
     x: &mut [f32],
     clip: Clip,
-    mut noise: impl FnMut(usize, &mut [f32]),
+    noise: impl FnMut(usize, &mut [f32]),
 ) -> Result<()> {
     check_len(x.len(), pred.len())?;
     check_signal(kind, c.a_t)?;
     let map = X0Map::new(clip, pred.iter().zip(x.iter()).map(|(&p, &xv)| to_x0_eps(kind, p, xv, c.a_t, c.s_t).0));
+    // the deterministic part, then the noise (as in the DDPM update)
     for (xv, &p) in x.iter_mut().zip(pred) {
         let (x0, eps) = to_x0_eps(kind, p, *xv, c.a_t, c.s_t);
         *xv = c.a_p * X0Map::apply(map, x0) + c.direction * eps;
     }
     if c.sigma > 0.0 {
-        let mut z = [0.0f32; NOISE_CHUNK];
-        for (k, xc) in x.chunks_mut(NOISE_CHUNK).enumerate() {
-            let z = &mut z[..xc.len()];
-            noise(k * NOISE_CHUNK, z);
-            for (xv, &zi) in xc.iter_mut().zip(z.iter()) {
+        with_noise(x, noise, |_, xc, z| {
+            for (xv, &zi) in xc.iter_mut().zip(z) {
                 *xv += c.sigma * zi;
             }
-        }
+        });
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! gives by Tweedie (`-eps_hat / sqrt(1 - abar_t)`), and the step size follows Song & Ermon's
 //! `c_t proportional to sigma_t^2`: `c_t = step_size (1 - abar_t)`.
 
-use super::{NOISE_CHUNK, Timesteps, check_batch, check_signal};
+use super::{Timesteps, check_batch, check_signal, with_noise};
 use crate::denoiser::{Condition, Denoiser, NoiseLevel};
 use crate::error::{Error, RunError};
 use crate::param::{Prediction, from_x0_eps, to_x0_eps};
@@ -45,7 +45,7 @@ impl AnnealedLangevin {
             }
             .into());
         }
-        let kind = denoiser.prediction();
+        let (kind, dim) = (denoiser.prediction(), denoiser.dim());
         let mut last = None;
         let mut draw = 0u32;
         for t in self.levels.iter() {
@@ -56,18 +56,15 @@ impl AnnealedLangevin {
             let noise_scale = libm::sqrtf(2.0 * c);
             for _ in 0..self.steps_per_level {
                 denoiser.predict(x, NoiseLevel::of(&step), cond, scratch).map_err(RunError::Model)?;
-                let dim = denoiser.dim();
-                let mut z = [0.0f32; NOISE_CHUNK];
                 for (e, (xe, pe)) in x.chunks_mut(dim).zip(scratch.chunks(dim)).enumerate() {
-                    for (k, (xc, pc)) in xe.chunks_mut(NOISE_CHUNK).zip(pe.chunks(NOISE_CHUNK)).enumerate() {
-                        let z = &mut z[..xc.len()];
-                        noise.normals(e, draw, k * NOISE_CHUNK, z);
-                        for ((xv, &p), &zi) in xc.iter_mut().zip(pc).zip(z.iter()) {
+                    let draws = |first: usize, z: &mut [f32]| noise.normals(e, draw, first, z);
+                    with_noise(xe, draws, |first, xc, z| {
+                        for ((xv, &p), &zi) in xc.iter_mut().zip(&pe[first..]).zip(z) {
                             let (x0, eps) = to_x0_eps(kind, p, *xv, a, s);
                             let score = from_x0_eps(Prediction::Score, x0, eps, a, s);
                             *xv = *xv + c * score + noise_scale * zi;
                         }
-                    }
+                    });
                 }
                 draw += 1;
             }

@@ -119,7 +119,22 @@ fn kth_abs<I: Iterator<Item = f32> + Clone>(xs: I, k: usize) -> f32 {
 }
 
 /// Normals an update draws at a time (a stack buffer: the core allocates nothing).
-pub(crate) const NOISE_CHUNK: usize = 64;
+const NOISE_CHUNK: usize = 256;
+
+/// Walks `x` a chunk at a time: `f(first, x_chunk, z)` with `z` the normals of elements
+/// `first..` that `noise(first, z)` fills (one pass over `x`, the noise in a stack buffer).
+pub(crate) fn with_noise(
+    x: &mut [f32],
+    mut noise: impl FnMut(usize, &mut [f32]),
+    mut f: impl FnMut(usize, &mut [f32], &[f32]),
+) {
+    let mut z = [0.0f32; NOISE_CHUNK];
+    for (k, xc) in x.chunks_mut(NOISE_CHUNK).enumerate() {
+        let z = &mut z[..xc.len()];
+        noise(k * NOISE_CHUNK, z);
+        f(k * NOISE_CHUNK, xc, z);
+    }
+}
 
 /// The end of every sampling run: samples that overflowed (extreme or damaged input: a
 /// model, a schedule table, a start) are an error, never an `Ok` with non-finite values.

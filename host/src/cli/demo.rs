@@ -8,17 +8,13 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::noise;
 use clap::Args;
-use elbo_core::NoiseSchedule;
-use elbo_core::denoiser::Condition;
 use elbo_core::elbo::{Decoder, ElboOptions, Estimator, ReverseVariance};
-use elbo_core::sampler::{Ddim, Ddpm, Spacing};
 
 use super::train::TrainCliArgs;
 use crate::data::DataSpec;
 use crate::error::{Error, Result, input};
-use crate::evaluate::bound;
+use crate::evaluate::{bound, samples};
 use crate::io::{csv_rows, write_atomic};
 use crate::metrics::{median_bandwidth, mmd2};
 use crate::model::Trained;
@@ -82,34 +78,10 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     let other = spec.load(n, a.seed + 2)?;
     let seed = a.seed + 3;
 
-    let mut scratch = vec![0.0f32; n * dim];
-    let mut ddpm = vec![0.0f32; n * dim];
-    noise::starts(seed, 0, dim, &mut ddpm);
-    Ddpm::default()
-        .sample(
-            &mut model,
-            sched.as_ref(),
-            &mut ddpm,
-            &mut scratch,
-            Condition::Unconditional,
-            &mut noise::sampler(seed, 0),
-        )
-        .map_err(internal)?;
+    let mut ddpm = samples(&mut model, sched.as_ref(), n, seed, None)?;
     norm.invert(&mut ddpm);
     let k = 50;
-    let mut ddim = vec![0.0f32; n * dim];
-    noise::starts(seed, 0, dim, &mut ddim);
-    Ddim::new(0.0, Spacing::Trailing, k, sched.steps())
-        .map_err(internal)?
-        .sample(
-            &mut model,
-            sched.as_ref(),
-            &mut ddim,
-            &mut scratch,
-            Condition::Unconditional,
-            &mut noise::sampler(seed, 0),
-        )
-        .map_err(internal)?;
+    let mut ddim = samples(&mut model, sched.as_ref(), n, seed, Some(k))?;
     norm.invert(&mut ddim);
 
     let h = median_bandwidth(&held_out.x, dim);
@@ -225,20 +197,7 @@ fn digits(a: &DemoArgs) -> Result<String> {
     let se = (b.per_example.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / ((n - 1.0) * n)).sqrt();
     let sched = model.schedule()?;
     let k = 50;
-    let mut x = vec![0.0f32; 40 * dim];
-    let mut scratch = vec![0.0f32; 40 * dim];
-    noise::starts(seed, 0, dim, &mut x);
-    Ddim::new(0.0, Spacing::Trailing, k, sched.steps())
-        .map_err(internal)?
-        .sample(
-            &mut model,
-            sched.as_ref(),
-            &mut x,
-            &mut scratch,
-            Condition::Unconditional,
-            &mut noise::sampler(seed, 0),
-        )
-        .map_err(internal)?;
+    let x = samples(&mut model, sched.as_ref(), 40, seed, Some(k))?;
     plot::image_grid(&a.out.join("digits_samples.png"), &format!("U-Net, DDIM {k} steps"), &x, &[1, 8, 8], 10, &[])?;
     Ok(format!(
         "## elbo demo: digits\n\n\

@@ -283,6 +283,9 @@ pub fn run(a: &EvalArgs) -> Result<()> {
             "--shard: writes the part's sums as JSON: give --json (and merge the parts with elbo merge)",
         ));
     }
+    if sharded && a.plot.is_some() {
+        return Err(input("--plot: not with --shard (a sharded eval writes the part's sums only)"));
+    }
     if sharded && a.mmd_samples.is_some_and(|k| k > 0) {
         return Err(input("--mmd-samples: a sharded eval evaluates the bound only (sample with elbo sample --shard)"));
     }

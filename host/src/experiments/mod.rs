@@ -407,7 +407,6 @@ fn rb_variance(a: &ExperimentArgs) -> Result<()> {
     use crate::metrics::{median_bandwidth, mmd2};
     use crate::model::Trained;
     use crate::train::{Loss, TrainOptions};
-    use elbo_core::sampler::{Ddim, Spacing};
     let data = data_of(a);
     let spec = DataSpec::parse(&data)?;
     let held_out = spec.load(a.n.max(2), a.seed + 1)?;
@@ -456,21 +455,8 @@ fn rb_variance(a: &ExperimentArgs) -> Result<()> {
                 cnt = 0;
                 let mut model = Trained::new(tr.ckpt.config.clone(), tr.ckpt.ema.clone())?;
                 let sched = model.schedule()?;
-                let mut x = vec![0.0f32; held_out.x.len()];
                 // the same x_T at every point of the curve
-                crate::noise::starts(a.seed + 8, 0, dim, &mut x);
-                let mut scratch = vec![0.0f32; x.len()];
-                Ddim::new(0.0, Spacing::Trailing, 50, sched.steps())
-                    .map_err(|e| input(format!("{e}")))?
-                    .sample(
-                        &mut model,
-                        sched.as_ref(),
-                        &mut x,
-                        &mut scratch,
-                        Condition::Unconditional,
-                        &mut crate::noise::sampler(a.seed + 8, 0),
-                    )
-                    .map_err(crate::error::run_error)?;
+                let mut x = crate::evaluate::samples(&mut model, sched.as_ref(), held_out.len(), a.seed + 8, Some(50))?;
                 norm.invert(&mut x);
                 mmd_pts.push((k as f64, mmd2(&x, &held_out.x, dim, h)));
             }

@@ -101,6 +101,7 @@ fn figures(model: &mut Trained, held_out: &Dataset, h: f64, seed: u64) -> Result
         sched.as_ref(),
         held_out.len(),
         seed,
+        None,
     )?;
     drop(progress);
     norm.invert(&mut x);
