@@ -342,6 +342,7 @@ fn train(a: &TrainCliArgs) -> Result<()> {
     if let Some(p) = &a.plot {
         check_png(p, "--plot")?;
     }
+    crate::io::OutputLock::check_dir_free(&a.out, "--out")?;
     let has_ckpt = crate::checkpoint::exists(&a.out);
     if has_ckpt && !a.resume {
         return Err(input(format!(

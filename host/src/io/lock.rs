@@ -83,6 +83,17 @@ impl OutputLock {
         Ok(lock)
     }
 
+    /// Refuses the output directory `dir` if another process holds its lock, without taking
+    /// the lock or creating anything: the check a command makes before it reads what the
+    /// directory holds, so a busy output is reported as busy (not as, say, already written).
+    pub fn check_dir_free(dir: &Path, flag: &str) -> Result<()> {
+        let Ok(mut file) = File::open(dir.join(DIR_LOCK)) else { return Ok(()) };
+        match file.try_lock_shared() {
+            Err(TryLockError::WouldBlock) => Err(in_use(&mut file, &format!("{flag} {}", dir.display()))),
+            _ => Ok(()),
+        }
+    }
+
     fn acquire(lock_path: &Path, shown: &str, remove: bool) -> Result<Self> {
         // A lock file removed by its holder between our open and our lock would be locked in
         // vain: retry until the locked file is the one at the path.
@@ -96,15 +107,7 @@ impl OutputLock {
                 .map_err(|e| input(format!("{shown}: cannot write there ({e})")))?;
             match file.try_lock() {
                 Ok(()) => {}
-                Err(TryLockError::WouldBlock) => {
-                    let mut holder = String::new();
-                    let _ = file.read_to_string(&mut holder);
-                    let holder = holder.trim();
-                    let who = if holder.is_empty() { String::new() } else { format!(" (pid {holder})") };
-                    return Err(input(format!(
-                        "{shown}: in use by another elbo process{who}; wait for it or choose another output"
-                    )));
-                }
+                Err(TryLockError::WouldBlock) => return Err(in_use(&mut file, shown)),
                 Err(TryLockError::Error(e)) => return Err(input(format!("{shown}: cannot lock ({e})"))),
             }
             let same = match (file.metadata(), std::fs::metadata(lock_path)) {
@@ -122,6 +125,15 @@ impl OutputLock {
         }
         Err(input(format!("{shown}: could not lock (the lock file keeps changing)")))
     }
+}
+
+/// The error for an output whose lock `file` another process holds (its pid is the file's text).
+fn in_use(file: &mut File, shown: &str) -> crate::error::Error {
+    let mut holder = String::new();
+    let _ = file.read_to_string(&mut holder);
+    let holder = holder.trim();
+    let who = if holder.is_empty() { String::new() } else { format!(" (pid {holder})") };
+    input(format!("{shown}: in use by another elbo process{who}; wait for it or choose another output"))
 }
 
 /// Removes the hidden temporary files of [`super::write_atomic`] in `dir` (only those of the
