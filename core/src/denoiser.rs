@@ -3,12 +3,15 @@
 
 use crate::param::Prediction;
 
-/// The noise level a denoiser is asked about. Discrete models read `t` (1-based; ONNX exports
-/// and diffusers use `t - 1`), continuous-time ones `t / steps` or `log_snr`.
+/// The noise level a denoiser is asked about. Discrete models read `timestep` (what diffusers
+/// and ONNX exports feed: `t - 1` at the table's `t`), continuous-time ones
+/// `(timestep + 1) / steps` or `log_snr`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct NoiseLevel {
-    /// The timestep, `1..=steps`.
-    pub t: usize,
+    /// The 0-based model time: `t - 1` at the schedule's timestep `t` in `1..=steps`, and a
+    /// fraction between two of them where a sampler's levels fall between the table's entries
+    /// (Karras sigmas, Euler's unrounded linspace), interpolated as diffusers' `_sigma_to_t`.
+    pub timestep: f32,
     /// The number of timesteps `T` of the schedule.
     pub steps: usize,
     /// `lambda_t = log SNR_t`.
@@ -23,7 +26,7 @@ impl NoiseLevel {
     /// The level at a table entry.
     pub fn of(step: &crate::schedule::Step) -> Self {
         NoiseLevel {
-            t: step.t,
+            timestep: step.t.saturating_sub(1) as f32,
             steps: step.steps,
             log_snr: step.log_snr,
             sqrt_abar: step.cur.sqrt_abar,

@@ -43,14 +43,10 @@ pub fn continuous_tau(t: f64) -> f32 {
     (1000.0 * t) as f32
 }
 
-/// improved-diffusion's sinusoidal `timestep_embedding` of the 0-based timestep `t - 1`:
-/// `out[k] = cos((t - 1) f_k)`, `out[E/2 + k] = sin((t - 1) f_k)`, `f_k = exp(-ln(10000) k / (E/2))`.
-pub fn timestep_embedding(t: usize, out: &mut [f32]) {
-    time_embedding(discrete_tau(t), out);
-}
-
-/// The same embedding of a real time `tau` (continuous-time models embed `tau = 1000 t`,
-/// `t` in `[0, 1]`): `out[k] = cos(tau f_k)`, `out[E/2 + k] = sin(tau f_k)`.
+/// improved-diffusion's sinusoidal `timestep_embedding` of a real time `tau` (the 0-based
+/// timestep `t - 1` of a discrete model, possibly fractional between table entries;
+/// continuous-time models embed `tau = 1000 t`, `t` in `[0, 1]`): `out[k] = cos(tau f_k)`,
+/// `out[E/2 + k] = sin(tau f_k)`, `f_k = exp(-ln(10000) k / (E/2))`.
 pub fn time_embedding(tau: f32, out: &mut [f32]) {
     let half = out.len() / 2;
     for k in 0..half {
@@ -104,7 +100,7 @@ pub struct Layer {
 
 /// The network's layout, defined here once for every implementation (the host's training
 /// network, its exports, and this crate's device network): the input is the data (`dim`) then
-/// the time embedding (`embed`, [`timestep_embedding`]), plus the class's embedding row for a
+/// the time embedding (`embed`, [`time_embedding`]), plus the class's embedding row for a
 /// conditional model; `depth` hidden layers of `width` with SiLU, then a linear output layer.
 /// Layer after layer, weight then bias; last, the class table `[classes + 1, embed]` (its last
 /// row is the null class).
@@ -341,12 +337,12 @@ pub struct BlobMlp<'a> {
 }
 
 impl BlobMlp<'_> {
-    fn forward_one(&self, x: &[f32], t: usize, class: Option<usize>, out: &mut [f32]) {
+    fn forward_one(&self, x: &[f32], tau: f32, class: Option<usize>, out: &mut [f32]) {
         let s = self.blob.shape;
         let mut a = [0.0f32; MAX_WIDTH];
         let mut b = [0.0f32; MAX_WIDTH];
         a[..s.dim].copy_from_slice(x);
-        timestep_embedding(t, &mut a[s.dim..s.dim + s.embed]);
+        time_embedding(tau, &mut a[s.dim..s.dim + s.embed]);
         if let (Some(c), Some(table)) = (class, s.class_table()) {
             for k in 0..s.embed {
                 a[s.dim + k] += self.blob.param(table + c * s.embed + k);
@@ -408,7 +404,7 @@ impl Denoiser for BlobMlp<'_> {
                     Some(k)
                 }
             };
-            self.forward_one(xr, level.t, class, or);
+            self.forward_one(xr, level.timestep, class, or);
             if or.iter().any(|v| !v.is_finite()) {
                 return Err(Error::NonFinite { what: "the blob's network" });
             }

@@ -14,7 +14,7 @@
 use elbo_core::NoiseSchedule;
 use elbo_core::denoiser::Condition;
 use elbo_core::gmm::{GaussianMixture, OptimalDenoiser};
-use elbo_core::sampler::{DpmSolverPP, Spacing};
+use elbo_core::sampler::{DpmSolverPP, FinalSigma, Spacing};
 use elbo_core::schedule::{BetaSchedule, Schedule};
 
 const MU: [f32; 1] = [0.7];
@@ -38,7 +38,7 @@ fn error(order: usize, steps: usize) -> f64 {
     let mut scratch = vec![0.0f32; x.len()];
     let mut history = vec![0.0f32; (order - 1) * x.len()];
     let mut dpm = DpmSolverPP::new(order, Spacing::Leading, steps, T, 0).unwrap();
-    dpm.final_sigma_zero = false;
+    dpm.sigmas = dpm.sigmas.ending(FinalSigma::First);
     dpm.lower_order_final = false;
     dpm.sample(&mut den, &sched, &mut x, &mut scratch, &mut history, Condition::Unconditional).unwrap();
     let alpha_var = |t: usize| {
@@ -46,7 +46,7 @@ fn error(order: usize, steps: usize) -> f64 {
         let a = (0.5 * m.log_abar).exp();
         (a, a * a * f64::from(SD[0]).powi(2) - m.log_abar.exp_m1())
     };
-    let ((a_u, v_u), (a_1, v_1)) = (alpha_var(dpm.timestep(0).unwrap()), alpha_var(1));
+    let ((a_u, v_u), (a_1, v_1)) = (alpha_var(dpm.sigmas.get(&sched, 0).unwrap().timestep as usize + 1), alpha_var(1));
     let mu = f64::from(MU[0]);
     x_u.iter()
         .zip(&x)

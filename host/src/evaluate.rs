@@ -145,7 +145,7 @@ where
             *zi = (a * f64::from(xi) + s * f64::from(e)) as f32;
         }
         let level = NoiseLevel {
-            t: ti,
+            timestep: (ti - 1) as f32,
             steps: TIME_GRID,
             log_snr: lambda as f32,
             sqrt_abar: a as f32,

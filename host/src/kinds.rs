@@ -233,6 +233,34 @@ pub enum SamplerKind {
     Dpmpp2m,
     /// DPM-Solver++ multistep, third order.
     Dpmpp3m,
+    /// UniPC multistep, bh2, order 2 (diffusers' UniPCMultistepScheduler default).
+    Unipc,
+    /// Euler on the probability-flow ODE in sigma (diffusers' EulerDiscreteScheduler).
+    Euler,
+    /// Heun's second-order method in sigma (diffusers' HeunDiscreteScheduler; 2K - 1 calls).
+    Heun,
+    /// DEIS multistep, order 2 (diffusers' DEISMultistepScheduler default).
+    Deis,
+}
+
+impl SamplerKind {
+    /// DPM-Solver++ of either order.
+    pub fn is_dpm(self) -> bool {
+        matches!(self, SamplerKind::Dpmpp2m | SamplerKind::Dpmpp3m)
+    }
+
+    /// The few-step solvers on sigma levels (those `--karras` applies to).
+    pub fn on_sigmas(self) -> bool {
+        matches!(
+            self,
+            SamplerKind::Dpmpp2m
+                | SamplerKind::Dpmpp3m
+                | SamplerKind::Unipc
+                | SamplerKind::Deis
+                | SamplerKind::Euler
+                | SamplerKind::Heun
+        )
+    }
 }
 
 impl std::fmt::Display for SamplerKind {
@@ -243,6 +271,10 @@ impl std::fmt::Display for SamplerKind {
             SamplerKind::Langevin => "langevin",
             SamplerKind::Dpmpp2m => "dpmpp2m",
             SamplerKind::Dpmpp3m => "dpmpp3m",
+            SamplerKind::Unipc => "unipc",
+            SamplerKind::Euler => "euler",
+            SamplerKind::Heun => "heun",
+            SamplerKind::Deis => "deis",
         })
     }
 }

@@ -172,7 +172,7 @@ impl elbo_core::denoiser::Classifier for TrainedClassifier {
             return Err(input(format!("classifier: expected {n} labels below {c}")));
         }
         self.t_buf.clear();
-        self.t_buf.resize(n, discrete_tau(level.t));
+        self.t_buf.resize(n, level.timestep);
         let g = self.net.loss_and_grads(&self.params, x, &self.t_buf, None, true, &|r0, logits, g| {
             let mut sum = 0.0;
             for (j, (lc, gc)) in logits.chunks_exact(c).zip(g.chunks_exact_mut(c)).enumerate() {
@@ -239,9 +239,9 @@ impl Trained {
         self.t_buf.clear();
         // Continuous-time models read t = t_i / T of the discretisation they are sampled on.
         let tau = if self.config.schedule.is_continuous() {
-            continuous_tau(level.t as f64 / level.steps as f64)
+            continuous_tau((f64::from(level.timestep) + 1.0) / level.steps as f64)
         } else {
-            discrete_tau(level.t)
+            level.timestep
         };
         self.t_buf.resize(n, tau);
         let labels = match (cond, self.classes()) {

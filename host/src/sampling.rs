@@ -4,7 +4,10 @@
 use elbo_core::denoiser::{Condition, Denoiser};
 use elbo_core::elbo::ReverseVariance;
 use elbo_core::rng::Noise;
-use elbo_core::sampler::{AnnealedLangevin, Clip, Ddim, Ddpm, DpmSolverPP, SolverType, Spacing, Timesteps};
+use elbo_core::sampler::{
+    AnnealedLangevin, Clip, Ddim, Ddpm, Deis, DpmSolverPP, Euler, FinalSigma, Heun, SigmaFamily, Sigmas, SolverType,
+    Spacing, TimeRounding, Timesteps, UniPc, UniPcVariant,
+};
 use elbo_core::{NoiseSchedule, RunError};
 
 use crate::error::{Error, Result, flag, input};
@@ -37,31 +40,51 @@ pub struct SamplerOptions {
     pub langevin_steps: usize,
     /// Langevin step size (times `1 - abar_t`).
     pub langevin_step_size: f32,
-    /// DPM-Solver++'s settings (diffusers' names).
-    pub dpm: DpmSettings,
+    /// The few-step solvers' settings (diffusers' names).
+    pub solver: SolverSettings,
 }
 
-/// DPM-Solver++'s settings beyond its order, as diffusers' `DPMSolverMultistepScheduler`
-/// names them.
+/// The few-step solvers' settings beyond the sampler's name, as diffusers' schedulers name
+/// them (DPMSolverMultistep, UniPCMultistep, DEISMultistep, EulerDiscrete, HeunDiscrete).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DpmSettings {
-    /// `solver_type`: midpoint (default) or heun.
+pub struct SolverSettings {
+    /// `solver_order` of UniPC and DEIS (default 2; DPM-Solver++'s comes from the sampler's
+    /// name).
+    pub order: usize,
+    /// DPM-Solver++'s `solver_type`: midpoint (default) or heun.
     pub solver_type: SolverType,
+    /// UniPC's `solver_type`: bh2 (default) or bh1.
+    pub unipc_variant: UniPcVariant,
+    /// UniPC's corrector (false where the config's `disable_corrector` lists every step).
+    pub corrector: bool,
     /// `lower_order_final` (default true).
     pub lower_order_final: bool,
-    /// `euler_at_final` (default false).
+    /// DPM-Solver++'s `euler_at_final` (default false).
     pub euler_at_final: bool,
     /// `final_sigmas_type` "zero" (default) rather than "sigma_min".
     pub final_sigma_zero: bool,
+    /// `use_karras_sigmas` (`--karras`).
+    pub karras: bool,
+    /// Euler's `sigma_min` and `sigma_max` of the Karras ramp.
+    pub sigma_range: (Option<f64>, Option<f64>),
+    /// The schedule is `squaredcos_cap_v2`: DPM-Solver++ then truncates its Karras timesteps
+    /// instead of rounding them, as diffusers does.
+    pub cosine: bool,
 }
 
-impl Default for DpmSettings {
+impl Default for SolverSettings {
     fn default() -> Self {
-        DpmSettings {
+        SolverSettings {
+            order: 2,
             solver_type: SolverType::Midpoint,
+            unipc_variant: UniPcVariant::Bh2,
+            corrector: true,
             lower_order_final: true,
             euler_at_final: false,
             final_sigma_zero: true,
+            karras: false,
+            sigma_range: (None, None),
+            cosine: false,
         }
     }
 }
@@ -80,7 +103,7 @@ impl Default for SamplerOptions {
             set_alpha_to_one: true,
             langevin_steps: 10,
             langevin_step_size: 0.5,
-            dpm: DpmSettings::default(),
+            solver: SolverSettings::default(),
         }
     }
 }
@@ -94,7 +117,9 @@ impl SamplerOptions {
             SamplerKind::Ddim => steps(50),
             // every level's Langevin steps, then one denoising call
             SamplerKind::Langevin => steps(100) * self.langevin_steps as u64 + 1,
-            SamplerKind::Dpmpp2m | SamplerKind::Dpmpp3m => steps(20),
+            SamplerKind::Dpmpp2m | SamplerKind::Dpmpp3m | SamplerKind::Unipc | SamplerKind::Deis => steps(20),
+            SamplerKind::Euler => steps(20),
+            SamplerKind::Heun => 2 * steps(20) - 1,
         }
     }
 }
@@ -123,6 +148,12 @@ where
             return Err(input("--variance learned: the model has no variance output"));
         }
     };
+    if a.solver.karras && !a.sampler.on_sigmas() {
+        return Err(input(format!(
+            "--karras: applies to dpmpp2m, dpmpp3m, unipc, deis, euler and heun (not {})",
+            a.sampler
+        )));
+    }
     // DDPM with a learned variance takes the model's variance output in a second half
     let learned_ddpm = a.sampler == SamplerKind::Ddpm && variance == ReverseVariance::LearnedRange;
     let mut scratch = vec![0.0f32; if learned_ddpm { 2 * x.len() } else { x.len() }];
@@ -146,17 +177,74 @@ where
             ddim.set_alpha_to_one = a.set_alpha_to_one;
             ddim.sample(den, schedule, x, &mut scratch, cond, noise).map_err(run_err)
         }
-        SamplerKind::Dpmpp2m | SamplerKind::Dpmpp3m => {
-            let order = if a.sampler == SamplerKind::Dpmpp2m { 2 } else { 3 };
+        SamplerKind::Dpmpp2m | SamplerKind::Dpmpp3m | SamplerKind::Unipc | SamplerKind::Deis => {
             let k = a.steps.unwrap_or(20.min(t.saturating_sub(1)).max(1));
-            let mut dpm = DpmSolverPP::new(order, spacing, k, t, a.steps_offset).map_err(|e| flag("--steps", e))?;
-            dpm.solver_type = a.dpm.solver_type;
-            dpm.lower_order_final = a.dpm.lower_order_final;
-            dpm.euler_at_final = a.dpm.euler_at_final;
-            dpm.final_sigma_zero = a.dpm.final_sigma_zero;
-            dpm.clip = a.clip;
-            let mut history = vec![0.0f32; (order - 1) * x.len()];
-            dpm.sample(den, schedule, x, &mut scratch, &mut history, cond).map_err(run_err)
+            let o = &a.solver;
+            let mut sigmas =
+                Sigmas::new(SigmaFamily::Multistep, spacing, k, t, a.steps_offset).map_err(|e| flag("--steps", e))?;
+            if o.karras {
+                // diffusers: UniPC and DEIS round the Karras timesteps, DPM-Solver++ too
+                // except on a cosine schedule, where the int64 cast truncates them
+                let rounding =
+                    if a.sampler.is_dpm() && o.cosine { TimeRounding::Truncate } else { TimeRounding::Nearest };
+                sigmas = sigmas.karras(o.sigma_range.0, o.sigma_range.1, rounding).map_err(|e| flag("--karras", e))?;
+            }
+            // what follows the last level, by each scheduler's rule
+            let last = match (a.sampler, o.karras, o.final_sigma_zero) {
+                (SamplerKind::Deis, false, _) => FinalSigma::First,
+                (SamplerKind::Deis, true, _) | (SamplerKind::Unipc, true, false) => FinalSigma::Repeat,
+                (_, _, true) => FinalSigma::Zero,
+                (_, _, false) => FinalSigma::First,
+            };
+            let sigmas = sigmas.ending(last);
+            match a.sampler {
+                SamplerKind::Unipc => {
+                    let mut u = UniPc::new(o.order, sigmas).map_err(|e| flag("--sampler", e))?;
+                    u.variant = o.unipc_variant;
+                    u.lower_order_final = o.lower_order_final;
+                    u.corrector = o.corrector;
+                    u.clip = a.clip;
+                    let mut history = vec![0.0f32; u.order * x.len()];
+                    u.sample(den, schedule, x, &mut scratch, &mut history, cond).map_err(run_err)
+                }
+                SamplerKind::Deis => {
+                    let mut d = Deis::new(o.order, sigmas).map_err(|e| flag("--sampler", e))?;
+                    d.lower_order_final = o.lower_order_final;
+                    d.clip = a.clip;
+                    let mut history = vec![0.0f32; (d.order - 1) * x.len()];
+                    d.sample(den, schedule, x, &mut scratch, &mut history, cond).map_err(run_err)
+                }
+                _ => {
+                    let order = if a.sampler == SamplerKind::Dpmpp2m { 2 } else { 3 };
+                    let mut dpm = DpmSolverPP::with_sigmas(order, sigmas).map_err(|e| flag("--sampler", e))?;
+                    dpm.solver_type = o.solver_type;
+                    dpm.lower_order_final = o.lower_order_final;
+                    dpm.euler_at_final = o.euler_at_final;
+                    dpm.clip = a.clip;
+                    let mut history = vec![0.0f32; (order - 1) * x.len()];
+                    dpm.sample(den, schedule, x, &mut scratch, &mut history, cond).map_err(run_err)
+                }
+            }
+        }
+        SamplerKind::Euler | SamplerKind::Heun => {
+            let k = a.steps.unwrap_or(20.min(t));
+            let o = &a.solver;
+            let mut sigmas =
+                Sigmas::new(SigmaFamily::Discrete, spacing, k, t, a.steps_offset).map_err(|e| flag("--steps", e))?;
+            if o.karras {
+                sigmas = sigmas
+                    .karras(o.sigma_range.0, o.sigma_range.1, TimeRounding::Exact)
+                    .map_err(|e| flag("--karras", e))?;
+            }
+            if a.sampler == SamplerKind::Euler {
+                let sigmas = sigmas.ending(if o.final_sigma_zero { FinalSigma::Zero } else { FinalSigma::First });
+                Euler { sigmas, clip: a.clip }.sample(den, schedule, x, &mut scratch, cond).map_err(run_err)
+            } else {
+                let mut history = vec![0.0f32; 2 * x.len()];
+                Heun { sigmas, clip: a.clip }
+                    .sample(den, schedule, x, &mut scratch, &mut history, cond)
+                    .map_err(run_err)
+            }
         }
         SamplerKind::Langevin => {
             let levels =

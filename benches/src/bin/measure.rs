@@ -11,6 +11,9 @@
 //! measure bound      --data FILE.npy --threads N      the full bound, T = 1000, with the ONNX MLP
 //! measure unet-train --data digits|mnist5k --threads N  training steps of the default U-Net, batch 64
 //! measure unet-forward --model DIR --batch B --threads N  the native forward of a U-Net checkpoint
+//! measure mmd        FILE                              MMD^2 of two-moons points (rows "x y") against
+//!                                                      2 000 draws of the data, and the mean of that
+//!                                                      of 8 draws of as many data points (the floor)
 //! ```
 
 use std::time::{Duration, Instant};
@@ -288,6 +291,28 @@ fn unet_forward(args: &[String]) -> serde_json::Value {
     })
 }
 
+/// MMD^2 (the median-heuristic Gaussian kernel of `elbo eval`) of the points in a text file
+/// against the two-moons data, as `elbo eval` reports it for generated sets.
+fn mmd(args: &[String]) -> serde_json::Value {
+    let path = args.get(1).expect("measure mmd FILE");
+    let text = std::fs::read_to_string(path).expect("readable FILE");
+    let x: Vec<f32> = text
+        .lines()
+        .filter(|l| l.split_whitespace().count() == 2)
+        .flat_map(|l| l.split_whitespace().map(|v| v.parse::<f32>().expect("numbers")).collect::<Vec<_>>())
+        .collect();
+    let spec = elbo::data::DataSpec::parse("two-moons").unwrap();
+    // the reference draw (not the training set, which is seed 0's), and the floor: the mean over
+    // 8 other draws of as many data points as there are samples
+    let data = spec.load(2000, 12_345).unwrap();
+    let h = elbo::metrics::median_bandwidth(&data.x, 2);
+    let floor =
+        (1..=8u64).map(|s| elbo::metrics::mmd2(&spec.load(x.len() / 2, s).unwrap().x, &data.x, 2, h)).sum::<f64>()
+            / 8.0;
+    json!({"work": "mmd", "points": x.len() / 2, "mmd2": elbo::metrics::mmd2(&x, &data.x, 2, h),
+           "mmd2_data_vs_data": floor})
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let out = match args.first().map(String::as_str) {
@@ -299,9 +324,10 @@ fn main() {
         Some("bound") => bound(&args),
         Some("unet-train") => unet_train(&args),
         Some("unet-forward") => unet_forward(&args),
+        Some("mmd") => mmd(&args),
         _ => {
             eprintln!(
-                "usage: measure train|step|bandwidth|onnx-sample|forward|bound|unet-train|unet-forward [flags] (see the source's header)"
+                "usage: measure train|step|bandwidth|onnx-sample|forward|bound|unet-train|unet-forward|mmd [flags] (see the source's header)"
             );
             std::process::exit(2);
         }

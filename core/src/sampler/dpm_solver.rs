@@ -13,14 +13,13 @@
 //!   with `D1 = D1_0 + r_0/(r_0 + r_1) (D1_0 - D1_1)`, `D2 = (D1_0 - D1_1)/(r_0 + r_1)`.
 //!
 //! `D0 = m_0`. The first steps use lower orders (there is no history yet), and so do the last
-//! ones as diffusers' `lower_order_final` rule says. Every coefficient is computed in f64 from
-//! the schedule's `log abar`; a zero-terminal-SNR schedule's `abar_T = 0` is taken as `2^-24`,
-//! as diffusers does. The sampler is deterministic: it draws no noise.
+//! ones as diffusers' `lower_order_final` rule says. The levels are [`Sigmas`] (the table's at
+//! diffusers' timesteps, or Karras'); every coefficient is computed in f64 from them. The
+//! sampler is deterministic: it draws no noise.
 
-use super::{Clip, Spacing, Timesteps, X0Map, check_batch};
-use crate::denoiser::{Condition, Denoiser, NoiseLevel};
+use super::{Clip, FinalSigma, SigmaFamily, Sigmas, Spacing, check_batch, multistep_order, predict_data};
+use crate::denoiser::{Condition, Denoiser};
 use crate::error::{Error, Result, RunError, check_len};
-use crate::param::to_x0_eps;
 use crate::schedule::NoiseSchedule;
 
 /// How the second-order update treats `D1` (diffusers' `solver_type`).
@@ -37,9 +36,9 @@ pub enum SolverType {
 pub struct DpmSolverPP {
     /// 1, 2 (diffusers' default, "2M") or 3 ("3M").
     pub order: usize,
-    /// The timesteps visited (the first `count` of them).
-    timesteps: Timesteps,
-    count: usize,
+    /// The levels visited and the one after the last (diffusers' `final_sigmas_type`: zero,
+    /// the default, lands on the data prediction).
+    pub sigmas: Sigmas,
     /// diffusers' `solver_type`.
     pub solver_type: SolverType,
     /// diffusers' `lower_order_final` (default true): the last steps of a run of fewer than 15
@@ -47,79 +46,50 @@ pub struct DpmSolverPP {
     pub lower_order_final: bool,
     /// diffusers' `euler_at_final`: the last step is first order.
     pub euler_at_final: bool,
-    /// diffusers' `final_sigmas_type`: `true` for "zero" (the default: the last step lands on
-    /// the data prediction), `false` for "sigma_min" (on the first timestep's noise level).
-    pub final_sigma_zero: bool,
     /// What is done to each data prediction (diffusers applies thresholding only).
     pub clip: Clip,
-}
-
-/// `(alpha, sigma, lambda)` at `log abar` (with `abar = 0` taken as `2^-24`, as diffusers).
-fn alpha_sigma_lambda(log_abar: f64) -> (f64, f64, f64) {
-    let log_abar = if log_abar == f64::NEG_INFINITY { -24.0 * core::f64::consts::LN_2 } else { log_abar };
-    let alpha = libm::exp(0.5 * log_abar);
-    let sigma = libm::sqrt(-libm::expm1(log_abar));
-    (alpha, sigma, libm::log(alpha) - libm::log(sigma))
 }
 
 impl DpmSolverPP {
     /// `count` steps over a `steps`-step schedule with diffusers' timesteps of this sampler
     /// (`leading` and `linspace` place `count + 1` points and drop the last; `offset` is
-    /// `steps_offset`), second order, midpoint, `lower_order_final`, final sigma zero, no clip.
+    /// `steps_offset`) and the table's sigmas, second order, midpoint, `lower_order_final`,
+    /// final sigma zero, no clip.
     pub fn new(order: usize, spacing: Spacing, count: usize, steps: usize, offset: usize) -> Result<Self> {
+        let sigmas = Sigmas::new(SigmaFamily::Multistep, spacing, count, steps, offset)?;
+        Self::with_sigmas(order, sigmas)
+    }
+
+    /// The solver on any levels (Karras', or a final sigma other than zero).
+    pub fn with_sigmas(order: usize, sigmas: Sigmas) -> Result<Self> {
         if !(1..=3).contains(&order) {
             return Err(Error::InvalidParameter { name: "order", reason: "1, 2 or 3" });
         }
-        if count == 0 || count >= steps && spacing != Spacing::Trailing {
-            return Err(Error::TooManySteps { steps: count, timesteps: steps.saturating_sub(1) });
-        }
-        let timesteps = match spacing {
-            Spacing::Trailing => Timesteps::new(spacing, count, steps, offset)?,
-            _ => Timesteps::new(spacing, count + 1, steps, offset)?,
-        };
         Ok(DpmSolverPP {
             order,
-            timesteps,
-            count,
+            sigmas,
             solver_type: SolverType::Midpoint,
             lower_order_final: true,
             euler_at_final: false,
-            final_sigma_zero: true,
             clip: Clip::Off,
         })
     }
 
     /// The number of steps (denoiser calls).
     pub fn len(&self) -> usize {
-        self.count
+        self.sigmas.len()
     }
 
     /// Never true; for clippy's `len_without_is_empty`.
     pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// The 1-based timestep of step `i`.
-    pub fn timestep(&self, i: usize) -> Result<usize> {
-        if i >= self.count {
-            return Err(Error::TimestepOutOfRange { t: i, steps: self.count });
-        }
-        self.timesteps.get(i)
+        self.sigmas.is_empty()
     }
 
     /// The order step `i` uses (diffusers' `step()`: lower at the start and, by its rules, at
-    /// the end).
+    /// the end; a last step to sigma 0 is first order).
     pub fn order_at(&self, i: usize) -> usize {
-        let k = self.count;
-        let last = i + 1 == k && (self.euler_at_final || (self.lower_order_final && k < 15) || self.final_sigma_zero);
-        let second_last = i + 2 == k && self.lower_order_final && k < 15;
-        if self.order == 1 || i < 1 || last {
-            1
-        } else if self.order == 2 || i < 2 || second_last {
-            2
-        } else {
-            3
-        }
+        let first_order_last = self.euler_at_final || self.sigmas.last() == FinalSigma::Zero;
+        multistep_order(self.order, i, self.len(), self.lower_order_final, first_order_last)
     }
 
     /// Runs the chain from `x = x_T` to `x_0`; `scratch` (the length of `x`) receives the model's
@@ -138,33 +108,15 @@ impl DpmSolverPP {
         let clip = self.clip.check()?;
         let len = x.len();
         check_len((self.order - 1) * len, history.len())?;
-        let kind = denoiser.prediction();
-        let dim = denoiser.dim();
+        let steps = schedule.steps();
         // lambda of the steps before (s1, s2)
         let mut lambdas = [0.0f64; 2];
-        for i in 0..self.count {
-            let t = self.timestep(i)?;
-            let step = schedule.step(t)?;
-            let (alpha_s, sigma_s, lambda_s) = alpha_sigma_lambda(step.cur.log_abar);
-            let (alpha_t, sigma_t, lambda_t) = if i + 1 < self.count {
-                alpha_sigma_lambda(schedule.marginal(self.timestep(i + 1)?)?.log_abar)
-            } else if self.final_sigma_zero {
-                (1.0, 0.0, f64::INFINITY)
-            } else {
-                alpha_sigma_lambda(schedule.marginal(1)?.log_abar)
-            };
-            denoiser.predict(x, NoiseLevel::of(&step), cond, scratch).map_err(RunError::Model)?;
+        for i in 0..self.len() {
+            let (now, next) = (self.sigmas.get(schedule, i)?, self.sigmas.get(schedule, i + 1)?);
+            let ((_, sigma_s), lambda_s) = (now.alpha_sigma(), now.lambda());
+            let ((alpha_t, sigma_t), lambda_t) = (next.alpha_sigma(), next.lambda());
             // the data prediction m_0, in place of the model's output
-            let (a, s) = (alpha_s as f32, sigma_s as f32);
-            for (p, &xv) in scratch.iter_mut().zip(x.iter()) {
-                *p = to_x0_eps(kind, *p, xv, a, s).0;
-            }
-            if clip != Clip::Off {
-                for e in scratch.chunks_mut(dim) {
-                    let map = X0Map::new(clip, e.iter().copied());
-                    e.iter_mut().for_each(|v| *v = X0Map::apply(map, *v));
-                }
-            }
+            predict_data(denoiser, x, now.noise_level(steps), cond, scratch, clip)?;
             let h = lambda_t - lambda_s;
             // e^-h - 1, exactly -1 on the final step to the data (h = inf)
             let em1 = libm::expm1(-h);

@@ -5,23 +5,35 @@
 //! - [`Ddpm`]: ancestral sampling `x_{t-1} = mu_theta(x_t, t) + sigma_t z` (seed 004 eq. 94);
 //! - [`Ddim`]: Song et al. 2021 with `eta`, diffusers' step exactly;
 //! - [`DpmSolverPP`]: DPM-Solver++ multistep of order 1-3 (Lu et al. 2022), deterministic;
+//! - [`UniPc`]: UniPC multistep, predictor and corrector (Zhao et al. 2023), deterministic;
+//! - [`Deis`]: DEIS multistep (Zhang & Chen 2023), deterministic;
+//! - [`Euler`] and [`Heun`]: the probability-flow ODE in `sigma` (Karras et al. 2022, Alg. 1),
+//!   on the table's levels or Karras' ([`Sigmas`]);
 //! - [`AnnealedLangevin`]: Langevin dynamics (seed 004 eq. 158) over decreasing noise levels;
 //! - [`ClassifierFree`] and [`ClassifierGuided`]: denoiser adapters for guidance (eqs. 166, 170)
 //!   that any sampler can drive.
 
 mod ddim;
 mod ddpm;
+mod deis;
 mod dpm_solver;
+mod euler;
 mod guidance;
 mod langevin;
+mod sigmas;
 mod spacing;
+mod unipc;
 
 pub use ddim::{Ddim, DdimCoefficients, ddim_update};
 pub use ddpm::{Ddpm, Sigma, ddpm_sigma, ddpm_update};
+pub use deis::Deis;
 pub use dpm_solver::{DpmSolverPP, SolverType};
+pub use euler::{Euler, Heun};
 pub use guidance::{ClassifierFree, ClassifierGuided, GuidedError};
 pub use langevin::AnnealedLangevin;
+pub use sigmas::{FinalSigma, KARRAS_RHO, Level, SigmaFamily, SigmaSpacing, Sigmas, TimeRounding};
 pub use spacing::{Spacing, Timesteps};
+pub use unipc::{UniPc, UniPcVariant};
 
 use crate::denoiser::{Condition, Denoiser};
 use crate::error::{Error, Result, check_len};
@@ -133,6 +145,54 @@ pub(crate) fn with_noise(
         let z = &mut z[..xc.len()];
         noise(k * NOISE_CHUNK, z);
         f(k * NOISE_CHUNK, xc, z);
+    }
+}
+
+/// Calls the model on `x` at `level` and turns its output in `out` into the data prediction
+/// `x0_hat` (seed 004 eq. 115 and its v and x0 forms, [`to_x0_eps`](crate::param::to_x0_eps)), with `clip`
+/// applied to each example: the first half of every few-step solver's step.
+pub(crate) fn predict_data<D: Denoiser>(
+    denoiser: &mut D,
+    x: &[f32],
+    level: crate::denoiser::NoiseLevel,
+    cond: Condition<'_>,
+    out: &mut [f32],
+    clip: Clip,
+) -> core::result::Result<(), crate::error::RunError<D::Error>> {
+    denoiser.predict(x, level, cond, out).map_err(crate::error::RunError::Model)?;
+    let (kind, dim) = (denoiser.prediction(), denoiser.dim());
+    let (a, s) = (level.sqrt_abar, level.sqrt_one_minus_abar);
+    for (p, &xv) in out.iter_mut().zip(x.iter()) {
+        *p = crate::param::to_x0_eps(kind, *p, xv, a, s).0;
+    }
+    if clip != Clip::Off {
+        for e in out.chunks_mut(dim) {
+            let map = X0Map::new(clip, e.iter().copied());
+            e.iter_mut().for_each(|v| *v = X0Map::apply(map, *v));
+        }
+    }
+    Ok(())
+}
+
+/// The order a multistep solver of order `order` uses at step `i` of `k` (DPM-Solver++'s and
+/// DEIS' `step()` in diffusers): lower while there is no history, and with
+/// `lower_order_final` on the last two steps of a run shorter than 15; `first_order_last`
+/// forces the last step to order 1 (DPM-Solver++'s `euler_at_final` and its final sigma 0).
+pub(crate) fn multistep_order(
+    order: usize,
+    i: usize,
+    k: usize,
+    lower_order_final: bool,
+    first_order_last: bool,
+) -> usize {
+    let last = i + 1 == k && (first_order_last || (lower_order_final && k < 15));
+    let second_last = i + 2 == k && lower_order_final && k < 15;
+    if order == 1 || i < 1 || last {
+        1
+    } else if order == 2 || i < 2 || second_last {
+        2
+    } else {
+        3
     }
 }
 

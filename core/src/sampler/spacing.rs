@@ -63,6 +63,16 @@ impl Timesteps {
         Timesteps::new(Spacing::Leading, steps, steps, 0)
     }
 
+    /// The spacing.
+    pub fn spacing(&self) -> Spacing {
+        self.spacing
+    }
+
+    /// The schedule's `T`.
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
     /// `K`.
     pub fn len(&self) -> usize {
         self.count

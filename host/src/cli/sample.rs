@@ -19,7 +19,7 @@ use crate::io::write_samples;
 use crate::kinds::{SamplerKind, SpacingKind, VarianceChoice};
 use crate::onnx::scheduler::SamplerDefaults;
 use crate::progress::{Progress, Ticking};
-use crate::sampling::{SamplerOptions, sample};
+use crate::sampling::{SamplerOptions, SolverSettings, sample};
 use elbo_core::NoiseSchedule;
 use elbo_core::sampler::Clip;
 
@@ -39,14 +39,19 @@ pub struct SampleArgs {
     /// Output .npy or .csv.
     #[arg(long)]
     pub out: PathBuf,
-    /// The sampler (default: the scheduler config's `_class_name`, DDIMScheduler,
-    /// DDPMScheduler or DPMSolverMultistepScheduler, else ddpm). dpmpp2m and dpmpp3m are
-    /// DPM-Solver++ multistep of order 2 and 3 (deterministic; 20 steps by default).
+    /// The sampler (default: the scheduler config's `_class_name`, else ddpm). dpmpp2m and
+    /// dpmpp3m are DPM-Solver++ multistep of order 2 and 3, unipc UniPC (bh2, order 2), deis
+    /// DEIS (order 2), euler and heun the probability-flow ODE in sigma (Heun: 2 steps - 1
+    /// denoiser calls); all deterministic, 20 steps by default.
     #[arg(long, value_enum)]
     pub sampler: Option<SamplerKind>,
     /// Sampling steps (default: all T for ddpm, 50 for ddim, 100 levels for langevin).
     #[arg(long)]
     pub steps: Option<usize>,
+    /// Karras' sigmas (EDM, rho = 7) for dpmpp2m, dpmpp3m, unipc, deis, euler and heun
+    /// (diffusers' use_karras_sigmas; also read from the scheduler config).
+    #[arg(long)]
+    pub karras: bool,
     /// DDIM's eta (0: deterministic).
     #[arg(long, default_value_t = 0.0)]
     pub eta: f32,
@@ -129,8 +134,11 @@ impl SampleArgs {
     /// elbo's defaults.
     pub fn sampler_options(&self, config: &SamplerDefaults) -> SamplerOptions {
         let d = SamplerOptions::default();
+        let sampler = self.sampler.or(config.sampler).unwrap_or(d.sampler);
+        // a config's use_karras_sigmas belongs to its own (sigma) scheduler class
+        let karras = self.karras || (config.solver.karras && sampler.on_sigmas());
         SamplerOptions {
-            sampler: self.sampler.or(config.sampler).unwrap_or(d.sampler),
+            sampler,
             steps: self.steps,
             eta: self.eta,
             spacing: self.spacing.or(config.spacing).unwrap_or(d.spacing),
@@ -140,7 +148,7 @@ impl SampleArgs {
             set_alpha_to_one: config.set_alpha_to_one,
             langevin_steps: self.langevin_steps,
             langevin_step_size: self.langevin_step_size,
-            dpm: config.dpm,
+            solver: SolverSettings { karras, ..config.solver },
         }
     }
 }

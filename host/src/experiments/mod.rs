@@ -190,8 +190,13 @@ fn noisy_eps_error(
     let (al, sl) = (sig(lambda).sqrt(), sig(-lambda).sqrt());
     let eps: Vec<f64> = x.iter().map(|_| f64::from(standard_normal(rng))).collect();
     let z: Vec<f32> = x.iter().zip(&eps).map(|(&xv, e)| (al * f64::from(xv) + sl * e) as f32).collect();
-    let level =
-        NoiseLevel { t: 1, steps: 1, log_snr: lambda as f32, sqrt_abar: al as f32, sqrt_one_minus_abar: sl as f32 };
+    let level = NoiseLevel {
+        timestep: 0.0,
+        steps: 1,
+        log_snr: lambda as f32,
+        sqrt_abar: al as f32,
+        sqrt_one_minus_abar: sl as f32,
+    };
     den.predict(&z, level, Condition::Unconditional, x0_hat).map_err(|e| input(format!("{e}")))?;
     // eps_hat = (z - a x0_hat) / s
     Ok(z.iter()

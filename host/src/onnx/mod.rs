@@ -536,7 +536,9 @@ impl OnnxDenoiser {
         let mut shape = vec![n as i64];
         shape.extend(self.shape.iter().map(|&s| s as i64));
         let sample = Tensor::from_array((shape, x.repeat(conds.len()))).map_err(ort_err)?;
-        let t0 = (level.t - 1) as i64;
+        // An int64 input gets the timestep truncated, as diffusers' ONNX pipelines cast it
+        // (`np.array([t], dtype=int64)`): fractional levels (Karras sigmas) lose their fraction.
+        let t0 = level.timestep as i64;
         let (t_shape, count): (Vec<i64>, usize) = match self.timestep_shape {
             TimestepShape::PerExample => (vec![n as i64], n),
             TimestepShape::One => (vec![1], 1),
@@ -545,7 +547,7 @@ impl OnnxDenoiser {
         let mut inputs = if self.timestep_int {
             ort::inputs![self.sample.as_str() => sample, self.timestep.as_str() => Tensor::from_array((t_shape, vec![t0; count])).map_err(ort_err)?]
         } else {
-            ort::inputs![self.sample.as_str() => sample, self.timestep.as_str() => Tensor::from_array((t_shape, vec![t0 as f32; count])).map_err(ort_err)?]
+            ort::inputs![self.sample.as_str() => sample, self.timestep.as_str() => Tensor::from_array((t_shape, vec![level.timestep; count])).map_err(ort_err)?]
         };
         if let Some(c) = &self.class {
             self.labels.clear();
@@ -596,9 +598,9 @@ impl OnnxDenoiser {
         }
         if let Some(i) = data.iter().position(|v| !v.is_finite()) {
             return Err(input(format!(
-                "the model produced a non-finite value ({}) at t = {}, example {} (a broken or mismatched model?)",
+                "the model produced a non-finite value ({}) at timestep {}, example {} (a broken or mismatched model?)",
                 data[i],
-                level.t,
+                level.timestep,
                 i / d.max(1)
             )));
         }

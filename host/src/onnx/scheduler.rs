@@ -12,11 +12,15 @@
 //! | `thresholding`, `dynamic_thresholding_ratio`, `sample_max_value` | `--clip dynamic:RATIO:MAX` (Imagen's dynamic thresholding; before `clip_sample`) | false, 0.995, 1.0 |
 //! | `variance_type` | DDPM's `--variance` (`fixed_small[_log]`: small, `fixed_large[_log]`: large, `learned_range`: learned) | fixed_small |
 //! | `_class_name` `DPMSolverMultistepScheduler` with `solver_order` | `--sampler dpmpp2m` (2) or `dpmpp3m` (3) | 2 |
-//! | `solver_type`, `lower_order_final`, `euler_at_final`, `final_sigmas_type` | DPM-Solver++'s settings | midpoint, true, false, zero |
-//! | `algorithm_type`, `lambda_min_clipped`, `use_karras_sigmas` (and the other sigma schedules) | only `dpmsolver++`, `-inf` and false are run; others are refused | |
+//! | `_class_name` `UniPCMultistepScheduler`, `DEISMultistepScheduler`, `EulerDiscreteScheduler`, `HeunDiscreteScheduler` | `--sampler unipc`, `deis`, `euler`, `heun` | |
+//! | `solver_order` (UniPC, DEIS) | their order | 2 |
+//! | `solver_type` | DPM-Solver++'s midpoint or heun; UniPC's bh1 or bh2; DEIS' logrho | midpoint, bh2, logrho |
+//! | `lower_order_final`, `euler_at_final`, `final_sigmas_type` | the solvers' last steps | true, false, zero |
+//! | `use_karras_sigmas`, `sigma_min`, `sigma_max` | `--karras` (Karras' sigmas; the range of Euler's and UniPC's ramp) | false, none |
+//! | `algorithm_type`, `lambda_min_clipped`, `predict_x0`, `disable_corrector`, `interpolation_type`, `timestep_type`, the other sigma schedules | only `dpmsolver++` (DEIS: `deis`), `-inf`, true, `[]`, `linear`, `discrete` and false are run; others are refused | |
 //!
-//! The defaults are the named class's: DPMSolverMultistepScheduler spaces its timesteps
-//! `linspace` and has no `clip_sample`. Python's `json` writes `-Infinity` (diffusers' default
+//! The defaults are the named class's: the few-step solvers space their timesteps `linspace`
+//! and have no `clip_sample` (Heun's is false). Python's `json` writes `-Infinity` (diffusers' default
 //! `lambda_min_clipped`), which is read as that number.
 //!
 //! A flag overrides the config. A key of the wrong type is an error; a key elbo does not use is
@@ -31,8 +35,8 @@ use serde_json::Value;
 use crate::checkpoint::ScheduleConfig;
 use crate::error::{Result, input};
 use crate::kinds::{SamplerKind, ScheduleKind, SpacingKind, VarianceChoice};
-use crate::sampling::DpmSettings;
-use elbo_core::sampler::SolverType;
+use crate::sampling::SolverSettings;
+use elbo_core::sampler::{SolverType, UniPcVariant};
 
 /// Whose defaults fill the keys a config leaves out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +66,7 @@ pub struct SamplerDefaults {
     /// Its `variance_type` (DDPM's reverse variance).
     pub variance: Option<VarianceChoice>,
     /// DPM-Solver++'s settings (its defaults where the config is of another class).
-    pub dpm: DpmSettings,
+    pub solver: SolverSettings,
 }
 
 impl Default for SamplerDefaults {
@@ -76,7 +80,7 @@ impl Default for SamplerDefaults {
             set_alpha_to_one: true,
             clip: None,
             variance: None,
-            dpm: DpmSettings::default(),
+            solver: SolverSettings::default(),
         }
     }
 }
@@ -91,7 +95,7 @@ pub struct SchedulerConfig {
 }
 
 /// The keys elbo reads; every other one is named in a note.
-const KNOWN: [&str; 34] = [
+const KNOWN: [&str; 41] = [
     "_class_name",
     "_diffusers_version",
     "num_train_timesteps",
@@ -126,6 +130,13 @@ const KNOWN: [&str; 34] = [
     "flow_shift",
     "use_dynamic_shifting",
     "time_shift_type",
+    "predict_x0",
+    "disable_corrector",
+    "solver_p",
+    "sigma_min",
+    "sigma_max",
+    "interpolation_type",
+    "shift_terminal",
 ];
 
 /// diffusers' `prediction_type` names.
@@ -238,11 +249,21 @@ pub fn parse(text: &str, what: &str, origin: Origin) -> Result<(SchedulerConfig,
     // sampling
     let diffusers = origin == Origin::Diffusers;
     let class = string("_class_name")?;
-    let dpm_class = class == Some("DPMSolverMultistepScheduler");
+    // the classes whose defaults differ from DDIM's and DDPM's: linspace, no clip_sample
+    let solver_class = matches!(
+        class,
+        Some(
+            "DPMSolverMultistepScheduler"
+                | "UniPCMultistepScheduler"
+                | "DEISMultistepScheduler"
+                | "EulerDiscreteScheduler"
+                | "HeunDiscreteScheduler"
+        )
+    );
     let flag = |k: &str, d: bool| -> Result<bool> { Ok(boolean(k)?.unwrap_or(d)) };
     let order = typed("solver_order", "1, 2 or 3", |x| x.as_u64().is_some_and(|o| (1..=3).contains(&o)))?
         .and_then(Value::as_u64)
-        .unwrap_or(2);
+        .unwrap_or(2) as usize;
     let sampler = match class {
         Some("DDIMScheduler") => Some(SamplerKind::Ddim),
         Some("DDPMScheduler") => Some(SamplerKind::Ddpm),
@@ -251,24 +272,45 @@ pub fn parse(text: &str, what: &str, origin: Origin) -> Result<(SchedulerConfig,
         Some("DPMSolverMultistepScheduler") => {
             return Err(input(format!("{what}: solver_order 1 is DDIM's update: run --sampler ddim")));
         }
+        Some("UniPCMultistepScheduler") => Some(SamplerKind::Unipc),
+        Some("DEISMultistepScheduler") => Some(SamplerKind::Deis),
+        Some("EulerDiscreteScheduler") => Some(SamplerKind::Euler),
+        Some("HeunDiscreteScheduler") => Some(SamplerKind::Heun),
         _ => None,
     };
     // what elbo does not run is refused, never silently replaced
-    if let Some(a) = string("algorithm_type")?
-        && a != "dpmsolver++"
-    {
-        return Err(unknown("algorithm_type", a, "elbo runs dpmsolver++"));
+    match (class, string("algorithm_type")?) {
+        (_, None)
+        | (Some("DPMSolverMultistepScheduler"), Some("dpmsolver++"))
+        | (Some("DEISMultistepScheduler"), Some("deis")) => {}
+        (_, Some(a)) => return Err(unknown("algorithm_type", a, "elbo runs dpmsolver++ (DPM-Solver) and deis (DEIS)")),
     }
-    for k in [
-        "use_karras_sigmas",
-        "use_exponential_sigmas",
-        "use_beta_sigmas",
-        "use_lu_lambdas",
-        "use_flow_sigmas",
-        "use_dynamic_shifting",
-    ] {
+    for k in ["use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas", "use_flow_sigmas", "use_dynamic_shifting"]
+    {
         if flag(k, false)? {
             return Err(input(format!("{what}: {k} true is not run by elbo yet")));
+        }
+    }
+    if !flag("predict_x0", true)? {
+        return Err(input(format!("{what}: predict_x0 false is not run by elbo (UniPC runs on data predictions)")));
+    }
+    match obj.get("disable_corrector") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(a)) if a.is_empty() => {}
+        Some(x) => return Err(input(format!("{what}: disable_corrector {x} is not run by elbo (only [])"))),
+    }
+    for (k, only) in [
+        ("solver_p", None),
+        ("shift_terminal", None),
+        ("interpolation_type", Some("linear")),
+        ("timestep_type", Some("discrete")),
+    ] {
+        match (obj.get(k), only) {
+            (None | Some(Value::Null), _) => {}
+            (Some(Value::String(v)), Some(o)) if v == o => {}
+            (Some(x), _) => {
+                return Err(input(format!("{what}: {k} {x} is not run by elbo (only {})", only.unwrap_or("null"))));
+            }
         }
     }
     match obj.get("lambda_min_clipped") {
@@ -276,12 +318,37 @@ pub fn parse(text: &str, what: &str, origin: Origin) -> Result<(SchedulerConfig,
         Some(Value::String(s)) if s == "-inf" => {}
         Some(x) => return Err(input(format!("{what}: lambda_min_clipped {x} is not run by elbo (only -inf)"))),
     }
-    let dpm = DpmSettings {
+    let sigma = |k: &str| -> Result<Option<f64>> {
+        match obj.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(x) => match x.as_f64() {
+                Some(v) if v > 0.0 && v.is_finite() => Ok(Some(v)),
+                _ => Err(input(format!("{what}: {k} should be a number > 0 or null, found {x}"))),
+            },
+        }
+    };
+    let unipc_class = class == Some("UniPCMultistepScheduler");
+    let solver = SolverSettings {
+        order,
         solver_type: match string("solver_type")? {
-            None | Some("midpoint") => SolverType::Midpoint,
+            None | Some("midpoint") | Some("bh1" | "bh2" | "logrho") => SolverType::Midpoint,
             Some("heun") => SolverType::Heun,
-            Some(s) => return Err(unknown("solver_type", s, "midpoint or heun")),
+            Some(s) => {
+                return Err(unknown(
+                    "solver_type",
+                    s,
+                    "midpoint or heun (DPM-Solver), bh1 or bh2 (UniPC), logrho (DEIS)",
+                ));
+            }
         },
+        unipc_variant: match string("solver_type")? {
+            Some("bh1") => UniPcVariant::Bh1,
+            Some("midpoint" | "heun") if unipc_class => {
+                return Err(unknown("solver_type", "midpoint/heun", "bh1 or bh2 for UniPCMultistepScheduler"));
+            }
+            _ => UniPcVariant::Bh2,
+        },
+        corrector: true,
         lower_order_final: flag("lower_order_final", true)?,
         euler_at_final: flag("euler_at_final", false)?,
         final_sigma_zero: match string("final_sigmas_type")? {
@@ -289,6 +356,9 @@ pub fn parse(text: &str, what: &str, origin: Origin) -> Result<(SchedulerConfig,
             Some("sigma_min") => false,
             Some(s) => return Err(unknown("final_sigmas_type", s, "zero or sigma_min")),
         },
+        karras: flag("use_karras_sigmas", false)?,
+        sigma_range: (sigma("sigma_min")?, sigma("sigma_max")?),
+        cosine: schedule.name == ScheduleKind::SquaredcosCapV2,
     };
     let prediction = match string("prediction_type")? {
         None => None,
@@ -298,7 +368,7 @@ pub fn parse(text: &str, what: &str, origin: Origin) -> Result<(SchedulerConfig,
         ),
     };
     let spacing = match string("timestep_spacing")? {
-        None if dpm_class => diffusers.then_some(SpacingKind::Linspace),
+        None if solver_class => diffusers.then_some(SpacingKind::Linspace),
         None => diffusers.then_some(SpacingKind::Leading),
         Some("leading") => Some(SpacingKind::Leading),
         Some("trailing") => Some(SpacingKind::Trailing),
@@ -320,8 +390,8 @@ pub fn parse(text: &str, what: &str, origin: Origin) -> Result<(SchedulerConfig,
                 .map_err(|_| input(format!("{what}: thresholding needs dynamic_thresholding_ratio in [0, 1] and sample_max_value >= 1, found {ratio} and {max}")))?,
         )
     } else {
-        // (DPMSolverMultistepScheduler has no clip_sample)
-        match boolean("clip_sample")?.or(diffusers.then_some(!dpm_class)) {
+        // (the few-step solvers have no clip_sample, or Heun's false by default)
+        match boolean("clip_sample")?.or(diffusers.then_some(!solver_class)) {
             None => None,
             Some(false) => Some(Clip::Off),
             Some(true) => {
@@ -354,7 +424,7 @@ pub fn parse(text: &str, what: &str, origin: Origin) -> Result<(SchedulerConfig,
         set_alpha_to_one,
         clip,
         variance,
-        dpm,
+        solver,
     };
     Ok((SchedulerConfig { schedule, sampling }, ignored))
 }
@@ -437,8 +507,8 @@ mod tests {
         assert_eq!(s.sampler, Some(SamplerKind::Dpmpp3m));
         // its class's defaults: linspace spacing, no clip_sample
         assert_eq!((s.spacing, s.clip), (Some(SpacingKind::Linspace), Some(Clip::Off)));
-        assert_eq!(s.dpm.solver_type, SolverType::Heun);
-        assert!(!s.dpm.lower_order_final && !s.dpm.final_sigma_zero && !s.dpm.euler_at_final);
+        assert_eq!(s.solver.solver_type, SolverType::Heun);
+        assert!(!s.solver.lower_order_final && !s.solver.final_sigma_zero && !s.solver.euler_at_final);
         // what elbo does not run is refused
         for text in [
             r#"{"_class_name": "DPMSolverMultistepScheduler", "use_karras_sigmas": true}"#,

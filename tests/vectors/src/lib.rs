@@ -30,7 +30,8 @@ use elbo_core::rng::{
     Counter, domain, fill_standard_normal, philox_normals, philox4x32_10, standard_normal, uniform_f32, uniform_f64,
 };
 use elbo_core::sampler::{
-    AnnealedLangevin, ClassifierFree, ClassifierGuided, Clip, Ddim, Ddpm, DpmSolverPP, Spacing, Timesteps,
+    AnnealedLangevin, ClassifierFree, ClassifierGuided, Clip, Ddim, Ddpm, Deis, DpmSolverPP, Euler, FinalSigma, Heun,
+    SigmaFamily, Sigmas, Spacing, TimeRounding, Timesteps, UniPc, UniPcVariant,
 };
 use elbo_core::schedule::{BetaSchedule, CosineLogSnr, LinearGamma, LogSnrSchedule, Schedule, Step, stride};
 use elbo_core::timesteps::{LossSecondMomentResampler, TimeSampling};
@@ -478,6 +479,77 @@ fn samplers<W: Write>(o: &mut Out<'_, W>) {
             Err(e) => Err(RunError::Core(e)),
         };
         run(o, name, &x, r);
+    }
+    // the other few-step solvers, on the table's levels and on Karras' (fractional timesteps)
+    let table = |family, spacing, k| Sigmas::new(family, spacing, k, T, 0);
+    let karras = |family, spacing, k, rounding| {
+        Sigmas::new(family, spacing, k, T, 0).and_then(|s| s.karras(None, None, rounding))
+    };
+    let mut history = [0.0f32; 3 * 2 * N];
+    for (name, sigmas, seed) in [
+        ("unipc/bh2_2_linspace_10", table(SigmaFamily::Multistep, Spacing::Linspace, 10), 12),
+        ("unipc/bh2_2_karras_10", karras(SigmaFamily::Multistep, Spacing::Linspace, 10, TimeRounding::Nearest), 13),
+    ] {
+        let (mut x, _) = fresh(seed);
+        let r = match sigmas.and_then(|s| UniPc::new(2, s)) {
+            Ok(u) => u.sample(&mut den, &s, &mut x, &mut scratch, &mut history[..2 * 2 * N], uncond),
+            Err(e) => Err(RunError::Core(e)),
+        };
+        run(o, name, &x, r);
+    }
+    {
+        let (mut x, _) = fresh(14);
+        let r = match table(SigmaFamily::Multistep, Spacing::Trailing, 20).and_then(|s| UniPc::new(3, s)) {
+            Ok(mut u) => {
+                u.variant = UniPcVariant::Bh1;
+                u.sample(&mut den, &s, &mut x, &mut scratch, &mut history, uncond)
+            }
+            Err(e) => Err(RunError::Core(e)),
+        };
+        run(o, "unipc/bh1_3_trailing_20", &x, r);
+    }
+    for (name, order, sigmas, seed) in [
+        ("deis/2_linspace_10", 2, table(SigmaFamily::Multistep, Spacing::Linspace, 10), 15),
+        ("deis/3_karras_20", 3, karras(SigmaFamily::Multistep, Spacing::Linspace, 20, TimeRounding::Nearest), 16),
+    ] {
+        let (mut x, _) = fresh(seed);
+        let r = match sigmas.map(|s| s.ending(FinalSigma::First)).and_then(|s| Deis::new(order, s)) {
+            Ok(d) => d.sample(&mut den, &s, &mut x, &mut scratch, &mut history[..(order - 1) * 2 * N], uncond),
+            Err(e) => Err(RunError::Core(e)),
+        };
+        run(o, name, &x, r);
+    }
+    for (name, sigmas, seed) in [
+        ("euler/linspace_20", table(SigmaFamily::Discrete, Spacing::Linspace, 20), 17),
+        ("euler/karras_10", karras(SigmaFamily::Discrete, Spacing::Linspace, 10, TimeRounding::Exact), 18),
+    ] {
+        let (mut x, _) = fresh(seed);
+        let r = match sigmas {
+            Ok(sg) => Euler::new(sg).sample(&mut den, &s, &mut x, &mut scratch, uncond),
+            Err(e) => Err(RunError::Core(e)),
+        };
+        run(o, name, &x, r);
+    }
+    for (name, sigmas, seed) in [
+        ("heun/trailing_10", table(SigmaFamily::Discrete, Spacing::Trailing, 10), 19),
+        ("heun/karras_10", karras(SigmaFamily::Discrete, Spacing::Leading, 10, TimeRounding::Exact), 20),
+    ] {
+        let (mut x, _) = fresh(seed);
+        let r = match sigmas {
+            Ok(sg) => Heun::new(sg).sample(&mut den, &s, &mut x, &mut scratch, &mut history[..2 * 2 * N], uncond),
+            Err(e) => Err(RunError::Core(e)),
+        };
+        run(o, name, &x, r);
+    }
+    {
+        // DPM-Solver++ on Karras' levels, ending on the table's first
+        let (mut x, _) = fresh(21);
+        let sigmas = karras(SigmaFamily::Multistep, Spacing::Linspace, 10, TimeRounding::Nearest);
+        let r = match sigmas.map(|s| s.ending(FinalSigma::First)).and_then(|s| DpmSolverPP::with_sigmas(2, s)) {
+            Ok(d) => d.sample(&mut den, &s, &mut x, &mut scratch, &mut history[..2 * N], uncond),
+            Err(e) => Err(RunError::Core(e)),
+        };
+        run(o, "dpmpp/2m_karras_sigma_min_10", &x, r);
     }
     {
         let (mut x, _) = fresh(6);

@@ -1,10 +1,15 @@
-//! The smallest useful device program: DDPM sampling (T = 1000, all steps) of two-moons points
-//! from the shipped MLP (`models/two-moons/model.bin`, width 64), with weights and the schedule
-//! table read in place from flash. It reports its RAM: static data plus the stack's high-water
-//! mark (the stack is painted before sampling and scanned after).
+//! The smallest useful device program: sampling of two-moons points from the shipped MLP
+//! (`models/two-moons/model.bin`, width 64), with weights and the schedule table read in place
+//! from flash. It reports its RAM: static data plus the stack's high-water mark (the stack is
+//! painted before sampling and scanned after).
 //!
-//! Built with `ELBO_COUNT_STEPS=k` it instead runs only the first k steps for one point and skips
-//! the painting: `measure.sh` counts executed instructions of builds with different k.
+//! Build-time settings (environment variables of the build):
+//! - `ELBO_SAMPLER`: `ddpm` (T = 1000 ancestral steps, the default), `ddim50` (DDIM, eta 0, 50
+//!   trailing steps), `dpmpp2m10` (DPM-Solver++ 2M, 10 steps), `unipc10` (UniPC bh2, 10 steps)
+//!   or `none` (the set-up alone: the baseline of an instruction count);
+//! - `ELBO_N`: the points (16 by default, at most 1024);
+//! - `ELBO_COUNT_STEPS=k`: only the first k DDPM steps (any sampler: the whole run) for one point,
+//!   no painting and no printing: `measure.sh` counts executed instructions of such builds.
 
 #![no_std]
 #![no_main]
@@ -16,7 +21,9 @@ use elbo_core::denoiser::{Condition, Denoiser, NoiseLevel};
 use elbo_core::elbo::ReverseVariance;
 use elbo_core::mlp::ModelBlob;
 use elbo_core::rng::{Counter, Noise, domain};
-use elbo_core::sampler::{Clip, Sigma, ddpm_sigma, ddpm_update};
+use elbo_core::sampler::{
+    Clip, Ddim, DpmSolverPP, Sigma, SigmaFamily, Sigmas, Spacing, UniPc, ddpm_sigma, ddpm_update,
+};
 use elbo_core::schedule::stride;
 
 #[cfg(target_arch = "arm")]
@@ -71,7 +78,33 @@ fn static_ram() -> usize {
     d + b
 }
 
-const N: usize = 16;
+const MAX_N: usize = 1024;
+
+/// `ELBO_N`, or 16.
+const N: usize = match option_env!("ELBO_N") {
+    Some(s) => parse(s),
+    None => 16,
+};
+
+/// A decimal number of at most `MAX_N` at compile time.
+const fn parse(s: &str) -> usize {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut v = 0usize;
+    while i < b.len() {
+        assert!(b[i].is_ascii_digit(), "ELBO_N: expected a number");
+        v = v * 10 + (b[i] - b'0') as usize;
+        i += 1;
+    }
+    assert!(v >= 1 && v <= MAX_N, "ELBO_N: expected 1..=1024");
+    v
+}
+
+/// `ELBO_SAMPLER`.
+const SAMPLER: &str = match option_env!("ELBO_SAMPLER") {
+    Some(s) => s,
+    None => "ddpm",
+};
 
 #[entry]
 fn main() -> ! {
@@ -97,25 +130,34 @@ fn run(out: &mut Stdout, count_steps: Option<usize>) -> i32 {
     let mut x = [0.0f32; 2 * N];
     let mut scratch = [0.0f32; 2 * N];
     let (x, scratch) = (&mut x[..2 * n], &mut scratch[..2 * n]);
+    let uncond = Condition::Unconditional;
     // the host's scheme: sample e's x_T and step noise from the counter-based noise of seed 1
     for (e, row) in x.chunks_exact_mut(2).enumerate() {
         Counter::new(1, domain::START).normals(e, 0, 0, row);
     }
     let mut noise = Counter::new(1, domain::SAMPLER);
     let steps = schedule.steps();
-    let k = count_steps.unwrap_or(steps).min(steps);
-    for (i, t) in (steps - k + 1..=steps).rev().enumerate() {
-        let Ok(step) = stride(&schedule, t, t - 1) else { return 1 };
-        if den.predict(x, NoiseLevel::of(&step), Condition::Unconditional, scratch).is_err() {
-            return 1;
+    // the deterministic solvers (their only draw is x_T)
+    let ok = match SAMPLER {
+        "ddpm" => ddpm(&schedule, &mut den, x, scratch, &mut noise, count_steps),
+        "none" => true,
+        "ddim50" => Ddim::new(0.0, Spacing::Trailing, 50, steps)
+            .is_ok_and(|d| d.sample(&mut den, &schedule, x, scratch, uncond, &mut noise).is_ok()),
+        "dpmpp2m10" => {
+            let mut history = [0.0f32; 2 * N];
+            DpmSolverPP::new(2, Spacing::Linspace, 10, steps, 0)
+                .is_ok_and(|d| d.sample(&mut den, &schedule, x, scratch, &mut history[..2 * n], uncond).is_ok())
         }
-        let Ok(sigma) = ddpm_sigma(&step, ReverseVariance::Small) else { return 1 };
-        for (e, (xe, pe)) in x.chunks_exact_mut(2).zip(scratch.chunks_exact(2)).enumerate() {
-            let draw = |first: usize, out: &mut [f32]| noise.normals(e, i as u32, first, out);
-            if ddpm_update(&step, den.prediction(), pe, xe, Sigma::Fixed(sigma), Clip::Off, draw).is_err() {
-                return 1;
-            }
+        "unipc10" => {
+            let mut history = [0.0f32; 2 * 2 * N];
+            Sigmas::new(SigmaFamily::Multistep, Spacing::Linspace, 10, steps, 0)
+                .and_then(|s| UniPc::new(2, s))
+                .is_ok_and(|u| u.sample(&mut den, &schedule, x, scratch, &mut history[..4 * n], uncond).is_ok())
         }
+        _ => false,
+    };
+    if !ok {
+        return 1;
     }
     if count_steps.is_none() {
         for row in x.chunks_exact(2) {
@@ -125,6 +167,34 @@ fn run(out: &mut Stdout, count_steps: Option<usize>) -> i32 {
         }
     }
     0
+}
+
+/// DDPM over the schedule's T steps (the first `count_steps` only, where given), with the
+/// table read in place.
+fn ddpm<S: NoiseSchedule, D: Denoiser>(
+    schedule: &S,
+    den: &mut D,
+    x: &mut [f32],
+    scratch: &mut [f32],
+    noise: &mut Counter,
+    count_steps: Option<usize>,
+) -> bool {
+    let steps = schedule.steps();
+    let k = count_steps.unwrap_or(steps).min(steps);
+    for (i, t) in (steps - k + 1..=steps).rev().enumerate() {
+        let Ok(step) = stride(schedule, t, t - 1) else { return false };
+        if den.predict(x, NoiseLevel::of(&step), Condition::Unconditional, scratch).is_err() {
+            return false;
+        }
+        let Ok(sigma) = ddpm_sigma(&step, ReverseVariance::Small) else { return false };
+        for (e, (xe, pe)) in x.chunks_exact_mut(2).zip(scratch.chunks_exact(2)).enumerate() {
+            let draw = |first: usize, out: &mut [f32]| noise.normals(e, i as u32, first, out);
+            if ddpm_update(&step, den.prediction(), pe, xe, Sigma::Fixed(sigma), Clip::Off, draw).is_err() {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 struct Stdout(semihosting::io::Stdout);
