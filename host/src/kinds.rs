@@ -352,6 +352,13 @@ mod tests {
     }
 }
 
+/// A likelihood computed next to the bound (`eval --likelihood`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
+pub enum LikelihoodKind {
+    /// The probability-flow ODE's exact likelihood (RK45, exact or Hutchinson divergence).
+    Ode,
+}
+
 /// Which part of a built-in image set (`--split`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -28,6 +28,7 @@ pub mod model;
 pub mod network;
 pub mod nn;
 pub mod noise;
+pub mod ode;
 pub mod onnx;
 pub mod optimizer;
 pub mod plot;

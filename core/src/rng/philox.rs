@@ -42,6 +42,9 @@ pub mod domain {
     /// Draws that belong to a whole run rather than to an example (the continuous-time
     /// bound's stratification shift).
     pub const RUN: u32 = 4;
+    /// The probability-flow likelihood's draws: Hutchinson's probes (draw 0) and the uniform
+    /// dequantisation (draw 1) of an example.
+    pub const ODE: u32 = 5;
 }
 
 /// One Philox4x32-10 block: the counter `ctr` encrypted under `key`.

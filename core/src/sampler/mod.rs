@@ -31,7 +31,9 @@ pub use dpm_solver::{DpmSolverPP, SolverType};
 pub use euler::{Euler, Heun};
 pub use guidance::{ClassifierFree, ClassifierGuided, GuidedError};
 pub use langevin::AnnealedLangevin;
-pub use sigmas::{FinalSigma, KARRAS_RHO, Level, SigmaFamily, SigmaSpacing, Sigmas, TimeRounding};
+pub use sigmas::{
+    FinalSigma, KARRAS_RHO, Level, SigmaFamily, SigmaSpacing, Sigmas, TimeRounding, sigma_to_t, table_sigma,
+};
 pub use spacing::{Spacing, Timesteps};
 pub use unipc::{UniPc, UniPcVariant};
 

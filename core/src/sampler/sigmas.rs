@@ -123,7 +123,7 @@ pub struct Sigmas {
 }
 
 /// `sigma` of the 0-based table entry `j` (`abar = 0` taken as `2^-24`).
-fn table_sigma<S: NoiseSchedule + ?Sized>(schedule: &S, j: usize) -> Result<f64> {
+pub fn table_sigma<S: NoiseSchedule + ?Sized>(schedule: &S, j: usize) -> Result<f64> {
     let log_abar = schedule.marginal(j + 1)?.log_abar;
     let log_abar = if log_abar == f64::NEG_INFINITY { -24.0 * core::f64::consts::LN_2 } else { log_abar };
     Ok(libm::sqrt(libm::expm1(-log_abar)))
@@ -147,9 +147,12 @@ fn interp_sigma<S: NoiseSchedule + ?Sized>(schedule: &S, tau: f64) -> Result<f64
 
 /// diffusers' `_sigma_to_t`: the 0-based timestep of `sigma`, interpolating linearly in
 /// `ln sigma` between the table's entries around it (clamped to the table's range). The entry
-/// below is found by bisection (the table's sigmas increase with `t`).
-fn sigma_to_t<S: NoiseSchedule + ?Sized>(schedule: &S, sigma: f64) -> Result<f64> {
+/// below is found by bisection (the table's sigmas increase with `t`). Needs `T >= 2`.
+pub fn sigma_to_t<S: NoiseSchedule + ?Sized>(schedule: &S, sigma: f64) -> Result<f64> {
     let n = schedule.steps();
+    if n < 2 {
+        return Err(Error::InvalidParameter { name: "schedule", reason: "at least 2 steps" });
+    }
     let ls = libm::log(sigma.max(1e-10));
     let log_sigma = |j: usize| table_sigma(schedule, j).map(libm::log);
     // low = the last j with ln sigma_j <= ls (0 if none), at most n - 2

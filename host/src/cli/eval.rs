@@ -64,6 +64,23 @@ pub struct EvalArgs {
     /// One JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Also the exact likelihood of the model's probability-flow ODE (`ode`), integrated from
+    /// the schedule's first level to its last with RK45 (see the README's "Exact likelihood").
+    #[arg(long, value_enum)]
+    pub likelihood: Option<crate::kinds::LikelihoodKind>,
+    /// The ODE solver's relative tolerance.
+    #[arg(long, default_value_t = 1e-5)]
+    pub rtol: f64,
+    /// The ODE solver's absolute tolerance.
+    #[arg(long, default_value_t = 1e-5)]
+    pub atol: f64,
+    /// Hutchinson's probes per example for the ODE's divergence (default: the exact
+    /// divergence up to 16 dimensions, else 1 probe).
+    #[arg(long)]
+    pub probes: Option<usize>,
+    /// Examples solved as one ODE system (its adaptive steps are the batch's).
+    #[arg(long, default_value_t = 250)]
+    pub ode_batch: usize,
     /// Draw the per-step terms of the bound into this PNG.
     #[arg(long)]
     pub plot: Option<std::path::PathBuf>,
@@ -111,6 +128,19 @@ pub struct EvalReport {
     pub mmd_sampler: Option<String>,
     /// Exact negative log-likelihood (Gaussian mixtures).
     pub exact_nll_nats: Option<f64>,
+    /// The probability-flow ODE's negative log-likelihood (`--likelihood ode`; nats/example,
+    /// dequantised for discrete data).
+    pub ode_nll_nats: Option<f64>,
+    /// Its standard error over the examples (with Hutchinson's noise).
+    pub ode_nll_nats_se: Option<f64>,
+    /// The same in bits per dimension.
+    pub ode_bpd: Option<f64>,
+    /// Its standard error.
+    pub ode_bpd_se: Option<f64>,
+    /// Evaluations of the ODE's field (model calls on the batch and its perturbed copies).
+    pub ode_nfe: Option<u64>,
+    /// Hutchinson's probes per example (null: the exact divergence).
+    pub ode_probes: Option<usize>,
     /// The bound: `discrete` (the `T`-step sum) or `continuous` (VDM's continuous-time one).
     pub bound: &'static str,
     /// The discrete bound's estimator of its terms (`rb` or `mc`; null for the continuous one).
@@ -232,6 +262,15 @@ fn print_report(a: &EvalArgs, report: &EvalReport, diffusion: f64) -> Result<()>
     if let Some(e) = report.exact_nll_nats {
         crate::note!("  exact NLL      {e:.4} nats (gap {:.4})", report.neg_elbo_nats - e);
     }
+    if let (Some(o), Some(se), Some(b), Some(nfe)) =
+        (report.ode_nll_nats, report.ode_nll_nats_se, report.ode_bpd, report.ode_nfe)
+    {
+        let how = report.ode_probes.map_or("exact divergence".to_string(), |k| format!("Hutchinson, {k} probes"));
+        crate::note!(
+            "ODE NLL {o:.4} +- {se:.4} nats/example   {b:.4} bits/dim   (bound gap {:.4}; {nfe} evaluations, {how})",
+            report.neg_elbo_nats - o
+        );
+    }
     if let (Some(m), Some(h)) = (report.mmd, report.mmd_bandwidth) {
         crate::note!(
             "MMD^2 samples vs data {m:.3e} (Gaussian kernel, bandwidth {h:.3}){}",
@@ -286,6 +325,17 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     if sharded && a.plot.is_some() {
         return Err(input("--plot: not with --shard (a sharded eval writes the part's sums only)"));
     }
+    if sharded && a.likelihood.is_some() {
+        return Err(input("--likelihood ode: not with --shard (a batch is one ODE system: run it whole)"));
+    }
+    if a.likelihood.is_some() {
+        if a.ode_batch == 0 || a.probes == Some(0) {
+            return Err(input("--ode-batch, --probes: expected at least 1"));
+        }
+        if !(a.rtol > 0.0 && a.rtol.is_finite() && a.atol > 0.0 && a.atol.is_finite()) {
+            return Err(input("--rtol, --atol: expected finite numbers > 0"));
+        }
+    }
     if sharded && a.mmd_samples.is_some_and(|k| k > 0) {
         return Err(input("--mmd-samples: a sharded eval evaluates the bound only (sample with elbo sample --shard)"));
     }
@@ -339,6 +389,29 @@ pub fn run(a: &EvalArgs) -> Result<()> {
                 a.seed,
                 offset,
             )?
+        }
+    };
+    // the probability-flow ODE's likelihood of the same points
+    let ode = match a.likelihood {
+        None => None,
+        Some(crate::kinds::LikelihoodKind::Ode) => {
+            if bins.is_some() && !identity {
+                return Err(input(
+                    "--likelihood ode: discrete data needs a model without a data normalisation (dequantisation is in the model's units)",
+                ));
+            }
+            let probes = a.probes.or((dim > 16).then_some(1));
+            let o = crate::ode::OdeOptions {
+                rtol: a.rtol,
+                atol: a.atol,
+                probes,
+                batch: a.ode_batch,
+                bins: bins.map(|k| (k, 2.0 / (f64::from(k) - 1.0))),
+            };
+            let t0 = std::time::Instant::now();
+            let r = crate::ode::nll(&mut source, schedule.as_ref(), &z, o, a.seed, offset)?;
+            crate::note!("ODE: {} field evaluations in {:.1} s", r.nfe, t0.elapsed().as_secs_f64());
+            Some((r, probes))
         }
     };
     let mut generated = if n_mmd > 0 {
@@ -450,6 +523,20 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         }
         None => (None, None, None),
     };
+    if let Some((r, probes)) = &ode {
+        let v: Vec<f64> = r.per_example.iter().map(|e| e + log_det).collect();
+        let nf = v.len() as f64;
+        let mean = ExactSum::of(v.iter().copied()).value() / nf;
+        let var = if v.len() > 1 { v.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / (nf - 1.0) } else { 0.0 };
+        let se = (var / nf).sqrt();
+        let per_dim = dim as f64 * std::f64::consts::LN_2;
+        report.ode_nll_nats = Some(mean);
+        report.ode_nll_nats_se = Some(se);
+        report.ode_bpd = Some(mean / per_dim);
+        report.ode_bpd_se = Some(se / per_dim);
+        report.ode_nfe = Some(r.nfe);
+        report.ode_probes = *probes;
+    }
     report.mmd = mmd;
     report.mmd_data = mmd_data;
     report.mmd_bandwidth = h;
@@ -458,7 +545,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     let finite = [report.neg_elbo_nats, report.neg_elbo_nats_se, report.prior_nats, report.decoder_nats]
         .into_iter()
         .chain(report.terms_nats.iter().copied())
-        .chain([report.mmd, report.exact_nll_nats].into_iter().flatten())
+        .chain([report.mmd, report.exact_nll_nats, report.ode_nll_nats].into_iter().flatten())
         .all(f64::is_finite);
     if !finite {
         return Err(input(format!(

@@ -21,6 +21,13 @@ pub enum Source {
 impl Source {
     /// Resolves `--model`; `optimal` needs `--data` naming a mixture (gmm:FILE.json or 8gaussians).
     pub fn load(model: &str, data: Option<&str>, onnx: &OnnxOpts) -> Result<Self> {
+        if let Some(path) = model.strip_prefix("optimal:") {
+            // the exact denoiser of a mixture file, whatever the data
+            return match DataSpec::parse(&format!("gmm:{path}")).map_err(|e| input(format!("--model {model}: {e}")))? {
+                DataSpec::Mixture(m) => Ok(Source::Optimal(FlatMixture::new(&m)?)),
+                _ => Err(input(format!("--model {model}: expected optimal:FILE.json, a Gaussian mixture"))),
+            };
+        }
         if model == "optimal" {
             let spec = data.ok_or_else(|| input("--model optimal: needs --data gmm:FILE.json (or 8gaussians)"))?;
             return match DataSpec::parse(spec)? {

@@ -473,7 +473,7 @@ mod tests {
             r#"{"_class_name": "DDPMScheduler", "_diffusers_version": "0.42.1", "prediction_type": "v_prediction",
                 "timestep_spacing": "leading", "steps_offset": 1, "set_alpha_to_one": false, "clip_sample": true,
                 "clip_sample_range": 2.5, "variance_type": "fixed_large", "beta_schedule": "scaled_linear",
-                "beta_start": 0.00085, "beta_end": 0.012, "skip_prk_steps": true, "interpolation_type": "linear"}"#,
+                "beta_start": 0.00085, "beta_end": 0.012, "skip_prk_steps": true, "timestep_scaling": 10.0}"#,
         )
         .unwrap();
         let s = c.sampling;
@@ -484,7 +484,7 @@ mod tests {
         assert_eq!(s.variance, Some(VarianceChoice::Large));
         assert_eq!(c.schedule.name, ScheduleKind::ScaledLinear);
         assert_eq!((c.schedule.beta_start, c.schedule.beta_end), (0.00085, 0.012));
-        assert_eq!(ignored, ["interpolation_type", "skip_prk_steps"]);
+        assert_eq!(ignored, ["skip_prk_steps", "timestep_scaling"]);
         // thresholding comes before clip_sample, as in diffusers' step()
         let (c, _) =
             diffusers(r#"{"thresholding": true, "dynamic_thresholding_ratio": 0.9, "sample_max_value": 3.0}"#).unwrap();
@@ -511,10 +511,44 @@ mod tests {
         assert!(!s.solver.lower_order_final && !s.solver.final_sigma_zero && !s.solver.euler_at_final);
         // what elbo does not run is refused
         for text in [
-            r#"{"_class_name": "DPMSolverMultistepScheduler", "use_karras_sigmas": true}"#,
+            r#"{"_class_name": "DPMSolverMultistepScheduler", "use_exponential_sigmas": true}"#,
             r#"{"_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "sde-dpmsolver++"}"#,
             r#"{"_class_name": "DPMSolverMultistepScheduler", "lambda_min_clipped": -5.1}"#,
             r#"{"_class_name": "DPMSolverMultistepScheduler", "solver_order": 1}"#,
+        ] {
+            assert!(diffusers(text).is_err(), "{text}");
+        }
+        // the other few-step classes, with their settings and Karras sigmas
+        let (c, ignored) = diffusers(
+            r#"{"_class_name": "UniPCMultistepScheduler", "solver_order": 3, "solver_type": "bh1", "predict_x0": true,
+                "disable_corrector": [], "solver_p": null, "use_karras_sigmas": true, "sigma_min": 0.05,
+                "sigma_max": null, "beta_schedule": "squaredcos_cap_v2"}"#,
+        )
+        .unwrap();
+        assert!(ignored.is_empty(), "{ignored:?}");
+        let s = c.sampling;
+        assert_eq!(
+            (s.sampler, s.solver.order, s.solver.unipc_variant),
+            (Some(SamplerKind::Unipc), 3, UniPcVariant::Bh1)
+        );
+        assert!(s.solver.karras && s.solver.cosine && s.solver.sigma_range == (Some(0.05), None));
+        assert_eq!((s.spacing, s.clip), (Some(SpacingKind::Linspace), Some(Clip::Off)));
+        for (class, kind) in [
+            ("DEISMultistepScheduler", SamplerKind::Deis),
+            ("EulerDiscreteScheduler", SamplerKind::Euler),
+            ("HeunDiscreteScheduler", SamplerKind::Heun),
+        ] {
+            let (c, _) = diffusers(&format!(r#"{{"_class_name": "{class}"}}"#)).unwrap();
+            assert_eq!(c.sampling.sampler, Some(kind));
+            assert_eq!(c.sampling.spacing, Some(SpacingKind::Linspace));
+        }
+        for text in [
+            r#"{"_class_name": "UniPCMultistepScheduler", "predict_x0": false}"#,
+            r#"{"_class_name": "UniPCMultistepScheduler", "solver_type": "midpoint"}"#,
+            r#"{"_class_name": "UniPCMultistepScheduler", "disable_corrector": [0]}"#,
+            r#"{"_class_name": "EulerDiscreteScheduler", "interpolation_type": "log_linear"}"#,
+            r#"{"_class_name": "EulerDiscreteScheduler", "timestep_type": "continuous"}"#,
+            r#"{"_class_name": "DEISMultistepScheduler", "algorithm_type": "dpmsolver++"}"#,
         ] {
             assert!(diffusers(text).is_err(), "{text}");
         }
