@@ -67,6 +67,33 @@ def fmt_t(s):
     return f"{s:.2f} s"
 
 
+def few_step(a, th, log):
+    """10-step DPM-Solver++ 2M sampling with the ONNX MLP against diffusers' loop over
+    onnxruntime, and the probability-flow ODE's likelihood against scipy's RK45 (score_sde's
+    approach) on the same ONNX model, field and points."""
+    rows = []
+    log("few-step sampling ...")
+    for b, g in ((1, 3.0), (10_000, 1.05)):
+        o, t = pair(["dpm-sample", "--batch", str(b), "--threads", th],
+                    ["dpm-sample", "--batch", str(b), "--threads", th, "--steps", "10"], a.rounds)
+        ours, peer = med(o, "run_s"), med(t, "run_s")
+        rows.append((f"10-step DPM-Solver++ 2M sampling, ONNX MLP, batch {b:,}: the whole run", fmt_t(ours),
+                     f"diffusers DPMSolverMultistepScheduler loop {fmt_t(peer)}", peer / ours, f">= {g}x",
+                     peer / ours >= g))
+    log("ODE likelihood ...")
+    data = os.path.join(ROOT, "target", "bench-moons-500.npy")
+    subprocess.run([ELBO, "data", "--data", "two-moons", "--n", "500", "--seed", "1", "--out", data], check=True,
+                   capture_output=True)
+    o, t = pair(["ode", "--data", data, "--threads", th], ["ode", "--data", data, "--threads", th], a.rounds)
+    ours, peer = med(o, "ode_s"), med(t, "ode_s")
+    rows.append((f"probability-flow ODE NLL, 500 two-moons points, ONNX MLP, RK45 rtol = atol = 1e-5, exact divergence "
+                 f"(NLL of the normalised data: ours {med(o, 'nll_normalised'):.5f} in {o[0]['nfe']} evaluations, "
+                 f"theirs {med(t, 'nll_normalised'):.5f} in {t[0]['nfe']}; the model's runs are "
+                 f"{100 * med(o, 'model_s') / ours:.0f}% of ours)", fmt_t(ours),
+                 f"scipy solve_ivp RK45 {fmt_t(peer)}", peer / ours, ">= 2x", peer / ours >= 2))
+    return rows
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--rounds", type=int, default=3)
@@ -74,10 +101,16 @@ def main():
     p.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
     p.add_argument("--bound-minutes", type=float, default=7,
                    help="training time of the equal-wall-clock bound row (0: skip it)")
+    p.add_argument("--only", choices=["few-step"],
+                   help="run one section and print its rows (RESULTS.md is left alone)")
     a = p.parse_args()
     th = str(a.threads)
     rows = []  # (work, ours, peer, ratio text, goal text, met)
     log = lambda *m: print(*m, file=sys.stderr, flush=True)
+    if a.only == "few-step":
+        for work, ours, peer, ratio, goal, met in few_step(a, th, log):
+            print(f"| {work} | {ours} | {peer} | {ratio:.2f}x | {goal} | {'yes' if met else '**no**'} |")
+        return
 
     # 1. training
     log("training ...")
@@ -145,6 +178,9 @@ def main():
         rows.append((f"1000-step DDPM sampling, ONNX MLP, batch {b:,}: per step (outside Session::run)",
                      f"{fmt_t(ours)} ({100 * out_o:.1f}%)", f"Python loop {fmt_t(peer)} ({100 * out_p:.0f}%)",
                      peer / ours, goal, met))
+
+    # 3b. few-step sampling and the ODE likelihood
+    rows += few_step(a, th, log)
 
     # 4. native forward vs ONNX Runtime
     log("forward ...")

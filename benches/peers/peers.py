@@ -8,6 +8,8 @@ One workload per call; prints one JSON object (times in seconds, medians).
     peers.py forward     --batch B --threads N     onnxruntime Session.run of the same MLP
     peers.py bound       --data FILE --threads N   improved-diffusion's calc_bpd_loop over onnxruntime
     peers.py unet-forward --model FILE.onnx --batch B --threads N   onnxruntime on an exported U-Net
+    peers.py dpm-sample  --batch B --threads N     onnxruntime + diffusers DPMSolverMultistepScheduler, 10 steps
+    peers.py ode         --data FILE --threads N   the probability-flow ODE's NLL: scipy's solve_ivp RK45
 
 Run by benches/compare.py inside the environment that benches/peers/setup.sh makes.
 """
@@ -177,6 +179,97 @@ def onnx_sample(a):
             "outside_run": 1 - inside / total, "onnxruntime": ort.__version__}
 
 
+def dpm_sample(a):
+    """The few-step loop a Python user writes: onnxruntime for the denoiser, diffusers'
+    DPMSolverMultistepScheduler (its defaults: 2M, linspace) for the update."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    torch.set_num_threads(a.threads)
+    sess = session(a.threads)
+    sched = DPMSolverMultistepScheduler(num_train_timesteps=T, beta_schedule="linear", beta_start=1e-4,
+                                        beta_end=0.02)
+    g = torch.Generator().manual_seed(0)
+
+    def run():
+        x = torch.randn(a.batch, 2, generator=g)
+        t0 = time.perf_counter()
+        sched.set_timesteps(a.steps)
+        for t in sched.timesteps:
+            ts = np.full(a.batch, int(t), dtype=np.int64)
+            eps = sess.run(None, {"sample": x.numpy(), "timestep": ts})[0]
+            x = sched.step(torch.from_numpy(eps), t, x).prev_sample
+        return time.perf_counter() - t0
+
+    run()
+    return {"work": "dpm-sample", "batch": a.batch, "threads": a.threads, "steps": a.steps,
+            "run_s": statistics.median(run() for _ in range(5))}
+
+
+def ode(a):
+    """score_sde's likelihood computation (`likelihood.py`: scipy's solve_ivp RK45 over the
+    flattened batch and its divergence) on the same field as elbo's: the probability-flow ODE in
+    u = ln sigma, v = x - D(x), from the table's first sigma to its last, the divergence from
+    central differences of the model (step 2^-9 on its input; exact, 2 dimensions), the model
+    fed the interpolated timestep of diffusers' _sigma_to_t; batches of 250, rtol = atol = 1e-5."""
+    import onnx
+    import scipy
+    from scipy.integrate import solve_ivp
+
+    sess = session(a.threads)
+    meta = {p.key: p.value for p in onnx.load(ONNX).metadata_props}
+    norm = json.loads(meta["elbo.normalization"])
+    x = np.load(a.data).astype(np.float64)
+    z = (x - np.array(norm["mean"])) / np.array(norm["std"])
+    betas = np.linspace(1e-4, 0.02, T)
+    abar = np.cumprod(1.0 - betas)
+    log_sigmas = np.log(np.sqrt((1.0 - abar) / abar))
+    h = 1.0 / 512
+
+    def timestep(sigma):
+        ls = np.log(sigma)
+        low = min(max(int(np.searchsorted(log_sigmas, ls, side="right")) - 1, 0), T - 2)
+        w = np.clip((log_sigmas[low] - ls) / (log_sigmas[low] - log_sigmas[low + 1]), 0.0, 1.0)
+        return (1 - w) * low + w * (low + 1)
+
+    def solve(batch):
+        n, d = batch.shape
+        nfe = [0]
+
+        def f(u, y):
+            nfe[0] += 1
+            sigma = math.exp(u)
+            c = math.sqrt(1 + sigma * sigma)
+            a_, s_ = 1 / c, sigma / c
+            xs = y[: n * d].reshape(n, d)
+            vp = (xs / c).astype(np.float32)
+            copies = [vp] + [vp + sgn * h * np.eye(d, dtype=np.float32)[k] for k in range(d) for sgn in (1, -1)]
+            inp = np.concatenate(copies)
+            ts = np.full(len(inp), int(timestep(sigma)), dtype=np.int64)
+            eps = sess.run(None, {"sample": inp, "timestep": ts})[0].astype(np.float64)
+            x0 = ((inp.astype(np.float64) - s_ * eps) / a_).reshape(1 + 2 * d, n, d)
+            div_d = sum((x0[1 + 2 * k, :, k] - x0[2 + 2 * k, :, k]) / (2 * h) for k in range(d)) / c
+            return np.concatenate([(xs - x0[0]).ravel(), d - div_d])
+
+        u0, u1 = log_sigmas[0], log_sigmas[-1]
+        y0 = np.concatenate([batch.ravel(), np.zeros(n)])
+        sol = solve_ivp(f, (u0, u1), y0, rtol=1e-5, atol=1e-5, method="RK45")
+        y = sol.y[:, -1]
+        xe = y[: n * d].reshape(n, d)
+        v = 1 + math.exp(u1) ** 2
+        prior = 0.5 * (d * np.log(2 * np.pi * v) + (xe ** 2).sum(1) / v)
+        return prior - y[n * d:], nfe[0]
+
+    t0 = time.perf_counter()
+    out, nfe = [], 0
+    for i in range(0, len(z), 250):
+        nll, k = solve(z[i:i + 250])
+        out.append(nll)
+        nfe += k
+    t = time.perf_counter() - t0
+    return {"work": "ode", "threads": a.threads, "n": len(z), "ode_s": t, "nfe": nfe,
+            "nll_normalised": float(np.concatenate(out).mean()), "scipy": scipy.__version__}
+
+
 def forward(a):
     sess = session(a.threads)
     x = np.random.default_rng(0).standard_normal((a.batch, 2)).astype(np.float32)
@@ -284,7 +377,8 @@ def bound(a):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("work", choices=["train", "step", "onnx-sample", "forward", "bound", "unet-forward"])
+    p.add_argument("work", choices=["train", "step", "onnx-sample", "forward", "bound", "unet-forward", "dpm-sample",
+                                    "ode"])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--reps", type=int, default=200)
     p.add_argument("--n", type=int, default=1000)
@@ -295,7 +389,7 @@ def main():
     a = p.parse_args()
     torch.set_num_interop_threads(1)
     work = {"train": train, "step": step, "onnx-sample": onnx_sample, "forward": forward, "bound": bound,
-            "unet-forward": unet_forward}[a.work]
+            "unet-forward": unet_forward, "dpm-sample": dpm_sample, "ode": ode}[a.work]
     print(json.dumps(work(a)))
 
 

@@ -146,3 +146,33 @@ fn weighting_and_parameterization_experiments_run() {
     let report = run(&["experiment", "parameterization", "--steps", "40", "--n", "100"], &dir.path().join("p"));
     assert_eq!(rows(&report).len(), 8, "{report}");
 }
+
+#[test]
+fn samplers_experiment_measures_every_sampler_and_the_ode() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = run(&["experiment", "samplers", "--data", "two-moons", "--steps", "1500", "--n", "400"], dir.path());
+    for s in ["ddpm", "ddim", "dpmpp2m", "dpmpp3m", "unipc", "deis", "euler", "heun"] {
+        assert!(report.contains(&format!("| {s} | 10 |")), "{s} missing:\n{report}");
+    }
+    assert!(dir.path().join("mmd-two-moons.png").is_file());
+    // Heun's 10 steps are 19 calls; every row's MMD is finite and positive
+    assert!(report.contains("| heun | 10 | 19 |"), "{report}");
+    let mmd = |s: &str, k: usize| -> f64 {
+        let row = report.lines().find(|l| l.starts_with(&format!("| {s} | {k} |"))).unwrap();
+        row.trim_matches('|').split('|').nth(3).unwrap().trim().parse().unwrap()
+    };
+    for s in ["dpmpp2m", "unipc", "heun"] {
+        assert!(mmd(s, 20) > 0.0 && mmd(s, 20).is_finite());
+        // 20 steps of a second-order solver beat 5 Euler steps
+        assert!(mmd(s, 20) < mmd("euler", 5), "{s}: {} vs euler-5 {}", mmd(s, 20), mmd("euler", 5));
+    }
+    // the bound and the ODE NLL of the same model (two densities: neither bounds the other)
+    let row = report.lines().find(|l| l.starts_with("| two-moons (MLP)")).unwrap();
+    let cells: Vec<f64> = row
+        .trim_matches('|')
+        .split('|')
+        .skip(1)
+        .map(|c| c.split("+-").next().unwrap().trim().parse::<f64>().unwrap())
+        .collect();
+    assert!(cells.len() == 2 && cells.iter().all(|v| v.is_finite()), "{row}");
+}

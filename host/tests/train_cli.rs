@@ -185,7 +185,7 @@ fn bad_input_gets_exit_code_2_one_line_and_no_output() {
         vec!["eval", "--model", "optimal", "--data", "two-moons"],
         vec!["sample", "--model", &m, "--n", "10", "--sampler", "ddim", "--steps", "2000", "--out", &out],
         vec!["sample", "--model", &m, "--n", "10", "--guidance", "3", "--class", "1", "--out", &out],
-        vec!["sample", "--model", &m, "--n", "10", "--sampler", "euler", "--out", &out],
+        vec!["sample", "--model", &m, "--n", "10", "--sampler", "lms", "--out", &out],
         vec!["sample", "--model", &m, "--init", &three, "--out", &out],
         vec!["sample", "--model", &m, "--n", "10", "--out", &txt],
         vec!["sample", "--model", &nowhere, "--n", "10", "--out", &out],

@@ -11,6 +11,9 @@
 //! measure bound      --data FILE.npy --threads N      the full bound, T = 1000, with the ONNX MLP
 //! measure unet-train --data digits|mnist5k --threads N  training steps of the default U-Net, batch 64
 //! measure unet-forward --model DIR --batch B --threads N  the native forward of a U-Net checkpoint
+//! measure dpm-sample --batch B --threads N           10-step DPM-Solver++ 2M sampling with the ONNX MLP
+//! measure ode        --data FILE.npy --threads N      the probability-flow ODE's NLL (RK45, rtol = atol =
+//!                                                      1e-5, exact divergence) with the ONNX MLP
 //! measure mmd        FILE                              MMD^2 of two-moons points (rows "x y") against
 //!                                                      2 000 draws of the data, and the mean of that
 //!                                                      of 8 draws of as many data points (the floor)
@@ -183,6 +186,63 @@ fn onnx_sample(args: &[String]) -> serde_json::Value {
            "outside_run": 1.0 - secs(inside) / secs(total)})
 }
 
+/// 10 steps of DPM-Solver++ 2M (diffusers' defaults: linspace, lower_order_final) with the
+/// shipped ONNX MLP: the whole run, median of 5 after a warm-up.
+fn dpm_sample(args: &[String]) -> serde_json::Value {
+    let batch = arg(args, "--batch", 1usize);
+    let threads = arg(args, "--threads", 1usize);
+    let steps = arg(args, "--steps", 10usize);
+    let mut den = onnx(threads);
+    let s = linear();
+    let dpm = elbo_core::sampler::DpmSolverPP::new(2, elbo_core::sampler::Spacing::Linspace, steps, 1000, 0).unwrap();
+    let mut rng = Pcg32::seed_from_u64(0);
+    let (mut x, mut scratch, mut history) = (vec![0.0f32; 2 * batch], vec![0.0f32; 2 * batch], vec![0.0f32; 2 * batch]);
+    let mut run = || {
+        fill_standard_normal(&mut rng, &mut x);
+        let start = Instant::now();
+        dpm.sample(&mut den, s.as_ref(), &mut x, &mut scratch, &mut history, Condition::Unconditional).unwrap();
+        start.elapsed()
+    };
+    run();
+    let t = median((0..5).map(|_| run()).collect());
+    json!({"work": "dpm-sample", "batch": batch, "threads": threads, "steps": steps, "run_s": secs(t)})
+}
+
+/// The ODE likelihood of the points of `--data` (normalised as the model says) with the shipped
+/// ONNX MLP, as `elbo eval --likelihood ode` computes it: batches of 250, exact divergence.
+fn ode(args: &[String]) -> serde_json::Value {
+    let threads = arg(args, "--threads", 1usize);
+    let path: String = arg(args, "--data", String::new());
+    let native = args.iter().any(|a| a == "--native");
+    let data = elbo::data::load_file(std::path::Path::new(&path)).expect("--data FILE.npy");
+    let mut z = data.x.clone();
+    let s = linear();
+    let o = elbo::ode::OdeOptions { rtol: 1e-5, atol: 1e-5, probes: None, batch: 250, bins: None };
+    let mut inside = None;
+    let (r, t) = if native {
+        // the same weights, the native forward (the checkpoint's EMA weights)
+        let mut den = elbo::model::Trained::load(&shipped().0).expect("the shipped checkpoint loads");
+        den.normalization.apply(&mut z);
+        pool(threads).install(|| {
+            let start = Instant::now();
+            let r = elbo::ode::nll(&mut den, s.as_ref(), &z, o, 0, 0).unwrap();
+            (r, start.elapsed())
+        })
+    } else {
+        let mut den = onnx(threads);
+        if let Some(nm) = &den.normalization {
+            nm.apply(&mut z);
+        }
+        let start = Instant::now();
+        let r = elbo::ode::nll(&mut den, s.as_ref(), &z, o, 0, 0).unwrap();
+        inside = Some(secs(den.run_time));
+        (r, start.elapsed())
+    };
+    let mean = r.per_example.iter().sum::<f64>() / r.per_example.len() as f64;
+    json!({"work": "ode", "threads": threads, "native": native, "n": r.per_example.len(), "ode_s": secs(t),
+           "nfe": r.nfe, "nll_normalised": mean, "model_s": inside})
+}
+
 fn forward(args: &[String]) -> serde_json::Value {
     let batch = arg(args, "--batch", 10_000usize);
     let threads = arg(args, "--threads", 1usize);
@@ -325,9 +385,11 @@ fn main() {
         Some("unet-train") => unet_train(&args),
         Some("unet-forward") => unet_forward(&args),
         Some("mmd") => mmd(&args),
+        Some("dpm-sample") => dpm_sample(&args),
+        Some("ode") => ode(&args),
         _ => {
             eprintln!(
-                "usage: measure train|step|bandwidth|onnx-sample|forward|bound|unet-train|unet-forward|mmd [flags] (see the source's header)"
+                "usage: measure train|step|bandwidth|onnx-sample|forward|bound|unet-train|unet-forward|mmd|dpm-sample|ode [flags] (see the source's header)"
             );
             std::process::exit(2);
         }

@@ -12,6 +12,7 @@
 //!   Carlo estimator of `L_{t-1}` with a single sample, at initialisation and after training, and
 //!   the training curves (loss, MMD) of a model trained with each, same seed and budget.
 
+mod samplers;
 mod trained;
 
 use std::fmt::Write as _;
@@ -51,6 +52,8 @@ pub enum Experiment {
     Guidance,
     /// VAE and HVAE next to diffusion.
     Vae,
+    /// Sample quality against denoiser calls for every sampler; the bound against the ODE.
+    Samplers,
 }
 
 /// Arguments of `elbo experiment`.
@@ -131,6 +134,7 @@ pub fn run(a: &ExperimentArgs) -> Result<()> {
         Experiment::Vdm => trained::vdm(a),
         Experiment::Guidance => trained::guidance(a),
         Experiment::Vae => trained::vae(a),
+        Experiment::Samplers => samplers::samplers(a),
     }
 }
 

@@ -32,6 +32,11 @@ fn train(a: &ExperimentArgs, name: &str, flags: &[&str]) -> Result<(Trained, f64
     Ok((Trained::new(ckpt.config, ckpt.ema)?, secs))
 }
 
+/// [`train`] for the other experiment modules.
+pub(super) fn train_for(a: &ExperimentArgs, name: &str, flags: &[&str]) -> Result<(Trained, f64)> {
+    train(a, name, flags)
+}
+
 /// [`train`], returning the checkpoint (any kind of model).
 fn train_checkpoint(a: &ExperimentArgs, name: &str, flags: &[&str]) -> Result<(crate::checkpoint::Checkpoint, f64)> {
     let dir = a.out.join(name);
