@@ -69,8 +69,8 @@ def fmt_t(s):
 
 def few_step(a, th, log):
     """10-step DPM-Solver++ 2M sampling with the ONNX MLP against diffusers' loop over
-    onnxruntime, and the probability-flow ODE's likelihood against scipy's RK45 (score_sde's
-    approach) on the same ONNX model, field and points."""
+    onnxruntime, and the probability-flow ODE's likelihood against score_sde's (its VP SDE's
+    ODE with scipy's RK45) on the same ONNX model and points."""
     rows = []
     log("few-step sampling ...")
     for b, g in ((1, 3.0), (10_000, 1.05)):
@@ -90,7 +90,8 @@ def few_step(a, th, log):
                  f"(NLL of the normalised data: ours {med(o, 'nll_normalised'):.5f} in {o[0]['nfe']} evaluations, "
                  f"theirs {med(t, 'nll_normalised'):.5f} in {t[0]['nfe']}; the model's runs are "
                  f"{100 * med(o, 'model_s') / ours:.0f}% of ours)", fmt_t(ours),
-                 f"scipy solve_ivp RK45 {fmt_t(peer)}", peer / ours, ">= 2x", peer / ours >= 2))
+                 f"score_sde's VP-SDE likelihood, scipy solve_ivp RK45 {fmt_t(peer)}", peer / ours, ">= 2x",
+                 peer / ours >= 2))
     return rows
 
 

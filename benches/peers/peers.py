@@ -9,7 +9,7 @@ One workload per call; prints one JSON object (times in seconds, medians).
     peers.py bound       --data FILE --threads N   improved-diffusion's calc_bpd_loop over onnxruntime
     peers.py unet-forward --model FILE.onnx --batch B --threads N   onnxruntime on an exported U-Net
     peers.py dpm-sample  --batch B --threads N     onnxruntime + diffusers DPMSolverMultistepScheduler, 10 steps
-    peers.py ode         --data FILE --threads N   the probability-flow ODE's NLL: scipy's solve_ivp RK45
+    peers.py ode         --data FILE --threads N   score_sde's ODE likelihood (VP SDE, scipy's solve_ivp RK45)
 
 Run by benches/compare.py inside the environment that benches/peers/setup.sh makes.
 """
@@ -206,11 +206,12 @@ def dpm_sample(a):
 
 
 def ode(a):
-    """score_sde's likelihood computation (`likelihood.py`: scipy's solve_ivp RK45 over the
-    flattened batch and its divergence) on the same field as elbo's: the probability-flow ODE in
-    u = ln sigma, v = x - D(x), from the table's first sigma to its last, the divergence from
-    central differences of the model (step 2^-9 on its input; exact, 2 dimensions), the model
-    fed the interpolated timestep of diffusers' _sigma_to_t; batches of 250, rtol = atol = 1e-5."""
+    """score_sde's likelihood computation (`likelihood.py` with its `VPSDE`: the probability-flow
+    ODE of the continuous-time VP SDE with beta(t) linear from 0.1 to 20, the DDPM model fed
+    `int(t * 999)`, integrated from t = 1e-5 to 1 by scipy's solve_ivp RK45 over the flattened
+    batch and its divergence, the prior N(0, I)), on the same ONNX model and points; the
+    divergence from central differences of the model (step 2^-9 on its input, exact: 2
+    dimensions), as elbo's; batches of 250, rtol = atol = 1e-5."""
     import onnx
     import scipy
     from scipy.integrate import solve_ivp
@@ -220,43 +221,33 @@ def ode(a):
     norm = json.loads(meta["elbo.normalization"])
     x = np.load(a.data).astype(np.float64)
     z = (x - np.array(norm["mean"])) / np.array(norm["std"])
-    betas = np.linspace(1e-4, 0.02, T)
-    abar = np.cumprod(1.0 - betas)
-    log_sigmas = np.log(np.sqrt((1.0 - abar) / abar))
-    h = 1.0 / 512
-
-    def timestep(sigma):
-        ls = np.log(sigma)
-        low = min(max(int(np.searchsorted(log_sigmas, ls, side="right")) - 1, 0), T - 2)
-        w = np.clip((log_sigmas[low] - ls) / (log_sigmas[low] - log_sigmas[low + 1]), 0.0, 1.0)
-        return (1 - w) * low + w * (low + 1)
+    bmin, bmax, h = 0.1, 20.0, 1.0 / 512
 
     def solve(batch):
         n, d = batch.shape
         nfe = [0]
 
-        def f(u, y):
+        def f(t, y):
             nfe[0] += 1
-            sigma = math.exp(u)
-            c = math.sqrt(1 + sigma * sigma)
-            a_, s_ = 1 / c, sigma / c
+            log_mean = -0.25 * t * t * (bmax - bmin) - 0.5 * t * bmin
+            std = math.sqrt(1.0 - math.exp(2.0 * log_mean))
+            beta = bmin + t * (bmax - bmin)
             xs = y[: n * d].reshape(n, d)
-            vp = (xs / c).astype(np.float32)
-            copies = [vp] + [vp + sgn * h * np.eye(d, dtype=np.float32)[k] for k in range(d) for sgn in (1, -1)]
+            x32 = xs.astype(np.float32)
+            copies = [x32] + [x32 + sgn * h * np.eye(d, dtype=np.float32)[k] for k in range(d) for sgn in (1, -1)]
             inp = np.concatenate(copies)
-            ts = np.full(len(inp), int(timestep(sigma)), dtype=np.int64)
-            eps = sess.run(None, {"sample": inp, "timestep": ts})[0].astype(np.float64)
-            x0 = ((inp.astype(np.float64) - s_ * eps) / a_).reshape(1 + 2 * d, n, d)
-            div_d = sum((x0[1 + 2 * k, :, k] - x0[2 + 2 * k, :, k]) / (2 * h) for k in range(d)) / c
-            return np.concatenate([(xs - x0[0]).ravel(), d - div_d])
+            ts = np.full(len(inp), int(t * (T - 1)), dtype=np.int64)
+            eps = sess.run(None, {"sample": inp, "timestep": ts})[0].astype(np.float64).reshape(1 + 2 * d, n, d)
+            score = -eps / std
+            drift = -0.5 * beta * (xs + score[0])
+            div_score = sum((score[1 + 2 * k, :, k] - score[2 + 2 * k, :, k]) / (2 * h) for k in range(d))
+            return np.concatenate([drift.ravel(), -0.5 * beta * (d + div_score)])
 
-        u0, u1 = log_sigmas[0], log_sigmas[-1]
         y0 = np.concatenate([batch.ravel(), np.zeros(n)])
-        sol = solve_ivp(f, (u0, u1), y0, rtol=1e-5, atol=1e-5, method="RK45")
+        sol = solve_ivp(f, (1e-5, 1.0), y0, rtol=1e-5, atol=1e-5, method="RK45")
         y = sol.y[:, -1]
         xe = y[: n * d].reshape(n, d)
-        v = 1 + math.exp(u1) ** 2
-        prior = 0.5 * (d * np.log(2 * np.pi * v) + (xe ** 2).sum(1) / v)
+        prior = 0.5 * (d * np.log(2 * np.pi) + (xe ** 2).sum(1))
         return prior - y[n * d:], nfe[0]
 
     t0 = time.perf_counter()

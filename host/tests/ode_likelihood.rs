@@ -38,7 +38,7 @@ fn run(dim: usize, probes: Option<usize>, rtol: f64) -> (Vec<f64>, Vec<f64>, u64
     let sigma0 = table_sigma(&s, 0).unwrap();
     let mut den = OptimalDenoiser::new(g);
     let o = OdeOptions { rtol, atol: rtol, probes, batch: 32, bins: None };
-    let r = nll(&mut den, &s, &x, o, 3, 0).unwrap();
+    let r = nll(&mut den, &s, &x, o, 3, 0, &mut |_, _| {}).unwrap();
     let exact = x.chunks_exact(dim).map(|p| -g.noisy_log_density(p, 1.0, sigma0).unwrap()).collect();
     (r.per_example, exact, r.nfe)
 }

@@ -225,7 +225,7 @@ fn ode(args: &[String]) -> serde_json::Value {
         den.normalization.apply(&mut z);
         pool(threads).install(|| {
             let start = Instant::now();
-            let r = elbo::ode::nll(&mut den, s.as_ref(), &z, o, 0, 0).unwrap();
+            let r = elbo::ode::nll(&mut den, s.as_ref(), &z, o, 0, 0, &mut |_, _| {}).unwrap();
             (r, start.elapsed())
         })
     } else {
@@ -234,7 +234,7 @@ fn ode(args: &[String]) -> serde_json::Value {
             nm.apply(&mut z);
         }
         let start = Instant::now();
-        let r = elbo::ode::nll(&mut den, s.as_ref(), &z, o, 0, 0).unwrap();
+        let r = elbo::ode::nll(&mut den, s.as_ref(), &z, o, 0, 0, &mut |_, _| {}).unwrap();
         inside = Some(secs(den.run_time));
         (r, start.elapsed())
     };

@@ -409,7 +409,13 @@ pub fn run(a: &EvalArgs) -> Result<()> {
                 bins: bins.map(|k| (k, 2.0 / (f64::from(k) - 1.0))),
             };
             let t0 = std::time::Instant::now();
-            let r = crate::ode::nll(&mut source, schedule.as_ref(), &z, o, a.seed, offset)?;
+            let progress = Progress::new("ODE", 1000, "permille");
+            let mut tick = |done: f64, nfe: u64| {
+                progress.set_message(format!("{nfe} evaluations"));
+                progress.set_position((1000.0 * done) as u64);
+            };
+            let r = crate::ode::nll(&mut source, schedule.as_ref(), &z, o, a.seed, offset, &mut tick)?;
+            progress.finish();
             crate::note!("ODE: {} field evaluations in {:.1} s", r.nfe, t0.elapsed().as_secs_f64());
             Some((r, probes))
         }

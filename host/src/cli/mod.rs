@@ -53,7 +53,7 @@ enum Command {
     /// FILE.safetensors (the EMA weights alone).
     Export(export::ExportArgs),
     /// Run an experiment of the seeds and write a report (likelihood, rb-variance, invariance,
-    /// weighting, parameterization, vdm, guidance, vae).
+    /// weighting, parameterization, vdm, guidance, vae, samplers).
     Experiment(crate::experiments::ExperimentArgs),
     /// Print the tables of a noise schedule.
     Schedule(schedule::ScheduleArgs),

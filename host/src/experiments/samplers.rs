@@ -96,7 +96,7 @@ fn bound_and_ode(model: &mut Trained, held_out: &Dataset, seed: u64, bins: Optio
         batch: 250,
         bins: bins.map(|k| (k, 2.0 / (f64::from(k) - 1.0))),
     };
-    let r = crate::ode::nll(&mut *model, schedule.as_ref(), &z, o, seed, 0)?;
+    let r = crate::ode::nll(&mut *model, schedule.as_ref(), &z, o, seed, 0, &mut |_, _| {})?;
     let ld = norm.log_det();
     let stats = |v: &[f64]| {
         let n = v.len() as f64;
