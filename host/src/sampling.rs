@@ -119,7 +119,7 @@ impl SamplerOptions {
             SamplerKind::Langevin => steps(100) * self.langevin_steps as u64 + 1,
             SamplerKind::Dpmpp2m | SamplerKind::Dpmpp3m | SamplerKind::Unipc | SamplerKind::Deis => steps(20),
             SamplerKind::Euler => steps(20),
-            SamplerKind::Heun => 2 * steps(20) - 1,
+            SamplerKind::Heun => (2 * steps(20)).saturating_sub(1),
         }
     }
 }

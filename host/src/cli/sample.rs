@@ -41,11 +41,12 @@ pub struct SampleArgs {
     pub out: PathBuf,
     /// The sampler (default: the scheduler config's `_class_name`, else ddpm). dpmpp2m and
     /// dpmpp3m are DPM-Solver++ multistep of order 2 and 3, unipc UniPC (bh2, order 2), deis
-    /// DEIS (order 2), euler and heun the probability-flow ODE in sigma (Heun: 2 steps - 1
-    /// denoiser calls); all deterministic, 20 steps by default.
+    /// DEIS (order 2), euler and heun the probability-flow ODE in sigma (Heun: 2K - 1
+    /// denoiser calls for K steps); all deterministic, 20 steps by default.
     #[arg(long, value_enum)]
     pub sampler: Option<SamplerKind>,
-    /// Sampling steps (default: all T for ddpm, 50 for ddim, 100 levels for langevin).
+    /// Sampling steps (default: all T for ddpm, 50 for ddim, 100 levels for langevin, 20 for the
+    /// few-step solvers).
     #[arg(long)]
     pub steps: Option<usize>,
     /// Karras' sigmas (EDM, rho = 7) for dpmpp2m, dpmpp3m, unipc, deis, euler and heun
