@@ -92,6 +92,12 @@ def few_step(a, th, log):
                  f"{100 * med(o, 'model_s') / ours:.0f}% of ours)", fmt_t(ours),
                  f"score_sde's VP-SDE likelihood, scipy solve_ivp RK45 {fmt_t(peer)}", peer / ours, ">= 2x",
                  peer / ours >= 2))
+    o, t = pair(["ode", "--data", data, "--threads", th, "--native"], ["ode", "--data", data, "--threads", th], a.rounds)
+    ours, peer = med(o, "ode_s"), med(t, "ode_s")
+    rows.append((f"the same, ours with the checkpoint's native forward of the same weights (its fractional timesteps: "
+                 f"NLL {med(o, 'nll_normalised'):.5f} in {o[0]['nfe']} evaluations)", fmt_t(ours),
+                 f"score_sde's VP-SDE likelihood over the ONNX file {fmt_t(peer)}", peer / ours, ">= 2x",
+                 peer / ours >= 2))
     return rows
 
 

@@ -94,13 +94,16 @@ where
         let dirs = self.probes.as_ref().map_or(d, |p| p.0);
         let copies = 1 + 2 * dirs;
         self.input.resize(copies * n * d, 0.0);
-        for (i, xi) in y[..n * d].chunks_exact(d).enumerate() {
-            let vp: Vec<f32> = xi.iter().map(|&v| v as f32).collect();
-            self.input[i * d..(i + 1) * d].copy_from_slice(&vp);
+        let (base, rest) = self.input.split_at_mut(n * d);
+        for (b, &v) in base.iter_mut().zip(&y[..n * d]) {
+            *b = v as f32;
+        }
+        for i in 0..n {
+            let vp = &base[i * d..(i + 1) * d];
             for k in 0..dirs {
-                for (sign, slot) in [(1.0f32, 1 + 2 * k), (-1.0, 2 + 2 * k)] {
-                    let row = &mut self.input[(slot * n + i) * d..(slot * n + i + 1) * d];
-                    row.copy_from_slice(&vp);
+                for (sign, slot) in [(1.0f32, 2 * k), (-1.0, 2 * k + 1)] {
+                    let row = &mut rest[(slot * n + i) * d..(slot * n + i + 1) * d];
+                    row.copy_from_slice(vp);
                     match &self.probes {
                         None => row[k] += sign * FD_STEP as f32,
                         Some((_, p)) => {
@@ -116,13 +119,14 @@ where
             .predict(&self.input, level, Condition::Unconditional, &mut self.out)
             .map_err(|e| crate::error::run_error(RunError::Model(e)))?;
         self.calls += 1;
+        // the data predictions D of every copy, in place of the model's outputs
         let kind = self.den.prediction();
-        let x0 = |row: usize, j: usize| -> f64 {
-            let idx = row * d + j;
-            f64::from(to_x0_eps(kind, self.out[idx], self.input[idx], a, s).0)
-        };
+        for (o, &xv) in self.out.iter_mut().zip(&self.input) {
+            *o = to_x0_eps(kind, *o, xv, a, s).0;
+        }
+        let x0 = |row: usize, j: usize| -> f64 { f64::from(self.out[row * d + j]) };
         for i in 0..n {
-            // v = x_sigma - D
+            // dx/du = x / c^2 - D / c
             for j in 0..d {
                 dy[i * d + j] = y[i * d + j] / (c * c) - x0(i, j) / c;
             }

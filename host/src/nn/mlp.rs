@@ -128,7 +128,9 @@ impl Mlp {
     }
 
     /// The input matrix `[x, emb(t) + emb(class)]` of a chunk. Whole-number times below
-    /// [`crate::MAX_STEPS`] (every discrete model's) read a table of the same embedding.
+    /// [`crate::MAX_STEPS`] (every discrete model's) read a table of the same embedding; any
+    /// other time is embedded once for a run of rows that share it (a batch at one fractional
+    /// level: Karras sigmas, the ODE).
     fn input(&self, params: &[f32], b: &Batch<'_>) -> Array2<f32> {
         let (d, e) = (self.cfg.dim, self.cfg.embed);
         let rows = b.t.len();
@@ -140,6 +142,7 @@ impl Mlp {
             v
         });
         let mut h = Array2::<f32>::zeros((rows, d + e));
+        let mut last = (f32::NAN, vec![0.0f32; e]);
         for (r, mut row) in h.axis_iter_mut(Axis(0)).enumerate() {
             let row = row.as_slice_mut().expect("standard layout");
             row[..d].copy_from_slice(&b.x[r * d..(r + 1) * d]);
@@ -148,7 +151,11 @@ impl Mlp {
                 let k = tau as usize;
                 row[d..d + e].copy_from_slice(&table[k * e..(k + 1) * e]);
             } else {
-                elbo_core::mlp::time_embedding(tau, &mut row[d..d + e]);
+                if tau.to_bits() != last.0.to_bits() {
+                    elbo_core::mlp::time_embedding(tau, &mut last.1);
+                    last.0 = tau;
+                }
+                row[d..d + e].copy_from_slice(&last.1);
             }
             if let (Some(o), Some(labels)) = (self.class_table, b.labels) {
                 let c = labels[r] as usize;
