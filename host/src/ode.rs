@@ -87,7 +87,7 @@ where
         let sigma = u.exp();
         let timestep = sigma_to_t(self.schedule, sigma).map_err(|e| crate::error::flag("--likelihood ode", e))?;
         let level = Level { sigma, timestep }.noise_level(self.schedule.steps());
-        let c = (1.0 + sigma * sigma).sqrt();
+        let c = Level { sigma, timestep }.scale();
         let (a, s) = (level.sqrt_abar, level.sqrt_one_minus_abar);
         // the copies: the batch, then per example its +h and -h perturbations along each
         // direction (the coordinates, or the probes)
@@ -319,7 +319,7 @@ where
             }
         }
         // the state is the VP sample x_sigma / sqrt(1 + sigma^2)
-        let c0 = (1.0 + s0 * s0).sqrt();
+        let c0 = Level { sigma: s0, timestep: 0.0 }.scale();
         y.iter_mut().for_each(|v| *v /= c0);
         y.resize(n * dim + n, 0.0);
         let probes = opts.probes.map(|k| {

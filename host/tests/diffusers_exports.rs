@@ -143,25 +143,33 @@ fn keys_elbo_does_not_use_are_named_once() {
     assert!(lines[0].contains("skip_prk_steps") && lines[0].contains("timestep_scaling"), "{err}");
     // a key of the wrong type is bad input: exit 2, one line naming it
     v["clip_sample"] = "no".into();
-    std::fs::write(dir.path().join("scheduler_config.json"), v.to_string()).unwrap();
+    assert_refused(name, &v, &[], "clip_sample should be true or false");
+}
+
+/// `elbo sample` of case `name`'s model and start with the scheduler config `config` and
+/// `flags` exits 2 with one line containing `says`, and writes nothing.
+fn assert_refused(name: &str, config: &serde_json::Value, flags: &[&str], says: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("scheduler_config.json"), config.to_string()).unwrap();
     let out = tempfile::tempdir().unwrap();
     let o = Command::cargo_bin("elbo")
         .unwrap()
         .arg("sample")
         .arg("--model")
-        .arg(root().join("models/uncond.onnx"))
+        .arg(root().join(case(name).model))
         .arg("--scheduler-config")
         .arg(dir.path())
         .arg("--init")
         .arg(root().join(name).join("x_t.npy"))
         .arg("--out")
         .arg(out.path().join("s.npy"))
+        .args(flags)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(o.status.code(), Some(2), "{flags:?}: {err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("clip_sample should be true or false"), "{err}");
+    assert!(err.contains(says), "{flags:?}: {err}");
     assert!(!out.path().join("s.npy").exists());
 }
 
@@ -174,32 +182,11 @@ fn unsupported_solver_settings_are_refused_with_one_line() {
         serde_json::from_str(&std::fs::read_to_string(root().join(name).join("scheduler_config.json")).unwrap())
             .unwrap();
     let refused = |key: &str, value: serde_json::Value, flags: &[&str], says: &str| {
-        let dir = tempfile::tempdir().unwrap();
         let mut v = base.clone();
         if !key.is_empty() {
             v[key] = value;
         }
-        std::fs::write(dir.path().join("scheduler_config.json"), v.to_string()).unwrap();
-        let out = tempfile::tempdir().unwrap();
-        let o = Command::cargo_bin("elbo")
-            .unwrap()
-            .arg("sample")
-            .arg("--model")
-            .arg(root().join("models/uncond.onnx"))
-            .arg("--scheduler-config")
-            .arg(dir.path())
-            .arg("--init")
-            .arg(root().join(name).join("x_t.npy"))
-            .arg("--out")
-            .arg(out.path().join("s.npy"))
-            .args(flags)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{key} {flags:?}: {err}");
-        assert_eq!(err.trim().lines().count(), 1, "{err}");
-        assert!(err.contains(says), "{key} {flags:?}: {err}");
-        assert!(!out.path().join("s.npy").exists());
+        assert_refused(name, &v, flags, says);
     };
     refused("predict_x0", false.into(), &[], "predict_x0 false");
     refused("disable_corrector", serde_json::json!([1, 2]), &[], "disable_corrector");

@@ -75,9 +75,10 @@ impl Deis {
         let len = x.len();
         check_len((self.order - 1) * len, history.len())?;
         let steps = schedule.steps();
-        let rho = |j: usize| self.sigmas.get(schedule, j).map(|l| l.sigma);
-        for i in 0..self.sigmas.len() {
-            let (now, next) = (self.sigmas.get(schedule, i)?, self.sigmas.get(schedule, i + 1)?);
+        // rho (the EDM sigma) of the two levels before, the latest first
+        let mut before = [0.0f64; 2];
+        for step in self.sigmas.steps(schedule) {
+            let (i, now, next) = step?;
             let level = now.noise_level(steps);
             predict_data(denoiser, x, level, cond, scratch, clip)?;
             // eps_hat = (x - alpha x0_hat) / sigma_t, in place of the data prediction
@@ -96,7 +97,7 @@ impl Deis {
                     }
                 }
                 2 => {
-                    let r1 = rho(i - 1)?;
+                    let r1 = before[0];
                     let c0 = alpha_t * (basis2(rt, r0, r1) - basis2(r0, r0, r1));
                     let c1 = alpha_t * (basis2(rt, r1, r0) - basis2(r0, r1, r0));
                     let (cx, c0, c1) = ((alpha_t / alpha_s) as f32, c0 as f32, c1 as f32);
@@ -105,7 +106,7 @@ impl Deis {
                     }
                 }
                 _ => {
-                    let (r1, r2) = (rho(i - 1)?, rho(i - 2)?);
+                    let (r1, r2) = (before[0], before[1]);
                     let c0 = alpha_t * (basis3(rt, r0, r1, r2) - basis3(r0, r0, r1, r2));
                     let c1 = alpha_t * (basis3(rt, r1, r2, r0) - basis3(r0, r1, r2, r0));
                     let c2 = alpha_t * (basis3(rt, r2, r0, r1) - basis3(r0, r2, r0, r1));
@@ -122,6 +123,7 @@ impl Deis {
             if self.order >= 2 {
                 history[..len].copy_from_slice(scratch);
             }
+            before = [r0, before[0]];
         }
         super::check_finite(x)?;
         Ok(())

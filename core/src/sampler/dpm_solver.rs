@@ -111,8 +111,8 @@ impl DpmSolverPP {
         let steps = schedule.steps();
         // lambda of the steps before (s1, s2)
         let mut lambdas = [0.0f64; 2];
-        for i in 0..self.len() {
-            let (now, next) = (self.sigmas.get(schedule, i)?, self.sigmas.get(schedule, i + 1)?);
+        for step in self.sigmas.steps(schedule) {
+            let (i, now, next) = step?;
             let ((_, sigma_s), lambda_s) = (now.alpha_sigma(), now.lambda());
             let ((alpha_t, sigma_t), lambda_t) = (next.alpha_sigma(), next.lambda());
             // the data prediction m_0, in place of the model's output

@@ -20,14 +20,9 @@ use crate::denoiser::{Condition, Denoiser};
 use crate::error::{Result, RunError, check_len};
 use crate::schedule::NoiseSchedule;
 
-/// `sqrt(1 + sigma^2)`: `x_sigma` over the VP sample.
-fn scale(level: &Level) -> f64 {
-    libm::sqrt(1.0 + level.sigma * level.sigma)
-}
-
 /// diffusers' `init_noise_sigma` over the VP scale at the first level (1 for `leading`).
 fn start_scale(sigmas: &Sigmas, first: &Level) -> f64 {
-    if sigmas.spacing() == Spacing::Leading { 1.0 } else { first.sigma / scale(first) }
+    if sigmas.spacing() == Spacing::Leading { 1.0 } else { first.sigma / first.scale() }
 }
 
 /// The Euler sampler.
@@ -58,16 +53,15 @@ impl Euler {
         check_batch(denoiser, x, scratch, cond)?;
         let clip = self.clip.check()?;
         let steps = schedule.steps();
-        let k = self.sigmas.len();
         let first = self.sigmas.get(schedule, 0)?;
         let c = start_scale(&self.sigmas, &first) as f32;
         x.iter_mut().for_each(|v| *v *= c);
-        for i in 0..k {
-            let (now, next) = (self.sigmas.get(schedule, i)?, self.sigmas.get(schedule, i + 1)?);
+        for step in self.sigmas.steps(schedule) {
+            let (_, now, next) = step?;
             predict_data(denoiser, x, now.noise_level(steps), cond, scratch, clip)?;
             // x_sigma' = x_sigma + (x_sigma - D) / sigma (sigma' - sigma), on the VP state
             let r = next.sigma / now.sigma;
-            let (cx, cd) = ((scale(&now) * r / scale(&next)) as f32, ((1.0 - r) / scale(&next)) as f32);
+            let (cx, cd) = ((now.scale() * r / next.scale()) as f32, ((1.0 - r) / next.scale()) as f32);
             for (xv, &d) in x.iter_mut().zip(scratch.iter()) {
                 *xv = cx * *xv + cd * d;
             }
@@ -81,7 +75,7 @@ impl Euler {
 fn finish<S: NoiseSchedule + ?Sized>(sigmas: &Sigmas, schedule: &S, x: &mut [f32]) -> Result<()> {
     let last = sigmas.get(schedule, sigmas.len())?;
     if last.sigma > 0.0 {
-        let c = scale(&last) as f32;
+        let c = last.scale() as f32;
         x.iter_mut().for_each(|v| *v *= c);
     }
     super::check_finite(x)
@@ -124,13 +118,12 @@ impl Heun {
         check_len(2 * len, history.len())?;
         let (start, slope) = history.split_at_mut(len);
         let steps = schedule.steps();
-        let k = self.sigmas.len();
         let first = self.sigmas.get(schedule, 0)?;
         let c = start_scale(&self.sigmas, &first) as f32;
         x.iter_mut().for_each(|v| *v *= c);
-        for i in 0..k {
-            let (now, next) = (self.sigmas.get(schedule, i)?, self.sigmas.get(schedule, i + 1)?);
-            let (c0, c1) = (scale(&now), scale(&next));
+        for step in self.sigmas.steps(schedule) {
+            let (_, now, next) = step?;
+            let (c0, c1) = (now.scale(), next.scale());
             let r = next.sigma / now.sigma;
             predict_data(denoiser, x, now.noise_level(steps), cond, scratch, clip)?;
             // the Euler point, as in Euler::sample; the start and D_1 kept

@@ -87,9 +87,14 @@ pub struct Level {
 }
 
 impl Level {
+    /// `c = sqrt(1 + sigma^2)`: `x_sigma` over the VP sample.
+    pub fn scale(&self) -> f64 {
+        libm::sqrt(1.0 + self.sigma * self.sigma)
+    }
+
     /// `(alpha, sigma_t) = (1, sigma) / sqrt(1 + sigma^2)`, the VP scales.
     pub fn alpha_sigma(&self) -> (f64, f64) {
-        let alpha = 1.0 / libm::sqrt(1.0 + self.sigma * self.sigma);
+        let alpha = 1.0 / self.scale();
         (alpha, self.sigma * alpha)
     }
 
@@ -256,6 +261,19 @@ impl Sigmas {
             return Ok(f64::from(v as f32));
         }
         Ok((self.timesteps.get(i)? - 1) as f64)
+    }
+
+    /// The steps `(i, level i, level i + 1)` for `i` in `0..K`, each level computed once.
+    pub fn steps<'a, S: NoiseSchedule + ?Sized>(
+        &'a self,
+        schedule: &'a S,
+    ) -> impl Iterator<Item = Result<(usize, Level, Level)>> + 'a {
+        let mut next = self.get(schedule, 0);
+        (0..self.count).map(move |i| {
+            let now = next?;
+            next = self.get(schedule, i + 1);
+            Ok((i, now, next?))
+        })
     }
 
     /// The level at position `i` in `0..K`, or the level after the last at `i = K`.

@@ -144,10 +144,8 @@ impl UniPc {
         let steps = schedule.steps();
         // lambda of the levels before, the latest first (each level is computed once)
         let mut before = [0.0f64; 3];
-        let mut next = self.sigmas.get(schedule, 0)?;
-        for i in 0..self.sigmas.len() {
-            let now = next;
-            next = self.sigmas.get(schedule, i + 1)?;
+        for step in self.sigmas.steps(schedule) {
+            let (i, now, next) = step?;
             predict_data(denoiser, x, now.noise_level(steps), cond, scratch, clip)?;
             if i > 0 && self.corrector {
                 // UniC over the step i-1 -> i, of the predictor's order there
