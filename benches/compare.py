@@ -101,6 +101,51 @@ def few_step(a, th, log):
     return rows
 
 
+def unet(a, th, log):
+    """The U-Net: training (the same architecture and objective in PyTorch, benches/peers/unet.py),
+    thread scaling and peak memory on digits and mnist5k, and the native forward of each shipped
+    U-Net against ONNX Runtime on its export. Returns the rows and the training rates (for the
+    equal-wall-clock bound)."""
+    rows = []
+    log("U-Net ...")
+    unet_py = [sys.executable, os.path.join(HERE, "peers", "unet.py"), "train", "--batch", "64", "--steps", "25"]
+    rates = {}
+    for data, side, levels in (("digits", 8, 17), ("mnist5k", 28, 256)):
+        o2, p2, o1, p1 = [], [], [], []
+        for _ in range(a.rounds):
+            o2.append(call([MEASURE, "unet-train", "--data", data, "--threads", th]))
+            p2.append(call(unet_py + ["--side", str(side), "--levels", str(levels), "--threads", th]))
+            o1.append(call([MEASURE, "unet-train", "--data", data, "--threads", "1"]))
+            p1.append(call(unet_py + ["--side", str(side), "--levels", str(levels), "--threads", "1"]))
+        ours2, peer2, ours1, peer1 = (med(r, "examples_per_s") for r in (o2, p2, o1, p1))
+        rates[data] = (ours2, peer2)
+        n_params = o2[0]["params"]
+        rows.append((f"U-Net training, {data} ({side}x{side}, elbo's default U-Net: {n_params / 1e6:.2f} M parameters + "
+                     f"the schedule's, PyTorch {p2[0]['params'] / 1e6:.2f} M), batch 64, VDM's bound, examples/s, {th} threads",
+                     f"{ours2:,.0f}/s", f"PyTorch {peer2:,.0f}/s", ours2 / peer2, ">= 1.0x", ours2 / peer2 >= 1.0))
+        scale_o = statistics.median(x["examples_per_s"] / y["examples_per_s"] for x, y in zip(o2, o1))
+        scale_p = statistics.median(x["examples_per_s"] / y["examples_per_s"] for x, y in zip(p2, p1))
+        rows.append((f"U-Net training, {data}, {th} threads vs 1 (1 thread: ours {ours1:,.0f}/s, PyTorch {peer1:,.0f}/s)",
+                     f"{scale_o:.2f}x", f"PyTorch {scale_p:.2f}x", None, ">= 1.8x", scale_o >= 1.8))
+        mem_o, mem_p = med(o2, "peak_rss_mib"), med(p2, "peak_rss_mib")
+        rows.append((f"U-Net training, {data}, peak resident memory (whole process)", f"{mem_o:,.0f} MiB",
+                     f"PyTorch {mem_p:,.0f} MiB", mem_p / mem_o, "<= 1.5x PyTorch's", mem_o <= 1.5 * mem_p))
+    for name in ("digits-unet", "mnist5k-unet"):
+        shipped_unet = os.path.join(ROOT, "models", name)
+        if not os.path.isdir(shipped_unet):
+            continue
+        onnx_file = os.path.join(ROOT, "target", f"bench-{name}.onnx")
+        if os.path.exists(onnx_file):
+            os.remove(onnx_file)
+        subprocess.run([ELBO, "export", "--model", shipped_unet, "--out", onnx_file], check=True, capture_output=True)
+        o, t = pair(["unet-forward", "--model", shipped_unet, "--batch", "64", "--threads", th],
+                    ["unet-forward", "--model", onnx_file, "--batch", "64", "--threads", th], a.rounds)
+        ours, peer = med(o, "native_s"), med(t, "ort_s")
+        rows.append((f"native U-Net forward vs ONNX Runtime on its export (models/{name}), batch 64, {th} threads",
+                     fmt_t(ours), f"ONNX Runtime {fmt_t(peer)}", peer / ours, ">= 1x", peer / ours >= 1))
+    return rows, rates
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--rounds", type=int, default=3)
@@ -108,15 +153,18 @@ def main():
     p.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
     p.add_argument("--bound-minutes", type=float, default=7,
                    help="training time of the equal-wall-clock bound row (0: skip it)")
-    p.add_argument("--only", choices=["few-step"],
+    p.add_argument("--only", choices=["few-step", "unet"],
                    help="run one section and print its rows (RESULTS.md is left alone)")
     a = p.parse_args()
     th = str(a.threads)
     rows = []  # (work, ours, peer, ratio text, goal text, met)
     log = lambda *m: print(*m, file=sys.stderr, flush=True)
-    if a.only == "few-step":
-        for work, ours, peer, ratio, goal, met in few_step(a, th, log):
-            print(f"| {work} | {ours} | {peer} | {ratio:.2f}x | {goal} | {'yes' if met else '**no**'} |")
+    if a.only:
+        section = few_step(a, th, log) if a.only == "few-step" else unet(a, th, log)[0]
+        for work, ours, peer, ratio, goal, met in section:
+            r = "" if ratio is None else f"{ratio:.2f}x"
+            m = "" if met is None else ("yes" if met else "**no**")
+            print(f"| {work} | {ours} | {peer} | {r} | {goal} | {m} |")
         return
 
     # 1. training
@@ -209,31 +257,8 @@ def main():
                  f"theirs {bpd_p:.4f})", fmt_t(ours), f"calc_bpd_loop {fmt_t(peer)}", peer / ours, ">= 2x",
                  peer / ours >= 2))
 
-    # 6. the U-Net: training (the same architecture and objective in PyTorch, benches/peers/unet.py),
-    # thread scaling, peak memory, and the native forward against ONNX Runtime on its export
-    log("U-Net ...")
-    unet_py = [sys.executable, os.path.join(HERE, "peers", "unet.py"), "train", "--batch", "64", "--steps", "25"]
-    rates = {}
-    for data, side, levels in (("digits", 8, 17), ("mnist5k", 28, 256)):
-        o2, p2, o1, p1 = [], [], [], []
-        for _ in range(a.rounds):
-            o2.append(call([MEASURE, "unet-train", "--data", data, "--threads", th]))
-            p2.append(call(unet_py + ["--side", str(side), "--levels", str(levels), "--threads", th]))
-            o1.append(call([MEASURE, "unet-train", "--data", data, "--threads", "1"]))
-            p1.append(call(unet_py + ["--side", str(side), "--levels", str(levels), "--threads", "1"]))
-        ours2, peer2, ours1, peer1 = (med(r, "examples_per_s") for r in (o2, p2, o1, p1))
-        rates[data] = (ours2, peer2)
-        n_params = o2[0]["params"]
-        rows.append((f"U-Net training, {data} ({side}x{side}, elbo's default U-Net: {n_params / 1e6:.2f} M parameters + "
-                     f"the schedule's, PyTorch {p2[0]['params'] / 1e6:.2f} M), batch 64, VDM's bound, examples/s, {th} threads",
-                     f"{ours2:,.0f}/s", f"PyTorch {peer2:,.0f}/s", ours2 / peer2, ">= 1.0x", ours2 / peer2 >= 1.0))
-        scale_o = statistics.median(x["examples_per_s"] / y["examples_per_s"] for x, y in zip(o2, o1))
-        scale_p = statistics.median(x["examples_per_s"] / y["examples_per_s"] for x, y in zip(p2, p1))
-        rows.append((f"U-Net training, {data}, {th} threads vs 1 (1 thread: ours {ours1:,.0f}/s, PyTorch {peer1:,.0f}/s)",
-                     f"{scale_o:.2f}x", f"PyTorch {scale_p:.2f}x", None, ">= 1.8x", scale_o >= 1.8))
-        mem_o, mem_p = med(o2, "peak_rss_mib"), med(p2, "peak_rss_mib")
-        rows.append((f"U-Net training, {data}, peak resident memory (whole process)", f"{mem_o:,.0f} MiB",
-                     f"PyTorch {mem_p:,.0f} MiB", mem_p / mem_o, "<= 1.5x PyTorch's", mem_o <= 1.5 * mem_p))
+    unet_rows, rates = unet(a, th, log)
+    rows += unet_rows
     # 7. the bound at equal wall-clock time: each side trains on mnist5k's training split for the
     # steps its own throughput above fits in --bound-minutes (the same settings: batch 64, lr 1e-3,
     # warm-up 100 then cosine decay, EMA 0.999), then the EMA model's held-out bits/dim with 20
@@ -260,18 +285,6 @@ def main():
                      f"{pb['train_s']:.0f} s; batch 64, the same settings)", f"{ev['bpd']:.3f} +- {ev['bpd_se']:.3f}",
                      f"PyTorch {pb['bpd']:.3f} +- {pb['bpd_se']:.3f}", None, "below the peer's",
                      ev["bpd"] < pb["bpd"]))
-
-    shipped_unet = os.path.join(ROOT, "models", "digits-unet")
-    if os.path.isdir(shipped_unet):
-        onnx_file = os.path.join(ROOT, "target", "bench-digits-unet.onnx")
-        if os.path.exists(onnx_file):
-            os.remove(onnx_file)
-        subprocess.run([ELBO, "export", "--model", shipped_unet, "--out", onnx_file], check=True, capture_output=True)
-        o, t = pair(["unet-forward", "--model", shipped_unet, "--batch", "64", "--threads", th],
-                    ["unet-forward", "--model", onnx_file, "--batch", "64", "--threads", th], a.rounds)
-        ours, peer = med(o, "native_s"), med(t, "ort_s")
-        rows.append(("native U-Net forward vs ONNX Runtime on its export (models/digits-unet), batch 64", fmt_t(ours),
-                     f"ONNX Runtime {fmt_t(peer)}", peer / ours, ">= 1x", peer / ours >= 1))
 
     lines = [
         "# Benchmarks against the peers",

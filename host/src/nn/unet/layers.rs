@@ -1,7 +1,8 @@
 //! The U-Net's layers, forward and backward, on one chunk of `n` examples held channels-last:
-//! a tensor is `n x pixels x channels`, row-major, so that a convolution is one matrix product
-//! of its im2col matrix with the weight and a 1x1 convolution is the product of the tensor
-//! itself. Every reduction runs in a fixed order (no result depends on the thread count).
+//! a tensor is `n x pixels x channels`, row-major, so that a 1x1 convolution is the matrix
+//! product of the tensor itself with the weight, and a 3x3 convolution reads each pixel's
+//! neighbourhood in place ([`super::direct`]). Every reduction runs in a fixed order (no result
+//! depends on the thread count).
 //!
 //! Backward functions add to the parameter gradient `g` (laid out as the parameters) and, where
 //! asked, to the input gradient `dx`.
@@ -9,6 +10,7 @@
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2};
 
+use super::direct;
 use crate::nn::gemm::{gemm, gemm_new};
 use crate::nn::{sigmoid, wide};
 
@@ -26,9 +28,9 @@ fn sum_rows(dy: &[f32], db: &mut [f32]) {
     }
 }
 
-/// A convolution with a square kernel of size 1 or 3, stride 1 or 2 and zero padding `k / 2`
-/// (PyTorch's `Conv2d(cin, cout, k, stride, padding=k // 2)`). The weight is laid out
-/// `[k, k, cin, cout]`: row `(ky, kx, ci)` of the im2col matrix's product.
+/// A convolution with a square kernel of size 1 (stride 1) or 3 (stride 1 or 2) and zero padding
+/// `k / 2` (PyTorch's `Conv2d(cin, cout, k, stride, padding=k // 2)`). The weight is laid out
+/// `[k, k, cin, cout]`: row `(ky, kx, ci)` multiplies tap `(ky, kx)`'s channel `ci`.
 #[derive(Debug, Clone)]
 pub struct Conv {
     /// Input channels.
@@ -88,22 +90,6 @@ impl Conv {
         }
     }
 
-    /// The im2col matrix: row `(b, oy, ox)`, column `(ky, kx, ci)` (zero where a tap falls in
-    /// the padding).
-    fn im2col(&self, x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32> {
-        let (ho, wo) = self.out_size(h, w);
-        let len = n * ho * wo * self.rows_k();
-        // written once, front to back: the taps come in increasing column order, and the
-        // padding's zeros fill the gaps between them (no zeroing pass over the whole matrix)
-        let mut cols = Vec::with_capacity(len);
-        self.for_each_tap(n, h, w, |col, src, len| {
-            cols.resize(col, 0.0);
-            cols.extend_from_slice(&x[src..src + len]);
-        });
-        cols.resize(len, 0.0);
-        cols
-    }
-
     /// Adds the im2col gradient `dcols` back onto the input gradient `dx` (the adjoint of
     /// [`Conv::im2col`]), in a fixed order.
     fn col2im(&self, dcols: &[f32], n: usize, h: usize, w: usize, dx: &mut [f32]) {
@@ -112,23 +98,29 @@ impl Conv {
         });
     }
 
-    fn direct(&self) -> bool {
+    /// A 1x1 convolution (stride 1): one matrix product.
+    fn pointwise(&self) -> bool {
         self.k == 1 && self.stride == 1
     }
 
-    /// The output (`n x ho*wo x cout`) of the input `x` (`n x h*w x cin`).
+    /// The output (`n x ho*wo x cout`) of the input `x` (`n x h*w x cin`): a 1x1 convolution is
+    /// one matrix product, a 3x3 one a direct convolution ([`direct::conv3x3`]).
     pub fn forward(&self, p: &[f32], x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32> {
-        let (ho, wo) = self.out_size(h, w);
-        let m = n * ho * wo;
+        if !self.pointwise() {
+            return self.forward_padded(p, &direct::pad(x, n, h, w, self.cin), n, h, w);
+        }
         let weight = &p[self.weight..self.weight + self.rows_k() * self.cout];
-        let mut y = if self.direct() {
-            gemm_new(m, self.cin, self.cout, x, false, weight, false)
-        } else {
-            let cols = self.im2col(x, n, h, w);
-            gemm_new(m, self.rows_k(), self.cout, &cols, false, weight, false)
-        };
+        let mut y = gemm_new(n * h * w, self.cin, self.cout, x, false, weight, false);
         add_bias(&mut y, &p[self.bias..self.bias + self.cout]);
         y
+    }
+
+    /// [`Conv::forward`] of a 3x3 convolution from its input already padded with a border of
+    /// one zero pixel (`n x (h + 2) x (w + 2) x cin`): the same bits.
+    pub fn forward_padded(&self, p: &[f32], xp: &[f32], n: usize, h: usize, w: usize) -> Vec<f32> {
+        assert_eq!(self.k, 3, "a padded input is for a 3x3 convolution");
+        let wt = direct::Packed::new(&p[self.weight..self.weight + self.rows_k() * self.cout], self.cin, self.cout);
+        direct::conv3x3(xp, n, h, w, self.stride, &wt, &p[self.bias..self.bias + self.cout])
     }
 
     /// Backward from `dy` (`n x ho*wo x cout`): adds to the weight's and bias's gradients in `g`
@@ -149,18 +141,23 @@ impl Conv {
         let m = n * ho * wo;
         let kk = self.rows_k();
         let weight = &p[self.weight..self.weight + kk * self.cout];
-        let cols;
-        let a: &[f32] = if self.direct() {
-            x
+        let gw = &mut g[self.weight..self.weight + kk * self.cout];
+        if self.pointwise() {
+            gemm(kk, m, self.cout, x, true, dy, false, 1.0, gw);
         } else {
-            cols = self.im2col(x, n, h, w);
-            &cols
-        };
-        gemm(kk, m, self.cout, a, true, dy, false, 1.0, &mut g[self.weight..self.weight + kk * self.cout]);
+            let xp = direct::pad(x, n, h, w, self.cin);
+            direct::conv3x3_weight_grad(&xp, n, h, w, self.stride, self.cin, dy, self.cout, gw);
+        }
         sum_rows(dy, &mut g[self.bias..self.bias + self.cout]);
         if let Some(dx) = dx {
-            if self.direct() {
+            if self.pointwise() {
                 gemm(m, self.cout, kk, dy, false, weight, true, 1.0, dx);
+            } else if self.k == 3 && self.stride == 1 {
+                // the data gradient of a stride-1 3x3 convolution is itself one (of the padded
+                // dy, with the kernel flipped and its channels swapped)
+                let dyp = direct::pad(dy, n, ho, wo, self.cout);
+                let wt = direct::Packed::transposed(weight, self.cin, self.cout);
+                direct::conv3x3_add(&dyp, n, ho, wo, 1, &wt, dx);
             } else {
                 let dcols = gemm_new(m, self.cout, kk, dy, false, weight, true);
                 self.col2im(&dcols, n, h, w, dx);
@@ -252,15 +249,60 @@ impl Stats {
 }
 
 impl GroupNorm {
-    /// Per-channel sums of `f(x)` over the pixels of one example (`x` is `pixels x c`), in
-    /// f64, pixel by pixel (vectorised across channels).
+    /// Per-channel sums of `x` over the pixels of one example (`x` is `pixels x c`), in f64,
+    /// pixel by pixel (vectorised across channels).
     #[inline(always)]
-    fn channel_sums(&self, x: &[f32], f: impl Fn(usize, f32) -> f64, acc: &mut [f64]) {
-        acc.iter_mut().for_each(|a| *a = 0.0);
-        for row in x.chunks_exact(self.c) {
-            for (j, (a, &v)) in acc.iter_mut().zip(row).enumerate() {
-                *a += f(j, v);
+    fn channel_sums(&self, x: &[f32], acc: &mut [f64]) {
+        self.per_channel(x, None, acc);
+    }
+
+    /// Per-channel sums of `(x - mean)^2` over the pixels of one example, in f64, pixel by
+    /// pixel (vectorised across channels).
+    #[inline(always)]
+    fn channel_squares(&self, x: &[f32], mean: &[f64], acc: &mut [f64]) {
+        self.per_channel(x, Some(mean), acc);
+    }
+
+    /// `acc[j]` = the sum over pixels of `x[pixel, j]`, or with `mean` of `(x[pixel, j] -
+    /// mean[j])^2`, each channel's sum in pixel order; the channels in blocks of 32 whose sums
+    /// stay in registers while the pixels pass.
+    #[inline(always)]
+    fn per_channel(&self, x: &[f32], mean: Option<&[f64]>, acc: &mut [f64]) {
+        const B: usize = 32;
+        #[inline(always)]
+        fn block<const N: usize>(x: &[f32], c: usize, j0: usize, mean: Option<&[f64]>, out: &mut [f64]) {
+            let mut a = [0.0f64; N];
+            match mean {
+                None => {
+                    for row in x.chunks_exact(c) {
+                        let r = &row[j0..j0 + N];
+                        for k in 0..N {
+                            a[k] += f64::from(r[k]);
+                        }
+                    }
+                }
+                Some(mean) => {
+                    let m: [f64; N] = mean[j0..j0 + N].try_into().expect("a block");
+                    for row in x.chunks_exact(c) {
+                        let r = &row[j0..j0 + N];
+                        for k in 0..N {
+                            let d = f64::from(r[k]) - m[k];
+                            a[k] += d * d;
+                        }
+                    }
+                }
             }
+            out[j0..j0 + N].copy_from_slice(&a);
+        }
+        let c = self.c;
+        let mut j0 = 0;
+        while j0 + B <= c {
+            block::<B>(x, c, j0, mean, acc);
+            j0 += B;
+        }
+        // the rest, one channel at a time
+        for j in j0..c {
+            block::<1>(x, c, j, mean, acc);
         }
     }
 
@@ -280,17 +322,9 @@ impl GroupNorm {
         wide(
             #[inline(always)]
             || {
-                self.channel_sums(xb, |_, v| f64::from(v), &mut st.acc);
+                self.channel_sums(xb, &mut st.acc);
                 self.group_spread(&st.acc, 1.0 / count, &mut st.mean);
-                let mean = &st.mean;
-                self.channel_sums(
-                    xb,
-                    |j, v| {
-                        let d = f64::from(v) - mean[j];
-                        d * d
-                    },
-                    &mut st.acc,
-                );
+                self.channel_squares(xb, &st.mean, &mut st.acc);
             },
         );
         self.group_spread(&st.acc, 1.0 / count, &mut st.var);
@@ -327,17 +361,23 @@ impl GroupNorm {
         (y, GroupNormCache { xhat, rstd })
     }
 
-    /// `SiLU(GroupNorm(x))` for inference: the same arithmetic as [`GroupNorm::forward`] then
-    /// [`silu`] (so the same bits), in one pass over the output and without the cache.
-    pub fn forward_silu(&self, p: &[f32], x: &[f32], n: usize) -> Vec<f32> {
+    /// `SiLU(GroupNorm(x))` for inference, of `n` images of `h x w`: the same arithmetic as
+    /// [`GroupNorm::forward`] then [`silu`] (so the same bits), in one pass over the output and
+    /// without the cache, written with a border of one zero pixel (`n x (h + 2) x (w + 2) x c`,
+    /// the input of [`Conv::forward_padded`]), so that no copy pads it.
+    pub fn forward_silu_padded(&self, p: &[f32], x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32> {
         let c = self.c;
         let pix = x.len() / (n * c);
         let count = (pix * (c / self.groups)) as f64;
         let gamma = &p[self.gamma..self.gamma + c];
         let beta = &p[self.beta..self.beta + c];
-        let mut y = vec![0.0f32; x.len()];
+        assert_eq!(h * w, pix, "GroupNorm: images of h x w pixels");
+        // an example's rows, and the row of its pixel k
+        let per = (h + 2) * (w + 2);
+        let row_of = |k: usize| (k / w + 1) * (w + 2) + k % w + 1;
+        let mut y = vec![0.0f32; n * per * c];
         let mut st = Stats::new(c);
-        for (xb, yb) in x.chunks_exact(pix * c).zip(y.chunks_exact_mut(pix * c)) {
+        for (xb, yb) in x.chunks_exact(pix * c).zip(y.chunks_exact_mut(per * c)) {
             self.stats(xb, count, &mut st);
             // h = (v - m) r g + bt, in that order, then SiLU
             let (m32, r32) = (&st.m32[..c], &st.r32[..c]);
@@ -350,7 +390,9 @@ impl GroupNorm {
                         let h = (v - m) * r * g + b;
                         h * sigmoid(h)
                     };
-                    for (row, out) in xb.chunks_exact(c).zip(yb.chunks_exact_mut(c)) {
+                    for (k, row) in xb.chunks_exact(c).enumerate() {
+                        let o0 = row_of(k) * c;
+                        let out = &mut yb[o0..o0 + c];
                         let mut j = 0;
                         while j + L <= c {
                             let v: &[f32; L] = row[j..j + L].try_into().expect("16");

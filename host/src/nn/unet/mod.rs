@@ -23,6 +23,7 @@
 //! Images come in and go out as the data's rows (`C x H x W`, row-major); inside, a chunk of
 //! [`CHUNK`] examples is held channels-last (see [`layers`]).
 
+mod direct;
 pub mod layers;
 
 use rayon::prelude::*;
@@ -380,13 +381,13 @@ impl ResBlock {
     /// [`ResBlock::forward`] for inference: the same arithmetic (so the same bits) without the
     /// cache, GroupNorm and SiLU fused, reading `x` in place.
     fn infer(&self, p: &[f32], x: &[f32], n: usize, h: usize, w: usize, es: &[f32]) -> Vec<f32> {
-        let a1 = self.norm1.forward_silu(p, x, n);
-        let mut h1 = self.conv1.forward(p, &a1, n, h, w);
+        let a1 = self.norm1.forward_silu_padded(p, x, n, h, w);
+        let mut h1 = self.conv1.forward_padded(p, &a1, n, h, w);
         drop(a1);
         self.add_embedding(p, es, &mut h1, h * w);
-        let a2 = self.norm2.forward_silu(p, &h1, n);
+        let a2 = self.norm2.forward_silu_padded(p, &h1, n, h, w);
         drop(h1);
-        let mut out = self.conv2.forward(p, &a2, n, h, w);
+        let mut out = self.conv2.forward_padded(p, &a2, n, h, w);
         drop(a2);
         match &self.skip {
             Some(s) => {
@@ -591,9 +592,9 @@ impl UNet {
             f = next;
             pushed = false;
         }
-        let out_a = parts.out_norm.forward_silu(p, &f.v, n);
+        let out_a = parts.out_norm.forward_silu_padded(p, &f.v, n, hh, ww);
         drop(f);
-        let y = parts.out_conv.forward(p, &out_a, n, hh, ww);
+        let y = parts.out_conv.forward_padded(p, &out_a, n, hh, ww);
         let mut out = vec![0.0f32; n * cfg.out()];
         self.to_channels_first(&y, cfg.out_channels, &mut out);
         out
