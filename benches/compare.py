@@ -154,17 +154,19 @@ def main():
     p.add_argument("--bound-minutes", type=float, default=7,
                    help="training time of the equal-wall-clock bound row (0: skip it)")
     p.add_argument("--only", choices=["few-step", "unet"],
-                   help="run one section and print its rows (RESULTS.md is left alone)")
+                   help="run one section and print its rows (RESULTS.md is left alone unless --merge)")
+    p.add_argument("--merge", action="store_true",
+                   help="with --only: replace that section's rows in RESULTS.md (and its notes)")
     a = p.parse_args()
     th = str(a.threads)
     rows = []  # (work, ours, peer, ratio text, goal text, met)
     log = lambda *m: print(*m, file=sys.stderr, flush=True)
     if a.only:
         section = few_step(a, th, log) if a.only == "few-step" else unet(a, th, log)[0]
-        for work, ours, peer, ratio, goal, met in section:
-            r = "" if ratio is None else f"{ratio:.2f}x"
-            m = "" if met is None else ("yes" if met else "**no**")
-            print(f"| {work} | {ours} | {peer} | {r} | {goal} | {m} |")
+        lines = [table_row(*r) for r in section]
+        print("\n".join(lines))
+        if a.merge:
+            merge(a.out, a.only, lines)
         return
 
     # 1. training
@@ -306,20 +308,58 @@ def main():
         "| work | elbo | peer | ratio (peer time / ours) | goal | met |",
         "|---|---|---|---|---|---|",
     ]
-    for work, ours, peer, ratio, goal, met in rows:
-        r = "" if ratio is None else f"{ratio:.2f}x"
-        m = "" if met is None else ("yes" if met else "**no**")
-        lines.append(f"| {work} | {ours} | {peer} | {r} | {goal} | {m} |")
+    lines += [table_row(*r) for r in rows]
     lines.append("")
-    notes = os.path.join(HERE, "RESULTS-notes.md")
-    if os.path.exists(notes):
-        lines.append(open(notes).read())
-    tmp = a.out + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("\n".join(lines))
-    os.replace(tmp, a.out)
+    write_with_notes(a.out, lines)
     print("\n".join(lines))
 
+
+def table_row(work, ours, peer, ratio, goal, met):
+    r = "" if ratio is None else f"{ratio:.2f}x"
+    m = "" if met is None else ("yes" if met else "**no**")
+    return f"| {work} | {ours} | {peer} | {r} | {goal} | {m} |"
+
+
+# the first words of each section's rows, as the table writes them
+SECTION_ROWS = {
+    "few-step": ("| 10-step DPM-Solver++ 2M sampling", "| probability-flow ODE NLL", "| the same, ours with the checkpoint"),
+    "unet": ("| U-Net training, digits", "| U-Net training, mnist5k", "| native U-Net forward"),
+}
+
+
+def write_with_notes(out, lines):
+    """Writes the table lines, then benches/RESULTS-notes.md, to `out` (atomically)."""
+    notes = os.path.join(HERE, "RESULTS-notes.md")
+    if os.path.exists(notes):
+        lines = lines + [open(notes).read()]
+    tmp = out + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("\n".join(lines))
+    os.replace(tmp, out)
+
+
+def merge(out, section, new_rows):
+    """Replaces `section`'s rows of the table in `out` by `new_rows` (where its first row stood),
+    says in the header when and where they were measured, and appends the current notes."""
+    old = open(out).read().split("\n")
+    h0 = next(i for i, l in enumerate(old) if l.startswith("| work |"))
+    t_end = next((i for i in range(h0, len(old)) if not old[i].startswith("|")), len(old))
+    table, inserted = [], False
+    for row in old[h0:t_end]:
+        if row.startswith(SECTION_ROWS[section]):
+            if not inserted:
+                table += new_rows
+                inserted = True
+        else:
+            table.append(row)
+    if not inserted:
+        table += new_rows
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    pre = [l for l in old[:h0] if not l.startswith(f"- The {section} rows: measured")]
+    last_item = max(i for i, l in enumerate(pre) if l.startswith("- "))
+    pre.insert(last_item + 1, f"- The {section} rows: measured {when} by `benches/compare.sh --only {section} --merge` "
+                              f"on {machine()}.")
+    write_with_notes(out, pre + table + [""])
 
 if __name__ == "__main__":
     main()

@@ -59,8 +59,9 @@ impl Conv {
     }
 
     /// Calls `f(col, src, len)` for every run of kernel taps that falls inside the image, in a
-    /// fixed order: `col` is the offset of the run's values in the im2col matrix (row `(b, oy,
-    /// ox)`, column `(ky, kx, ci)`), `src` that of the first pixel's `cin` values in the input,
+    /// fixed order: `col` is the offset of the run's values in the im2col matrix (the matrix of
+    /// every output pixel's taps: row `(b, oy, ox)`, column `(ky, kx, ci)`, zero where a tap
+    /// falls in the padding), `src` that of the first pixel's `cin` values in the input,
     /// `len` the run's length in values (the taps of one kernel row inside the image are
     /// adjacent in both).
     fn for_each_tap(&self, n: usize, h: usize, w: usize, mut f: impl FnMut(usize, usize, usize)) {
@@ -90,8 +91,8 @@ impl Conv {
         }
     }
 
-    /// Adds the im2col gradient `dcols` back onto the input gradient `dx` (the adjoint of
-    /// [`Conv::im2col`]), in a fixed order.
+    /// Adds the im2col matrix's gradient `dcols` back onto the input gradient `dx` (the adjoint
+    /// of gathering the taps), in a fixed order: the data gradient of a stride-2 convolution.
     fn col2im(&self, dcols: &[f32], n: usize, h: usize, w: usize, dx: &mut [f32]) {
         self.for_each_tap(n, h, w, |col, src, len| {
             dx[src..src + len].iter_mut().zip(&dcols[col..col + len]).for_each(|(a, &v)| *a += v);
