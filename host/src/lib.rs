@@ -11,8 +11,10 @@
 //! - [`vae`]: the VAE and two-level HVAE baselines;
 //! - [`metrics`]: sample quality (MMD);
 //! - [`io`]: atomic file writes;
+//! - [`alloc`]: the binaries' allocator settings;
 //! - [`error`]: bad input (exit code 2) versus internal failures (exit code 1).
 
+pub mod alloc;
 pub mod checkpoint;
 pub mod cli;
 pub mod continuous;

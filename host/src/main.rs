@@ -7,6 +7,7 @@ use std::process::ExitCode;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    elbo::alloc::keep_freed_memory();
     // A panic is a bug, never an answer to input: should one happen, say so in one line and
     // exit 1 (internal error) rather than print a backtrace.
     std::panic::set_hook(Box::new(|info| {

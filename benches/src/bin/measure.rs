@@ -374,6 +374,7 @@ fn mmd(args: &[String]) -> serde_json::Value {
 }
 
 fn main() {
+    elbo::alloc::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let out = match args.first().map(String::as_str) {
         Some("train") => train(&args),
