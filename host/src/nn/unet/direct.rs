@@ -78,6 +78,51 @@ pub(crate) fn pad(x: &[f32], n: usize, h: usize, w: usize, c: usize) -> Vec<f32>
     y
 }
 
+/// Where a 3x3 convolution of stride `s` over `n` images of `h x w` with `c` input channels
+/// reads its padded input (see [`pad`]): the one place for these offsets.
+#[derive(Clone, Copy)]
+struct Grid {
+    n: usize,
+    h: usize,
+    w: usize,
+    s: usize,
+    c: usize,
+}
+
+impl Grid {
+    /// Checks the stride and that `xp` is the padded input of this grid.
+    fn new(xp: &[f32], n: usize, h: usize, w: usize, s: usize, c: usize) -> Self {
+        assert!(h > 0 && w > 0 && (s == 1 || s == 2), "conv3x3: a stride of 1 or 2 on a non-empty image");
+        assert!(xp.len() == n * (h + 2) * (w + 2) * c, "conv3x3: a padded input of the wrong size");
+        Grid { n, h, w, s, c }
+    }
+
+    /// The output's height and width.
+    fn out(&self) -> (usize, usize) {
+        ((self.h - 1) / self.s + 1, (self.w - 1) / self.s + 1)
+    }
+
+    /// Output pixels.
+    fn pixels(&self) -> usize {
+        let (ho, wo) = self.out();
+        self.n * ho * wo
+    }
+
+    /// The offset of tap `t = 3 ky + kx`'s first channel from a pixel's top-left neighbour.
+    fn tap(&self, t: usize) -> usize {
+        ((t / 3) * (self.w + 2) + t % 3) * self.c
+    }
+
+    /// The offset in the padded input of output pixel `q`'s top-left neighbour (`q` in the order
+    /// `(b, oy, ox)`); increasing in `q`, so every read of a convolution is below
+    /// `origin(pixels - 1) + tap(8) + c`.
+    fn origin(&self, q: usize) -> usize {
+        let (ho, wo) = self.out();
+        let (b, r) = (q / (ho * wo), q % (ho * wo));
+        ((b * (self.h + 2) + (r / wo) * self.s) * (self.w + 2) + (r % wo) * self.s) * self.c
+    }
+}
+
 /// The tile sink: called with the first pixel of each tile and its rows of output values
 /// (`rows x cout`, the sums plus the bias if one was given), in order.
 type Sink<'a> = &'a mut dyn FnMut(usize, &[f32]);
@@ -88,17 +133,19 @@ type Sink<'a> = &'a mut dyn FnMut(usize, &[f32]);
 /// once (never zeroed first). The sum's order is fixed (module docs).
 pub(crate) fn conv3x3(xp: &[f32], n: usize, h: usize, w: usize, s: usize, wt: &Packed, bias: &[f32]) -> Vec<f32> {
     assert!(bias.len() == wt.cout, "conv3x3: a bias per output channel");
-    let mut y = Vec::with_capacity(n * ((h - 1) / s + 1) * ((w - 1) / s + 1) * wt.cout);
-    run(xp, n, h, w, s, wt, Some(bias), &mut |_, rows| y.extend_from_slice(rows));
+    let g = Grid::new(xp, n, h, w, s, wt.cin);
+    let mut y = Vec::with_capacity(g.pixels() * wt.cout);
+    run(xp, g, wt, Some(bias), &mut |_, rows| y.extend_from_slice(rows));
     y
 }
 
 /// `y += sum_{ky, kx, ci} xp[b, oy s + ky, ox s + kx, ci] w[ky, kx, ci, co]` ([`conv3x3`]'s sums
 /// added to what `y` holds).
 pub(crate) fn conv3x3_add(xp: &[f32], n: usize, h: usize, w: usize, s: usize, wt: &Packed, y: &mut [f32]) {
-    assert!(y.len() == n * ((h - 1) / s + 1) * ((w - 1) / s + 1) * wt.cout, "conv3x3: an output of the wrong size");
+    let g = Grid::new(xp, n, h, w, s, wt.cin);
+    assert!(y.len() == g.pixels() * wt.cout, "conv3x3: an output of the wrong size");
     let cout = wt.cout;
-    run(xp, n, h, w, s, wt, None, &mut |q0, rows| {
+    run(xp, g, wt, None, &mut |q0, rows| {
         y[q0 * cout..q0 * cout + rows.len()].iter_mut().zip(rows).for_each(|(o, &v)| *o += v);
     });
 }
@@ -132,29 +179,18 @@ impl Isa {
 struct ConvArgs<'a> {
     /// The padded input.
     xp: &'a [f32],
-    /// The unpadded image's size and the stride.
-    h: usize,
-    w: usize,
-    s: usize,
+    g: Grid,
     wt: &'a Packed,
     bias: Option<&'a [f32]>,
-    /// Output pixels.
-    m: usize,
 }
 
-/// Checks the sizes and runs the tiles with the kernel for the output channels' blocking.
-#[allow(clippy::too_many_arguments)]
-fn run(xp: &[f32], n: usize, h: usize, w: usize, s: usize, wt: &Packed, bias: Option<&[f32]>, sink: Sink) {
-    assert!(h > 0 && w > 0 && (s == 1 || s == 2), "conv3x3: a stride of 1 or 2 on a non-empty image");
-    let m = n * ((h - 1) / s + 1) * ((w - 1) / s + 1);
-    assert!(
-        xp.len() == n * (h + 2) * (w + 2) * wt.cin && wt.w.len() == 9 * wt.cin * wt.cpad,
-        "conv3x3: buffers of the wrong size"
-    );
-    if m == 0 || wt.cout == 0 {
+/// Runs the tiles with the kernel for the output channels' blocking.
+fn run(xp: &[f32], g: Grid, wt: &Packed, bias: Option<&[f32]>, sink: Sink) {
+    assert!(wt.w.len() == 9 * wt.cin * wt.cpad, "conv3x3: a packed weight of the wrong size");
+    if g.pixels() == 0 || wt.cout == 0 {
         return;
     }
-    let a = ConvArgs { xp, h, w, s, wt, bias, m };
+    let a = ConvArgs { xp, g, wt, bias };
     // channel blocks of V vectors and tiles of R pixels: R V accumulators in registers
     let vectors = wt.cpad / L;
     match vectors {
@@ -203,29 +239,17 @@ fn tiles<const R: usize, const V: usize>(
     sink: Sink,
     kernel: impl Fn(&[f32], &[usize; R], &[usize; 9], usize, &[f32], usize, usize) -> [[[f32; L]; V]; R],
 ) {
-    let ConvArgs { xp, h, w, s, wt, bias, m } = *a;
-    let (ho, wo) = ((h - 1) / s + 1, (w - 1) / s + 1);
-    let (cin, cout, cpad) = (wt.cin, wt.cout, wt.cpad);
-    let wp = w + 2;
-    // the offset of each tap's first channel from the pixel's top-left neighbour
-    let mut taps = [0usize; 9];
-    for (t, o) in taps.iter_mut().enumerate() {
-        *o = ((t / 3) * wp + t % 3) * cin;
-    }
-    // the offset in `xp` of output pixel q's top-left neighbour
-    let origin = |q: usize| {
-        let (b, r) = (q / (ho * wo), q % (ho * wo));
-        ((b * (h + 2) + (r / wo) * s) * wp + (r % wo) * s) * cin
-    };
+    let ConvArgs { xp, g, wt, bias } = *a;
+    let (m, cin, cout, cpad) = (g.pixels(), wt.cin, wt.cout, wt.cpad);
+    let taps: [usize; 9] = std::array::from_fn(|t| g.tap(t));
     // every read is below this (the last pixel's last tap): checked once for the unchecked
     // reads of the kernel
-    let last = origin(m - 1) + taps[8] + cin;
-    assert!(last <= xp.len(), "conv3x3: the padded input is too short");
+    assert!(g.origin(m - 1) + taps[8] + cin <= xp.len(), "conv3x3: the padded input is too short");
     let mut rows_out = vec![0.0f32; R * cout];
     for q0 in (0..m).step_by(R) {
         let mut offs = [0usize; R];
         for (r, o) in offs.iter_mut().enumerate() {
-            *o = origin((q0 + r).min(m - 1));
+            *o = g.origin((q0 + r).min(m - 1));
         }
         let rows = R.min(m - q0);
         for co0 in (0..cpad).step_by(V * L) {
@@ -276,7 +300,7 @@ fn tile<const R: usize, const V: usize>(
                 *wvv = unsafe { *(wp.get_unchecked(o..o + L).as_ptr() as *const [f32; L]) };
             }
             for r in 0..R {
-                // SAFETY: base[r] + ci < origin(m - 1) + taps[8] + cin <= xp.len() (asserted in
+                // SAFETY: base[r] + ci < g.origin(m - 1) + taps[8] + cin <= xp.len() (asserted in
                 // `tiles`): every tile pixel is at most the last, and taps[t] <= taps[8].
                 let xv = unsafe { *xp.get_unchecked(base[r] + ci) };
                 for v in 0..V {
@@ -307,13 +331,9 @@ pub(crate) fn conv3x3_weight_grad(
     cout: usize,
     g: &mut [f32],
 ) {
-    assert!(h > 0 && w > 0 && (s == 1 || s == 2), "conv3x3: a stride of 1 or 2 on a non-empty image");
-    let (ho, wo) = ((h - 1) / s + 1, (w - 1) / s + 1);
-    let m = n * ho * wo;
-    assert!(
-        xp.len() == n * (h + 2) * (w + 2) * cin && dy.len() == m * cout && g.len() == 9 * cin * cout,
-        "conv3x3: buffers of the wrong size"
-    );
+    let grid = Grid::new(xp, n, h, w, s, cin);
+    let m = grid.pixels();
+    assert!(dy.len() == m * cout && g.len() == 9 * cin * cout, "conv3x3: buffers of the wrong size");
     if m == 0 || cin == 0 || cout == 0 {
         return;
     }
@@ -328,18 +348,12 @@ pub(crate) fn conv3x3_weight_grad(
         }
         std::borrow::Cow::Owned(v)
     };
-    let wp = w + 2;
-    let origins: Vec<usize> = (0..m)
-        .map(|q| {
-            let (b, r) = (q / (ho * wo), q % (ho * wo));
-            ((b * (h + 2) + (r / wo) * s) * wp + (r % wo) * s) * cin
-        })
-        .collect();
+    let origins: Vec<usize> = (0..m).map(|q| grid.origin(q)).collect();
     // every read of xp is below this (the last pixel's last tap)
-    assert!(origins[m - 1] + (2 * wp + 2) * cin + cin <= xp.len(), "conv3x3: the padded input is too short");
+    assert!(origins[m - 1] + grid.tap(8) + cin <= xp.len(), "conv3x3: the padded input is too short");
     let mut gp = vec![0.0f32; 9 * cin * cpad];
     let vectors = cpad / L;
-    let args = WgradArgs { xp, origins: &origins, wp, cin, dy: &dyp, cpad };
+    let args = WgradArgs { xp, origins: &origins, grid, cin, dy: &dyp, cpad };
     // R input channels (dividing cin) by V vectors of output channels in registers
     match (cin % 8, cin % 4, cin % 2, vectors % 3, vectors % 2) {
         (0, _, _, 0, _) => wgrad_dispatch::<8, 3>(&args, &mut gp),
@@ -361,7 +375,7 @@ struct WgradArgs<'a> {
     xp: &'a [f32],
     /// The offset in `xp` of each output pixel's top-left neighbour.
     origins: &'a [usize],
-    wp: usize,
+    grid: Grid,
     cin: usize,
     /// `dy`, rows of `cpad` values.
     dy: &'a [f32],
@@ -409,12 +423,12 @@ fn wgrad_tiles<const R: usize, const V: usize>(
     gp: &mut [f32],
     kernel: impl Fn(&WgradArgs, usize, usize, usize, usize, &mut [[[f32; L]; V]; R]),
 ) {
-    let (cin, cpad, wp) = (a.cin, a.cpad, a.wp);
+    let (cin, cpad) = (a.cin, a.cpad);
     let m = a.origins.len();
     for q0 in (0..m).step_by(QB) {
         let q1 = (q0 + QB).min(m);
         for t in 0..9 {
-            let toff = ((t / 3) * wp + t % 3) * cin;
+            let toff = a.grid.tap(t);
             for ci0 in (0..cin).step_by(R) {
                 for co0 in (0..cpad).step_by(V * L) {
                     let mut acc = [[[0.0f32; L]; V]; R];
@@ -651,7 +665,7 @@ mod tests {
         }
         let mut plain = Vec::new();
         let xp = pad(&x, n, h, w, cin);
-        let a = ConvArgs { xp: &xp, h, w, s: 1, wt: &wt, bias: Some(&bias), m: n * h * w };
+        let a = ConvArgs { xp: &xp, g: Grid::new(&xp, n, h, w, 1, cin), wt: &wt, bias: Some(&bias) };
         tiles::<6, 1>(&a, &mut |_, r| plain.extend_from_slice(r), tile::<6, 1>);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&plain), bits(&all));

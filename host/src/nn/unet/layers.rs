@@ -153,7 +153,7 @@ impl Conv {
         if let Some(dx) = dx {
             if self.pointwise() {
                 gemm(m, self.cout, kk, dy, false, weight, true, 1.0, dx);
-            } else if self.k == 3 && self.stride == 1 {
+            } else if self.stride == 1 {
                 // the data gradient of a stride-1 3x3 convolution is itself one (of the padded
                 // dy, with the kernel flipped and its channels swapped)
                 let dyp = direct::pad(dy, n, ho, wo, self.cout);
