@@ -111,22 +111,27 @@ def unet(a, th, log):
     unet_py = [sys.executable, os.path.join(HERE, "peers", "unet.py"), "train", "--batch", "64", "--steps", "25"]
     rates = {}
     for data, side, levels in (("digits", 8, 17), ("mnist5k", 28, 256)):
-        o2, p2, o1, p1 = [], [], [], []
+        o2, p2 = [], []
         for _ in range(a.rounds):
             o2.append(call([MEASURE, "unet-train", "--data", data, "--threads", th]))
             p2.append(call(unet_py + ["--side", str(side), "--levels", str(levels), "--threads", th]))
-            o1.append(call([MEASURE, "unet-train", "--data", data, "--threads", "1"]))
-            p1.append(call(unet_py + ["--side", str(side), "--levels", str(levels), "--threads", "1"]))
-        ours2, peer2, ours1, peer1 = (med(r, "examples_per_s") for r in (o2, p2, o1, p1))
+        ours2, peer2 = med(o2, "examples_per_s"), med(p2, "examples_per_s")
         rates[data] = (ours2, peer2)
         n_params = o2[0]["params"]
         rows.append((f"U-Net training, {data} ({side}x{side}, elbo's default U-Net: {n_params / 1e6:.2f} M parameters + "
                      f"the schedule's, PyTorch {p2[0]['params'] / 1e6:.2f} M), batch 64, VDM's bound, examples/s, {th} threads",
                      f"{ours2:,.0f}/s", f"PyTorch {peer2:,.0f}/s", ours2 / peer2, ">= 1.0x", ours2 / peer2 >= 1.0))
-        scale_o = statistics.median(x["examples_per_s"] / y["examples_per_s"] for x, y in zip(o2, o1))
-        scale_p = statistics.median(x["examples_per_s"] / y["examples_per_s"] for x, y in zip(p2, p1))
-        rows.append((f"U-Net training, {data}, {th} threads vs 1 (1 thread: ours {ours1:,.0f}/s, PyTorch {peer1:,.0f}/s)",
-                     f"{scale_o:.2f}x", f"PyTorch {scale_p:.2f}x", None, ">= 1.8x", scale_o >= 1.8))
+        # thread scaling in one process per side: blocks of steps on 1 and on `th` threads in
+        # turn, so that the machine's slow spells fall on both sides of each ratio
+        so = call([MEASURE, "unet-scaling", "--data", data, "--threads", th, "--rounds", str(a.scaling_rounds)])
+        sp = call(unet_py[:2] + ["scaling", "--batch", "64", "--side", str(side), "--levels", str(levels),
+                                 "--threads", th, "--rounds", str(a.scaling_rounds)])
+        log(f"  {data} scaling, per-round ratios: ours {[round(r, 2) for r in so['ratios']]}, "
+            f"PyTorch {[round(r, 2) for r in sp['ratios']]}")
+        rows.append((f"U-Net training, {data}, {th} threads vs 1 (one process each, {a.scaling_rounds} rounds of "
+                     f"4-step blocks on 1 and {th} threads in turn, median of the rounds' ratios; 1 thread: "
+                     f"ours {so['examples_per_s_1']:,.0f}/s, PyTorch {sp['examples_per_s_1']:,.0f}/s)",
+                     f"{so['scaling']:.2f}x", f"PyTorch {sp['scaling']:.2f}x", None, ">= 1.8x", so["scaling"] >= 1.8))
         mem_o, mem_p = med(o2, "peak_rss_mib"), med(p2, "peak_rss_mib")
         rows.append((f"U-Net training, {data}, peak resident memory (whole process)", f"{mem_o:,.0f} MiB",
                      f"PyTorch {mem_p:,.0f} MiB", mem_p / mem_o, "<= 1.5x PyTorch's", mem_o <= 1.5 * mem_p))
@@ -150,6 +155,8 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--scaling-rounds", type=int, default=9,
+                   help="rounds of the U-Net's thread-scaling measurement (blocks on 1 and N threads in turn)")
     p.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
     p.add_argument("--bound-minutes", type=float, default=7,
                    help="training time of the equal-wall-clock bound row (0: skip it)")

@@ -4,6 +4,7 @@ throughput, thread scaling and peak memory rows of benches/RESULTS.md.
 
     unet.py train --side 8 --levels 17 --threads N --batch 64 --steps S   (digits-sized)
     unet.py train --side 28 --levels 256 --threads N --batch 64 --steps S (MNIST-sized)
+    unet.py scaling --side 8 --levels 17 --threads N [--rounds R]        (1 vs N threads, one process)
 
 Architecture (elbo's defaults for the image size; see UNetOptions::config): a sinusoidal time
 embedding [cos, sin] of tau = 1000 t, Linear(E, 4B), SiLU, Linear(4B, 4B); VDM's Fourier
@@ -177,8 +178,9 @@ def vdm_loss(model, g_ends, x, k):
     return (diffusion + prior_kl(x, g1) + decoder_nll(x, g0, torch.randn_like(x), k)).mean() / x[0].numel()
 
 
-def train(a):
-    torch.set_num_threads(a.threads)
+def trainer(a):
+    """The model, its optimiser and random images of the size; returns a function that takes
+    one training step and returns its wall time."""
     torch.manual_seed(0)
     d = defaults(a.side, a.levels)
     model = UNet(1, d["base"], d["mults"], 2, True, 8, 32, d["fourier"])
@@ -186,8 +188,8 @@ def train(a):
     opt = torch.optim.AdamW(list(model.parameters()) + [g_ends], lr=1e-3, weight_decay=0.0)
     k = a.levels
     x_all = (torch.randint(0, k, (4096, 1, a.side, a.side)).float() * (2.0 / (k - 1)) - 1.0)
-    times = []
-    for step in range(a.steps):
+
+    def step():
         t0 = time.perf_counter()
         x = x_all[torch.randint(0, len(x_all), (a.batch,))]
         loss = vdm_loss(model, g_ends, x, k)
@@ -195,7 +197,40 @@ def train(a):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(model.parameters()) + [g_ends], 1.0)
         opt.step()
-        times.append(time.perf_counter() - t0)
+        return time.perf_counter() - t0
+
+    return model, step
+
+
+def scaling(a):
+    """Thread scaling measured in one process, as elbo's `measure unet-scaling`: blocks of 4
+    steps on one thread and on `--threads` (torch.set_num_threads), alternating for `--rounds`
+    rounds, the first step of a block not timed; the median over rounds of the ratio of the
+    blocks' median step times."""
+    _, step = trainer(a)
+
+    def block(n):
+        torch.set_num_threads(n)
+        step()
+        return statistics.median(step() for _ in range(3))
+
+    block(a.threads)
+    t1, tn, ratios = [], [], []
+    for _ in range(a.rounds):
+        x, y = block(1), block(a.threads)
+        t1.append(x)
+        tn.append(y)
+        ratios.append(x / y)
+    print(json.dumps({
+        "scaling": statistics.median(ratios), "ratios": sorted(ratios), "threads": a.threads,
+        "examples_per_s_1": a.batch / statistics.median(t1), "examples_per_s_n": a.batch / statistics.median(tn),
+    }))
+
+
+def train(a):
+    torch.set_num_threads(a.threads)
+    model, step = trainer(a)
+    times = [step() for _ in range(a.steps)]
     warm = times[len(times) // 5:]
     print(json.dumps({
         "examples_per_s": a.batch / statistics.median(warm),
@@ -321,6 +356,12 @@ if __name__ == "__main__":
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--batch", type=int, default=64)
     t.add_argument("--steps", type=int, default=30)
+    c = sub.add_parser("scaling")
+    c.add_argument("--side", type=int, default=8)
+    c.add_argument("--levels", type=int, default=17)
+    c.add_argument("--threads", type=int, default=2)
+    c.add_argument("--batch", type=int, default=64)
+    c.add_argument("--rounds", type=int, default=8)
     b = sub.add_parser("bound")
     b.add_argument("--data", default="mnist5k")
     b.add_argument("--threads", type=int, default=2)
@@ -331,4 +372,4 @@ if __name__ == "__main__":
     b.add_argument("--times", type=int, default=20)
     b.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
-    train(a) if a.cmd == "train" else bound(a)
+    {"train": train, "scaling": scaling, "bound": bound}[a.cmd](a)

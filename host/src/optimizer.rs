@@ -34,9 +34,19 @@ struct AdamW {
 /// One AdamW step on a block of parameters (the gradient scaled by `clip` first, if given;
 /// moments in f32, arithmetic in f64), then the EMA
 /// of the new parameters. Element by element, so any split into blocks gives the same bits;
-/// compiled for the CPU's widest vectors, chosen at run time.
+/// compiled for the CPU's widest vectors, chosen at run time. Returns whether every new
+/// parameter is finite.
 #[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx", "aarch64+neon"))]
-fn adamw_ema(h: &AdamW, clip: Option<f32>, grad: &[f32], m: &mut [f32], v: &mut [f32], p: &mut [f32], ema: &mut [f32]) {
+fn adamw_ema(
+    h: &AdamW,
+    clip: Option<f32>,
+    grad: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    p: &mut [f32],
+    ema: &mut [f32],
+) -> bool {
+    let mut finite = true;
     for ((((&g, m), v), p), e) in grad.iter().zip(m.iter_mut()).zip(v.iter_mut()).zip(p.iter_mut()).zip(ema.iter_mut())
     {
         let g = f64::from(match clip {
@@ -51,12 +61,15 @@ fn adamw_ema(h: &AdamW, clip: Option<f32>, grad: &[f32], m: &mut [f32], v: &mut 
         let update = (m1 / h.c1) / ((v1 / h.c2).sqrt() + h.eps) + h.weight_decay * p0;
         *p = (p0 - h.lr * update) as f32;
         *e = h.ema * *e + (1.0 - h.ema) * *p;
+        finite &= p.is_finite();
     }
+    finite
 }
 
 /// One optimiser step `k` (1-based) on the flat parameters: the first `clipped` entries of the
 /// gradient (the network's) are scaled to the global norm `args.grad_clip`, the rest (a learned
-/// schedule's) are not; then AdamW and the EMA, in parallel fixed blocks.
+/// schedule's) are not; then AdamW and the EMA, in parallel fixed blocks. Returns the first
+/// parameter that is not finite after the step, if any.
 #[allow(clippy::too_many_arguments)]
 pub fn step(
     args: &TrainArgs,
@@ -67,7 +80,7 @@ pub fn step(
     adam_m: &mut [f32],
     adam_v: &mut [f32],
     ema: &mut [f32],
-) {
+) -> Option<usize> {
     // the norm in fixed blocks, summed in order (the same for any thread count)
     let norm = grad[..clipped]
         .par_chunks(PARAM_BLOCK)
@@ -97,14 +110,45 @@ pub fn step(
         .zip(ema.par_chunks_mut(PARAM_BLOCK))
         .zip(grad.par_chunks(PARAM_BLOCK))
         .enumerate()
-        .for_each(|(k, ((((p, m), v), e), g))| {
+        .map(|(k, ((((p, m), v), e), g))| {
             let net = clipped.saturating_sub(k * PARAM_BLOCK).min(g.len());
             let (gn, gs) = g.split_at(net);
             let (pn, ps) = p.split_at_mut(net);
             let (mn, ms) = m.split_at_mut(net);
             let (vn, vs) = v.split_at_mut(net);
             let (en, es) = e.split_at_mut(net);
-            adamw_ema(&h, clip, gn, mn, vn, pn, en);
-            adamw_ema(&h, None, gs, ms, vs, ps, es);
-        });
+            let finite = adamw_ema(&h, clip, gn, mn, vn, pn, en) & adamw_ema(&h, None, gs, ms, vs, ps, es);
+            // (the rare case searches its block)
+            if finite { None } else { p.iter().position(|x| !x.is_finite()).map(|i| k * PARAM_BLOCK + i) }
+        })
+        .find_first(Option::is_some)
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The step reports the first parameter that overflows, wherever its block falls, and the
+    /// same one for any thread count: every gradient is -1, so AdamW moves every parameter up
+    /// by `lr` (its first step is `m / sqrt(v) = -1` exactly, up to `eps`); with `lr = 1e38`
+    /// the parameters set to 3e38 pass f32's largest value (3.4e38) and no other does.
+    #[test]
+    fn reports_the_first_parameter_that_is_not_finite() {
+        let opts = crate::train::TrainOptions { data: "two-moons".into(), ..crate::train::TrainOptions::DEFAULT };
+        let mut args = opts.trainer().unwrap().ckpt.config.train.clone();
+        (args.lr, args.warmup, args.weight_decay, args.grad_clip) = (1e38, 0, 0.0, 0.0);
+        let n = 3 * PARAM_BLOCK + 17;
+        for (big, first) in [(vec![], None), (vec![2 * PARAM_BLOCK + 5, PARAM_BLOCK + 9], Some(PARAM_BLOCK + 9))] {
+            for threads in [1, 2, 3] {
+                let mut p = vec![0.0f32; n];
+                big.iter().for_each(|&i| p[i] = 3e38);
+                let (mut m, mut v, mut e, g) = (vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![-1.0f32; n]);
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let bad = pool.install(|| step(&args, 1, &g, n, &mut p, &mut m, &mut v, &mut e));
+                assert_eq!(bad, first, "{threads} threads");
+                assert!((p[0] - 1e38).abs() <= 1e32, "p[0] = {}", p[0]);
+            }
+        }
+    }
 }

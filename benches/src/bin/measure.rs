@@ -10,6 +10,8 @@
 //! measure forward    --batch B --threads N            native MLP forward of the shipped weights
 //! measure bound      --data FILE.npy --threads N      the full bound, T = 1000, with the ONNX MLP
 //! measure unet-train --data digits|mnist5k --threads N  training steps of the default U-Net, batch 64
+//! measure unet-scaling --data digits|mnist5k --threads N [--rounds R]  the same steps on 1 and N
+//!                                                      threads in alternating blocks of one process
 //! measure unet-forward --model DIR --batch B --threads N  the native forward of a U-Net checkpoint
 //! measure dpm-sample --batch B --threads N           10-step DPM-Solver++ 2M sampling with the ONNX MLP
 //! measure ode        --data FILE.npy --threads N      the probability-flow ODE's NLL (RK45, rtol = atol =
@@ -331,6 +333,40 @@ fn unet_train(args: &[String]) -> serde_json::Value {
     })
 }
 
+/// Thread scaling of `unet-train`'s steps, measured in one process: blocks of 4 steps on one
+/// thread and on `--threads`, alternating for `--rounds` rounds (the first step of a block is
+/// not timed). A slow spell of the machine then falls on both sides of a round instead of on a
+/// whole run of one of them; the scaling is the median over rounds of the ratio of the blocks'
+/// median step times.
+fn unet_scaling(args: &[String]) -> serde_json::Value {
+    let threads = arg(args, "--threads", 2usize);
+    let rounds = arg(args, "--rounds", 8usize);
+    let data: String = arg(args, "--data", "digits".to_string());
+    let mut opts = elbo::train::TrainOptions { data, steps: 100_000, batch: 64, ..elbo::train::TrainOptions::DEFAULT };
+    opts.schedule.schedule = elbo::kinds::ScheduleKind::Learned;
+    let (one, many) = (pool(1), pool(threads));
+    let mut tr = opts.trainer().expect("the built-in image data");
+    let mut block = |p: &rayon::ThreadPool| {
+        p.install(|| {
+            tr.step().unwrap();
+            median(times(3, || {
+                tr.step().unwrap();
+            }))
+        })
+    };
+    block(&many);
+    let (mut t1, mut tn, mut ratios) = (vec![], vec![], vec![]);
+    for _ in 0..rounds {
+        let (a, b) = (block(&one), block(&many));
+        ratios.push(a.as_secs_f64() / b.as_secs_f64());
+        t1.push(a);
+        tn.push(b);
+    }
+    ratios.sort_by(f64::total_cmp);
+    json!({"work": "unet-scaling", "threads": threads, "rounds": rounds, "scaling": ratios[rounds / 2],
+           "ratios": ratios, "examples_per_s_1": 64.0 / secs(median(t1)), "examples_per_s_n": 64.0 / secs(median(tn))})
+}
+
 /// The native forward of a U-Net checkpoint on a batch of standard normals at t = T / 2.
 fn unet_forward(args: &[String]) -> serde_json::Value {
     let batch = arg(args, "--batch", 64usize);
@@ -384,13 +420,14 @@ fn main() {
         Some("forward") => forward(&args),
         Some("bound") => bound(&args),
         Some("unet-train") => unet_train(&args),
+        Some("unet-scaling") => unet_scaling(&args),
         Some("unet-forward") => unet_forward(&args),
         Some("mmd") => mmd(&args),
         Some("dpm-sample") => dpm_sample(&args),
         Some("ode") => ode(&args),
         _ => {
             eprintln!(
-                "usage: measure train|step|bandwidth|onnx-sample|forward|bound|unet-train|unet-forward|mmd|dpm-sample|ode [flags] (see the source's header)"
+                "usage: measure train|step|bandwidth|onnx-sample|forward|bound|unet-train|unet-scaling|unet-forward|mmd|dpm-sample|ode [flags] (see the source's header)"
             );
             std::process::exit(2);
         }

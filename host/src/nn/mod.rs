@@ -24,18 +24,29 @@ pub const CHUNK: usize = 128;
 pub const PARAM_BLOCK: usize = 4096;
 
 /// The sum of `n_chunks` gradients of `np` parameters stored one after another in `grads`,
-/// in chunk order, in parallel over blocks of [`PARAM_BLOCK`] parameters: the same bits for any
-/// thread count.
+/// in chunk order (`g_0 + g_1 + ...`, element by element), in parallel over blocks of
+/// [`PARAM_BLOCK`] parameters: the same bits for any thread count. The result is written once,
+/// in parallel, with room for [`crate::continuous::N_PARAMS`] more entries (a learned
+/// schedule's gradient, which the trainer appends without moving this one).
 pub(crate) fn sum_chunk_gradients(grads: &[f32], np: usize, n_chunks: usize) -> Vec<f32> {
     use rayon::prelude::*;
-    let mut grad = grads[..np].to_vec();
-    grad.par_chunks_mut(PARAM_BLOCK).enumerate().for_each(|(k, block)| {
-        let o = k * PARAM_BLOCK;
-        for c in 1..n_chunks {
-            let g = &grads[c * np + o..c * np + o + block.len()];
-            block.iter_mut().zip(g).for_each(|(a, &b)| *a += b);
+    let mut grad = Vec::with_capacity(np + crate::continuous::N_PARAMS);
+    grad.spare_capacity_mut()[..np].par_chunks_mut(PARAM_BLOCK).enumerate().for_each(|(k, block)| {
+        // in tiles of 64 summed in registers, each entry g_0 + g_1 + ... in chunk order
+        for (j, out) in block.chunks_mut(64).enumerate() {
+            let (o, n) = (k * PARAM_BLOCK + j * 64, out.len());
+            let mut acc = [0.0f32; 64];
+            acc[..n].copy_from_slice(&grads[o..o + n]);
+            for c in 1..n_chunks {
+                acc[..n].iter_mut().zip(&grads[c * np + o..c * np + o + n]).for_each(|(a, &g)| *a += g);
+            }
+            out.iter_mut().zip(&acc).for_each(|(v, &a)| {
+                v.write(a);
+            });
         }
     });
+    // SAFETY: the loop above wrote every one of the first `np` entries.
+    unsafe { grad.set_len(np) };
     grad
 }
 

@@ -293,8 +293,7 @@ impl Trainer {
                 self.ckpt.state.step + 1
             )));
         }
-        self.update(grad);
-        if let Some(i) = self.ckpt.params.iter().position(|p| !p.is_finite()) {
+        if let Some(i) = self.update(grad) {
             return Err(crate::error::Error::Internal(anyhow::anyhow!(
                 "weight {i} became non-finite at step {}: lower --lr or raise --grad-clip \
                  (the last checkpoint is kept)",
@@ -474,14 +473,15 @@ impl Trainer {
     }
 
     /// Clips the network's gradient (a learned schedule's is left to Adam's scaling), takes an
-    /// AdamW step and updates the EMA.
-    fn update(&mut self, grad: Vec<f32>) {
+    /// AdamW step and updates the EMA; returns the first parameter that is not finite after
+    /// it, if any.
+    fn update(&mut self, grad: Vec<f32>) -> Option<usize> {
         // the network's parameters are clipped; a learned schedule's (after them) are not
         let clipped =
             if self.ckpt.config.schedule.name == ScheduleKind::Learned { self.net.n_params() } else { grad.len() };
         let k = self.ckpt.state.step + 1;
         let c = &mut self.ckpt;
-        crate::optimizer::step(
+        let bad = crate::optimizer::step(
             &c.config.train,
             k,
             &grad,
@@ -493,6 +493,7 @@ impl Trainer {
         );
         c.state.step = k;
         c.config.step = k;
+        bad
     }
 
     /// Brings the checkpoint's run state up to date with what lives outside it (the importance

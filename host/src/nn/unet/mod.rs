@@ -830,12 +830,13 @@ impl crate::network::Network for UNet {
         let n = tau.len();
         let n_chunks = n.div_ceil(CHUNK);
         let mut grads = std::mem::take(&mut *self.scratch.lock().unwrap_or_else(|e| e.into_inner()));
-        grads.clear();
+        // each chunk zeroes its own gradient, on the thread that then writes it
         grads.resize(n_chunks * np, 0.0);
         let chunks: Vec<(f64, Option<Vec<f32>>)> = grads
             .par_chunks_mut(np.max(1))
             .enumerate()
             .map(|(c, g)| {
+                g.fill(0.0);
                 let r0 = c * CHUNK;
                 let rows = CHUNK.min(n - r0);
                 let lab = labels.map(|l| &l[r0..r0 + rows]);
