@@ -14,6 +14,10 @@
 //! bits depend on its inputs alone: not on the thread count, the chunk size, the batch, the
 //! tile, or whether the CPU has AVX-512, AVX2 or neither (the last runs the same code far more
 //! slowly, through the library's exactly rounded `fmaf`).
+//!
+//! **Tasks.** The forward and the data gradient split the output pixels, the weight gradient
+//! its rows `(tap, input channel)`, into about eight tasks each on rayon's pool; by the above,
+//! the split changes no bits.
 
 // The register tiles are indexed by (pixel or channel, vector, lane), as the algorithm reads.
 #![allow(clippy::needless_range_loop)]
@@ -127,26 +131,60 @@ impl Grid {
 /// (`rows x cout`, the sums plus the bias if one was given), in order.
 type Sink<'a> = &'a mut dyn FnMut(usize, &[f32]);
 
+/// Output pixels per parallel task of a convolution of `m` output pixels: about an eighth of
+/// them, a whole number of tiles (24 is a multiple of every tile's `R`). The tasks run on
+/// rayon's pool, so a thread that has finished its own chunk of the batch takes over part of
+/// another's convolution; an output's bits do not depend on the task it falls in (module docs).
+fn task_pixels(m: usize) -> usize {
+    m.div_ceil(8).div_ceil(24).max(1) * 24
+}
+
 /// `y[b, oy, ox, co] = bias[co] + sum_{ky, kx, ci} xp[b, oy s + ky, ox s + kx, ci] w[ky, kx, ci, co]`
 /// for the padded input `xp` of `n` images of `h x w` (see [`pad`]) and stride `s` (1 or 2):
 /// PyTorch's `Conv2d(cin, cout, 3, s, padding=1)`. Returns `y`, `n x ho x wo x cout`, written
-/// once (never zeroed first). The sum's order is fixed (module docs).
+/// once (never zeroed first), in parallel tasks of pixels. The sum's order is fixed (module
+/// docs).
 pub(crate) fn conv3x3(xp: &[f32], n: usize, h: usize, w: usize, s: usize, wt: &Packed, bias: &[f32]) -> Vec<f32> {
+    use rayon::prelude::*;
     assert!(bias.len() == wt.cout, "conv3x3: a bias per output channel");
     let g = Grid::new(xp, n, h, w, s, wt.cin);
-    let mut y = Vec::with_capacity(g.pixels() * wt.cout);
-    run(xp, g, wt, Some(bias), &mut |_, rows| y.extend_from_slice(rows));
+    let (m, cout) = (g.pixels(), wt.cout);
+    let mut y = Vec::with_capacity(m * cout);
+    if m > 0 && cout > 0 {
+        let per = task_pixels(m);
+        y.spare_capacity_mut()[..m * cout].par_chunks_mut(per * cout).enumerate().for_each(|(k, yk)| {
+            let q_lo = k * per;
+            run(xp, g, q_lo..q_lo + yk.len() / cout, wt, Some(bias), &mut |q0, rows| {
+                let o = (q0 - q_lo) * cout;
+                yk[o..o + rows.len()].iter_mut().zip(rows).for_each(|(d, &v)| {
+                    d.write(v);
+                });
+            });
+        });
+    }
+    // SAFETY: the tasks above wrote every one of the `m * cout` outputs: the tiles of a task
+    // cover its pixels and each tile's rows hold all the output channels.
+    unsafe { y.set_len(m * cout) };
     y
 }
 
 /// `y += sum_{ky, kx, ci} xp[b, oy s + ky, ox s + kx, ci] w[ky, kx, ci, co]` ([`conv3x3`]'s sums
-/// added to what `y` holds).
+/// added to what `y` holds), in parallel tasks of pixels.
 pub(crate) fn conv3x3_add(xp: &[f32], n: usize, h: usize, w: usize, s: usize, wt: &Packed, y: &mut [f32]) {
+    use rayon::prelude::*;
     let g = Grid::new(xp, n, h, w, s, wt.cin);
-    assert!(y.len() == g.pixels() * wt.cout, "conv3x3: an output of the wrong size");
-    let cout = wt.cout;
-    run(xp, g, wt, None, &mut |q0, rows| {
-        y[q0 * cout..q0 * cout + rows.len()].iter_mut().zip(rows).for_each(|(o, &v)| *o += v);
+    let (m, cout) = (g.pixels(), wt.cout);
+    assert!(y.len() == m * cout, "conv3x3: an output of the wrong size");
+    if m == 0 || cout == 0 {
+        return;
+    }
+    let per = task_pixels(m);
+    y.par_chunks_mut(per * cout).enumerate().for_each(|(k, yk)| {
+        let q_lo = k * per;
+        run(xp, g, q_lo..q_lo + yk.len() / cout, wt, None, &mut |q0, rows| {
+            let o = (q0 - q_lo) * cout;
+            yk[o..o + rows.len()].iter_mut().zip(rows).for_each(|(d, &v)| *d += v);
+        });
     });
 }
 
@@ -175,22 +213,25 @@ impl Isa {
 }
 
 /// What the forward tiles read.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct ConvArgs<'a> {
     /// The padded input.
     xp: &'a [f32],
     g: Grid,
+    /// The output pixels to compute.
+    q: std::ops::Range<usize>,
     wt: &'a Packed,
     bias: Option<&'a [f32]>,
 }
 
-/// Runs the tiles with the kernel for the output channels' blocking.
-fn run(xp: &[f32], g: Grid, wt: &Packed, bias: Option<&[f32]>, sink: Sink) {
+/// Runs the tiles of the output pixels `q` with the kernel for the output channels' blocking.
+fn run(xp: &[f32], g: Grid, q: std::ops::Range<usize>, wt: &Packed, bias: Option<&[f32]>, sink: Sink) {
     assert!(wt.w.len() == 9 * wt.cin * wt.cpad, "conv3x3: a packed weight of the wrong size");
-    if g.pixels() == 0 || wt.cout == 0 {
+    assert!(q.end <= g.pixels(), "conv3x3: pixels outside the output");
+    if q.is_empty() || wt.cout == 0 {
         return;
     }
-    let a = ConvArgs { xp, g, wt, bias };
+    let a = ConvArgs { xp, g, q, wt, bias };
     // channel blocks of V vectors and tiles of R pixels: R V accumulators in registers
     let vectors = wt.cpad / L;
     match vectors {
@@ -230,28 +271,28 @@ fn dispatch<const R: usize, const V: usize>(a: &ConvArgs, sink: Sink) {
     tiles::<R, V>(a, sink, tile::<R, V>)
 }
 
-/// Every tile of `R` output pixels (in the order `(b, oy, ox)`; the last tile repeats its last
-/// pixel, whose copies are not passed on) and all output channels, `V L` at a time, summed by
-/// `kernel`; each tile's rows go to `sink`.
+/// Every tile of `R` output pixels of `a.q` (in the order `(b, oy, ox)`; the last tile repeats
+/// its last pixel, whose copies are not passed on) and all output channels, `V L` at a time,
+/// summed by `kernel`; each tile's rows go to `sink`.
 #[inline(always)]
 fn tiles<const R: usize, const V: usize>(
     a: &ConvArgs,
     sink: Sink,
     kernel: impl Fn(&[f32], &[usize; R], &[usize; 9], usize, &[f32], usize, usize) -> [[[f32; L]; V]; R],
 ) {
-    let ConvArgs { xp, g, wt, bias } = *a;
-    let (m, cin, cout, cpad) = (g.pixels(), wt.cin, wt.cout, wt.cpad);
+    let ConvArgs { xp, g, ref q, wt, bias } = *a;
+    let (cin, cout, cpad) = (wt.cin, wt.cout, wt.cpad);
     let taps: [usize; 9] = std::array::from_fn(|t| g.tap(t));
     // every read is below this (the last pixel's last tap): checked once for the unchecked
     // reads of the kernel
-    assert!(g.origin(m - 1) + taps[8] + cin <= xp.len(), "conv3x3: the padded input is too short");
+    assert!(g.origin(q.end - 1) + taps[8] + cin <= xp.len(), "conv3x3: the padded input is too short");
     let mut rows_out = vec![0.0f32; R * cout];
-    for q0 in (0..m).step_by(R) {
+    for q0 in q.clone().step_by(R) {
         let mut offs = [0usize; R];
         for (r, o) in offs.iter_mut().enumerate() {
-            *o = g.origin((q0 + r).min(m - 1));
+            *o = g.origin((q0 + r).min(q.end - 1));
         }
-        let rows = R.min(m - q0);
+        let rows = R.min(q.end - q0);
         for co0 in (0..cpad).step_by(V * L) {
             let acc = kernel(xp, &offs, &taps, cin, &wt.w, cpad, co0);
             let width = (cout - co0.min(cout)).min(V * L);
@@ -356,14 +397,14 @@ pub(crate) fn conv3x3_weight_grad(
     let args = WgradArgs { xp, origins: &origins, grid, cin, dy: &dyp, cpad };
     // R input channels (dividing cin) by V vectors of output channels in registers
     match (cin % 8, cin % 4, cin % 2, vectors % 3, vectors % 2) {
-        (0, _, _, 0, _) => wgrad_dispatch::<8, 3>(&args, &mut gp),
-        (0, _, _, _, 0) => wgrad_dispatch::<8, 2>(&args, &mut gp),
-        (0, _, _, _, _) => wgrad_dispatch::<8, 1>(&args, &mut gp),
-        (_, 0, _, _, 0) => wgrad_dispatch::<4, 2>(&args, &mut gp),
-        (_, 0, _, _, _) => wgrad_dispatch::<4, 1>(&args, &mut gp),
-        (_, _, 0, _, 0) => wgrad_dispatch::<2, 2>(&args, &mut gp),
-        (_, _, 0, _, _) => wgrad_dispatch::<2, 1>(&args, &mut gp),
-        _ => wgrad_dispatch::<1, 1>(&args, &mut gp),
+        (0, _, _, 0, _) => wgrad_tasks::<8, 3>(&args, &mut gp),
+        (0, _, _, _, 0) => wgrad_tasks::<8, 2>(&args, &mut gp),
+        (0, _, _, _, _) => wgrad_tasks::<8, 1>(&args, &mut gp),
+        (_, 0, _, _, 0) => wgrad_tasks::<4, 2>(&args, &mut gp),
+        (_, 0, _, _, _) => wgrad_tasks::<4, 1>(&args, &mut gp),
+        (_, _, 0, _, 0) => wgrad_tasks::<2, 2>(&args, &mut gp),
+        (_, _, 0, _, _) => wgrad_tasks::<2, 1>(&args, &mut gp),
+        _ => wgrad_tasks::<1, 1>(&args, &mut gp),
     }
     for (gr, pr) in g.chunks_exact_mut(cout).zip(gp.chunks_exact(cpad)) {
         gr.iter_mut().zip(pr).for_each(|(a, &v)| *a += v);
@@ -382,64 +423,76 @@ struct WgradArgs<'a> {
     cpad: usize,
 }
 
-/// Runs [`wgrad_tiles`] with the AVX-512F kernel where the CPU has it, else the portable one
-/// (compiled for AVX2 with FMA where the CPU has those): the same bits in every case.
-fn wgrad_dispatch<const R: usize, const V: usize>(a: &WgradArgs, gp: &mut [f32]) {
+/// The weight gradient's rows `(tap, input channel)` in parallel tasks of about an eighth of
+/// them (whole tiles of `R`): each entry is still one sum over the pixels in order, whichever
+/// task computes it.
+fn wgrad_tasks<const R: usize, const V: usize>(a: &WgradArgs, gp: &mut [f32]) {
+    use rayon::prelude::*;
+    let per = (gp.len() / a.cpad / R).div_ceil(8).max(1) * R;
+    gp.par_chunks_mut(per * a.cpad).enumerate().for_each(|(k, gk)| wgrad_dispatch::<R, V>(a, k * per, gk));
+}
+
+/// Runs [`wgrad_tiles`] on the rows from `row0` that `gp` holds, with the AVX-512F kernel
+/// where the CPU has it, else the portable one (compiled for AVX2 with FMA where the CPU has
+/// those): the same bits in every case.
+fn wgrad_dispatch<const R: usize, const V: usize>(a: &WgradArgs, row0: usize, gp: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f")]
-        fn with_avx512<const R: usize, const V: usize>(a: &WgradArgs, gp: &mut [f32]) {
-            wgrad_tiles::<R, V>(a, gp, |a, q0, q1, off, co0, acc| {
+        fn with_avx512<const R: usize, const V: usize>(a: &WgradArgs, row0: usize, gp: &mut [f32]) {
+            wgrad_tiles::<R, V>(a, row0, gp, |a, q0, q1, off, co0, acc| {
                 // SAFETY: this function runs only where the CPU has AVX-512F, and
                 // `conv3x3_weight_grad` has checked the bounds that the kernel requires.
                 unsafe { avx512::wgrad::<R, V>(a.xp, &a.origins[q0..q1], off, a.dy, a.cpad, co0, q0, acc) }
             })
         }
         #[target_feature(enable = "avx2,fma")]
-        fn with_avx2<const R: usize, const V: usize>(a: &WgradArgs, gp: &mut [f32]) {
-            wgrad_tiles::<R, V>(a, gp, wgrad::<R, V>)
+        fn with_avx2<const R: usize, const V: usize>(a: &WgradArgs, row0: usize, gp: &mut [f32]) {
+            wgrad_tiles::<R, V>(a, row0, gp, wgrad::<R, V>)
         }
         match Isa::detect() {
             // SAFETY: the CPU has AVX-512F.
-            Isa::Avx512 => return unsafe { with_avx512::<R, V>(a, gp) },
+            Isa::Avx512 => return unsafe { with_avx512::<R, V>(a, row0, gp) },
             // SAFETY: the CPU has AVX2 and FMA.
-            Isa::Avx2 => return unsafe { with_avx2::<R, V>(a, gp) },
+            Isa::Avx2 => return unsafe { with_avx2::<R, V>(a, row0, gp) },
             Isa::Plain => {}
         }
     }
-    wgrad_tiles::<R, V>(a, gp, wgrad::<R, V>)
+    wgrad_tiles::<R, V>(a, row0, gp, wgrad::<R, V>)
 }
 
 /// Output pixels per block of the weight gradient's sums: a block of `dy` (and the input rows
 /// it reads) stays in cache while every tile of the gradient passes over it.
 const QB: usize = 256;
 
-/// Every tile of `R` input channels and `V L` output channels of every tap, block of pixels by
-/// block: the tile's running sums are loaded from `gp`, continued over the block by `kernel`
-/// and stored back, so each sum still runs over the pixels in order.
+/// Every tile of `R` input channels and `V L` output channels of the rows `(tap, input
+/// channel)` (row `tap cin + ci`) from `row0` that `gp` holds,
+/// block of pixels by block: the tile's running sums are loaded from `gp`, continued over the
+/// block by `kernel` and stored back, so each sum still runs over the pixels in order.
 #[inline(always)]
 fn wgrad_tiles<const R: usize, const V: usize>(
     a: &WgradArgs,
+    row0: usize,
     gp: &mut [f32],
     kernel: impl Fn(&WgradArgs, usize, usize, usize, usize, &mut [[[f32; L]; V]; R]),
 ) {
     let (cin, cpad) = (a.cin, a.cpad);
     let m = a.origins.len();
+    let rows = gp.len() / cpad;
     for q0 in (0..m).step_by(QB) {
         let q1 = (q0 + QB).min(m);
-        for t in 0..9 {
-            let toff = a.grid.tap(t);
-            for ci0 in (0..cin).step_by(R) {
-                for co0 in (0..cpad).step_by(V * L) {
-                    let mut acc = [[[0.0f32; L]; V]; R];
-                    for (r, ar) in acc.iter_mut().enumerate() {
-                        let row = &gp[(t * cin + ci0 + r) * cpad + co0..][..V * L];
-                        ar.as_flattened_mut().copy_from_slice(row);
-                    }
-                    kernel(a, q0, q1, toff + ci0, co0, &mut acc);
-                    for (r, ar) in acc.iter().enumerate() {
-                        gp[(t * cin + ci0 + r) * cpad + co0..][..V * L].copy_from_slice(ar.as_flattened());
-                    }
+        // (R divides cin, so a tile's R rows share one tap)
+        for r0 in (0..rows).step_by(R) {
+            let (t, ci0) = ((row0 + r0) / cin, (row0 + r0) % cin);
+            let off = a.grid.tap(t) + ci0;
+            for co0 in (0..cpad).step_by(V * L) {
+                let mut acc = [[[0.0f32; L]; V]; R];
+                for (r, ar) in acc.iter_mut().enumerate() {
+                    ar.as_flattened_mut().copy_from_slice(&gp[(r0 + r) * cpad + co0..][..V * L]);
+                }
+                kernel(a, q0, q1, off, co0, &mut acc);
+                for (r, ar) in acc.iter().enumerate() {
+                    gp[(r0 + r) * cpad + co0..][..V * L].copy_from_slice(ar.as_flattened());
                 }
             }
         }
@@ -665,10 +718,31 @@ mod tests {
         }
         let mut plain = Vec::new();
         let xp = pad(&x, n, h, w, cin);
-        let a = ConvArgs { xp: &xp, g: Grid::new(&xp, n, h, w, 1, cin), wt: &wt, bias: Some(&bias) };
+        let a = ConvArgs { xp: &xp, g: Grid::new(&xp, n, h, w, 1, cin), q: 0..n * h * w, wt: &wt, bias: Some(&bias) };
         tiles::<6, 1>(&a, &mut |_, r| plain.extend_from_slice(r), tile::<6, 1>);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&plain), bits(&all));
+    }
+
+    /// The weight gradient's parallel tasks (rows of taps and input channels) give the bits of
+    /// one pass over all the rows, on any number of threads.
+    #[test]
+    fn weight_gradient_tasks_give_the_bits_of_one_pass() {
+        let (n, h, w, cin, cout) = (3, 6, 6, 16, 32);
+        let xp = pad(&values(n * h * w * cin, 0.29, 0.5), n, h, w, cin);
+        let dy = values(n * h * w * cout, 0.53, 0.9);
+        let grid = Grid::new(&xp, n, h, w, 1, cin);
+        let origins: Vec<usize> = (0..n * h * w).map(|q| grid.origin(q)).collect();
+        let a = WgradArgs { xp: &xp, origins: &origins, grid, cin, dy: &dy, cpad: cout };
+        let mut one = vec![0.0f32; 9 * cin * cout];
+        wgrad_tiles::<8, 2>(&a, 0, &mut one, wgrad::<8, 2>);
+        for threads in [1, 2, 3] {
+            let mut tasks = vec![0.0f32; 9 * cin * cout];
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| wgrad_tasks::<8, 2>(&a, &mut tasks));
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&tasks), bits(&one), "{threads} threads");
+        }
     }
 
     /// The weight gradient against its definition in f64, for strides 1 and 2, output channels

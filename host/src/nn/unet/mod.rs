@@ -22,6 +22,12 @@
 //!
 //! Images come in and go out as the data's rows (`C x H x W`, row-major); inside, a chunk of
 //! [`CHUNK`] examples is held channels-last (see [`layers`]).
+//!
+//! **Threads.** Chunks run in parallel, and within a chunk each 3x3 convolution (forward, data
+//! and weight gradient) is split into tasks on the same rayon pool, so that a thread that has
+//! finished its chunk takes over part of another's, and a batch of one chunk (sampling a few
+//! images) uses every thread. No result depends on who runs what: each output of a
+//! convolution is one sum in a fixed order, and the chunks' gradients are added in chunk order.
 
 mod direct;
 pub mod layers;
