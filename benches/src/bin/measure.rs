@@ -312,16 +312,21 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// A fresh `elbo train --data DATA --schedule learned --batch 64` (`--data`: digits or mnist5k).
+fn unet_trainer(args: &[String]) -> elbo::train::Trainer {
+    let data: String = arg(args, "--data", "digits".to_string());
+    let mut opts = elbo::train::TrainOptions { data, steps: 100_000, batch: 64, ..elbo::train::TrainOptions::DEFAULT };
+    opts.schedule.schedule = elbo::kinds::ScheduleKind::Learned;
+    opts.trainer().expect("the built-in image data")
+}
+
 /// Steps of `elbo train --data DATA --schedule learned --batch 64` (the default U-Net for the
 /// image size: the architecture of benches/peers/unet.py), median over steps after a warm-up.
 fn unet_train(args: &[String]) -> serde_json::Value {
     let threads = arg(args, "--threads", 1usize);
     let reps = arg(args, "--reps", 20usize);
-    let data: String = arg(args, "--data", "digits".to_string());
-    let mut opts = elbo::train::TrainOptions { data, steps: 100_000, batch: 64, ..elbo::train::TrainOptions::DEFAULT };
-    opts.schedule.schedule = elbo::kinds::ScheduleKind::Learned;
     pool(threads).install(|| {
-        let mut tr = opts.trainer().expect("the built-in image data");
+        let mut tr = unet_trainer(args);
         for _ in 0..3 {
             tr.step().unwrap();
         }
@@ -341,11 +346,8 @@ fn unet_train(args: &[String]) -> serde_json::Value {
 fn unet_scaling(args: &[String]) -> serde_json::Value {
     let threads = arg(args, "--threads", 2usize);
     let rounds = arg(args, "--rounds", 8usize);
-    let data: String = arg(args, "--data", "digits".to_string());
-    let mut opts = elbo::train::TrainOptions { data, steps: 100_000, batch: 64, ..elbo::train::TrainOptions::DEFAULT };
-    opts.schedule.schedule = elbo::kinds::ScheduleKind::Learned;
     let (one, many) = (pool(1), pool(threads));
-    let mut tr = opts.trainer().expect("the built-in image data");
+    let mut tr = unet_trainer(args);
     let mut block = |p: &rayon::ThreadPool| {
         p.install(|| {
             tr.step().unwrap();
