@@ -155,7 +155,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--scaling-rounds", type=int, default=9,
+    p.add_argument("--scaling-rounds", type=int, default=25,
                    help="rounds of the U-Net's thread-scaling measurement (blocks on 1 and N threads in turn)")
     p.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
     p.add_argument("--bound-minutes", type=float, default=7,
